@@ -1,0 +1,173 @@
+// Package bus connects Usher to NATS: it runs the embedded NATS server with JetStream on disk, or connects to an
+// external cluster, and declares Usher's streams.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/subject"
+)
+
+// Stream names.
+const (
+	NCSStream = "USHER_NCS"
+)
+
+// ListenOff, as the embedded listen address, keeps the embedded server in-process only.
+const ListenOff = "off"
+
+// EmbeddedConfig configures the embedded NATS server.
+type EmbeddedConfig struct {
+	// StoreDir holds JetStream's files.
+	StoreDir string
+	// Listen is host:port for other NATS clients, or ListenOff. Port -1 picks a free port (tests).
+	Listen string
+	// Logger receives the server's notices, warnings and errors; nil discards them.
+	Logger *slog.Logger
+	// ReadyTimeout bounds the wait for the server to accept connections; zero means 10 s.
+	ReadyTimeout time.Duration
+}
+
+// StartEmbedded starts a NATS server with JetStream and waits until it accepts connections. The caller owns it:
+// Shutdown then WaitForShutdown.
+func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "usher-embedded",
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		// The embedded server's clients are Usher and the operator's own backend services on loopback.
+		MaxPayload: 1 << 20,
+	}
+	if cfg.Listen == ListenOff || cfg.Listen == "" {
+		opts.DontListen = true
+	} else {
+		host, port, err := splitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats listen address %q: %w", cfg.Listen, err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("create embedded nats: %w", err)
+	}
+	if cfg.Logger != nil {
+		s.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "nats")}, false, false, false)
+	}
+	go s.Start()
+	timeout := cfg.ReadyTimeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	if !s.ReadyForConnections(timeout) {
+		s.Shutdown()
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("embedded nats not ready after %s (is %s free, is %s writable?)", timeout, cfg.Listen, cfg.StoreDir)
+	}
+	return s, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, errors.New("port must be a number from 0 to 65535")
+	}
+	return host, port, nil
+}
+
+// ConnectEmbedded connects in-process to an embedded server: no socket, no network.
+func ConnectEmbedded(s *server.Server, name string) (*nats.Conn, error) {
+	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return nil, fmt.Errorf("connect to embedded nats: %w", err)
+	}
+	return nc, nil
+}
+
+// Connect connects to external NATS servers (comma-separated URLs), retrying on its own when the connection drops.
+func Connect(urls, name string, log *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(urls,
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(false),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to nats %s: %w", redactURLs(urls), err)
+	}
+	return nc, nil
+}
+
+// redactURLs hides credentials in NATS URLs for messages.
+func redactURLs(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, u := range parts {
+		if at := strings.LastIndex(u, "@"); at >= 0 {
+			if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+				parts[i] = u[:scheme+3] + "***" + u[at:]
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// StreamConfig sets the limits of Usher's streams.
+type StreamConfig struct {
+	// Dedup is the window in which a repeated message id is dropped.
+	Dedup time.Duration
+	// MaxAge is how long notifications are retained; zero keeps them until MaxBytes.
+	MaxAge time.Duration
+	// Replicas of each stream; zero means 1.
+	Replicas int
+}
+
+// EnsureStreams creates Usher's streams, or updates them to cfg.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+	replicas := max(cfg.Replicas, 1)
+	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        NCSStream,
+		Description: "Verified Agora NCS notifications, one subject per channel",
+		Subjects:    []string{subject.NCSPrefix + ">", subject.OtherPrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		Duplicates:  cfg.Dedup,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("create or update stream %s: %w", NCSStream, err)
+	}
+	return nil
+}
+
+// slogAdapter routes the NATS server's log to slog.
+type slogAdapter struct{ l *slog.Logger }
+
+func (a slogAdapter) Noticef(format string, v ...any) { a.l.Info(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.l.Warn(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Fatalf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.l.Error(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.l.Debug(fmt.Sprintf(format, v...)) }

@@ -1,0 +1,69 @@
+package gateway
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/usher-presence/usher/gateway/ncs"
+)
+
+// Errors of the HTTP layer that are not the ncs package's.
+var (
+	errBodyTooLarge = errors.New("request body is larger than 64 KiB")
+	errReadBody     = errors.New("request body could not be read")
+	errUnavailable  = errors.New("the notification could not be stored now; retry")
+	errNotFound     = errors.New("no such endpoint")
+	errMethod       = errors.New("method not allowed on this endpoint")
+)
+
+// apiError is the JSON body of every error answer.
+type apiError struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// classify maps an error to its HTTP status and error code. It is the one place where that mapping lives.
+func classify(err error) (int, string) {
+	switch {
+	case errors.Is(err, ncs.ErrMissingSignature):
+		return http.StatusUnauthorized, "missing_signature"
+	case errors.Is(err, ncs.ErrBadSignature):
+		return http.StatusUnauthorized, "bad_signature"
+	case errors.Is(err, errBodyTooLarge):
+		return http.StatusRequestEntityTooLarge, "body_too_large"
+	case errors.Is(err, errReadBody):
+		return http.StatusBadRequest, "unreadable_body"
+	case errors.Is(err, ncs.ErrNotJSON):
+		return http.StatusBadRequest, "invalid_json"
+	case errors.Is(err, ncs.ErrMissingField):
+		return http.StatusBadRequest, "missing_field"
+	case errors.Is(err, ncs.ErrInvalidChannel):
+		return http.StatusBadRequest, "invalid_channel"
+	case errors.Is(err, ncs.ErrInvalidPayload):
+		return http.StatusBadRequest, "invalid_payload"
+	case errors.Is(err, errUnavailable):
+		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, errNotFound):
+		return http.StatusNotFound, "not_found"
+	case errors.Is(err, errMethod):
+		return http.StatusMethodNotAllowed, "method_not_allowed"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// errorJSON writes the last error a handler recorded with c.Error as {"error","message"}.
+func errorJSON(c *gin.Context) {
+	c.Next()
+	if len(c.Errors) == 0 || c.Writer.Written() {
+		return
+	}
+	err := c.Errors.Last().Err
+	status, code := classify(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		msg = "internal error"
+	}
+	c.AbortWithStatusJSON(status, apiError{Error: code, Message: msg})
+}
