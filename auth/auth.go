@@ -81,7 +81,13 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, ErrNoToken
 	}
 	var c Claims
-	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return v.key, nil })
+	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
+		if len(v.key) == 0 {
+			// An empty key would let anyone sign tokens: refuse rather than verify.
+			return nil, errors.New("no key configured")
+		}
+		return v.key, nil
+	})
 	switch {
 	case err == nil:
 		return &c, nil

@@ -174,8 +174,8 @@ type envelope struct {
 // productId 1, or no productId) must carry a payload with a valid channelName; any other notification is accepted as
 // long as its envelope is complete, and its channel is taken from the payload's channelName when that is valid.
 func Decode(body []byte) (*Decoded, error) {
-	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil {
+	var envp *envelope
+	if err := json.Unmarshal(body, &envp); err != nil {
 		var typeErr *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &typeErr) && typeErr.Field != "":
@@ -185,6 +185,10 @@ func Decode(body []byte) (*Decoded, error) {
 		}
 		return nil, fmt.Errorf("%w: %s", ErrNotJSON, jsonMessage(err))
 	}
+	if envp == nil {
+		return nil, fmt.Errorf("%w: found null", ErrNotJSON)
+	}
+	env := *envp
 	switch {
 	case env.NoticeID == nil || *env.NoticeID == "":
 		return nil, fmt.Errorf("%w: noticeId", ErrMissingField)

@@ -42,11 +42,12 @@ func NewVerifier(secrets ...string) *Verifier {
 // Verify checks the signature headers of a request against its raw body. When Agora-Signature-V2 (SHA-256) is
 // present it alone decides; Agora-Signature (SHA-1) is used only when V2 is absent. Comparison is constant-time.
 func (v *Verifier) Verify(h http.Header, body []byte) error {
-	if sig := h.Get(HeaderSignatureV2); sig != "" {
-		return v.check(sha256.New, sig, body)
+	// A header that is present decides even when empty: an empty V2 must not hand the decision to SHA-1.
+	if _, ok := h[http.CanonicalHeaderKey(HeaderSignatureV2)]; ok {
+		return v.check(sha256.New, h.Get(HeaderSignatureV2), body)
 	}
-	if sig := h.Get(HeaderSignature); sig != "" {
-		return v.check(sha1.New, sig, body)
+	if _, ok := h[http.CanonicalHeaderKey(HeaderSignature)]; ok {
+		return v.check(sha1.New, h.Get(HeaderSignature), body)
 	}
 	return ErrMissingSignature
 }
