@@ -146,7 +146,10 @@ func TestRejections(t *testing.T) {
 		t.Fatalf("rejected notifications were stored:\n%s", describe(msgs))
 	}
 	// Other paths and methods answer JSON errors too.
-	for _, r := range []struct{ method, path string; status int }{
+	for _, r := range []struct {
+		method, path string
+		status       int
+	}{
 		{http.MethodGet, "/v1/ncs", 405}, {http.MethodGet, "/nope", 404},
 	} {
 		req, _ := http.NewRequest(r.method, base+r.path, nil)
@@ -287,6 +290,17 @@ func TestSubjectIsolation(t *testing.T) {
 	expectOnly(dotGT, "a.>")
 	expectOnly(space, "a b")
 
+	msgs := readStream(t, g.JetStream())
+	for _, m := range msgs {
+		if strings.HasPrefix(m.Subject, "usher.ncs.a.") || m.Subject == "usher.ncs.a" {
+			t.Errorf("stored on %s", m.Subject)
+		}
+	}
+	if len(msgs) != 2 || msgs[0].Subject != "usher.ncs.a%2E%3E" || msgs[1].Subject != "usher.ncs.a%20b" {
+		t.Fatalf("stored subjects:\n%s", describe(msgs))
+	}
+
+	// The sentinels below are stored too, so the stream is checked first.
 	// Both notifications were routed before their 200 came back. A sentinel published now arrives after anything
 	// routed before it, so if the wildcard or plain subscriber had matched, the sentinel would not come first.
 	for _, s := range []*nats.Subscription{wild, plainA, dotGT, space} {
@@ -301,15 +315,6 @@ func TestSubjectIsolation(t *testing.T) {
 		if err != nil || string(m.Data) != "sentinel" {
 			t.Fatalf("%s: want only the sentinel next, got %v %v", s.Subject, m, err)
 		}
-	}
-	msgs := readStream(t, g.JetStream())
-	for _, m := range msgs {
-		if strings.HasPrefix(m.Subject, "usher.ncs.a.") || m.Subject == "usher.ncs.a" {
-			t.Errorf("stored on %s", m.Subject)
-		}
-	}
-	if len(msgs) != 2 || msgs[0].Subject != "usher.ncs.a%2E%3E" || msgs[1].Subject != "usher.ncs.a%20b" {
-		t.Fatalf("stored subjects:\n%s", describe(msgs))
 	}
 }
 

@@ -20,17 +20,16 @@ type EventType int
 
 // The RTC channel events. 107/108 come from older SDKs in the communication profile; newer SDKs send 103/104 there.
 const (
-	ChannelCreate        EventType = 101
-	ChannelDestroy       EventType = 102
-	BroadcasterJoin      EventType = 103
-	BroadcasterLeave     EventType = 104
-	AudienceJoin         EventType = 105
-	AudienceLeave        EventType = 106
-	CommunicationJoin    EventType = 107
-	CommunicationLeave   EventType = 108
-	RoleToBroadcaster    EventType = 111
-	RoleToAudience       EventType = 112
-	unknownEventTypeName           = "unknown"
+	ChannelCreate      EventType = 101
+	ChannelDestroy     EventType = 102
+	BroadcasterJoin    EventType = 103
+	BroadcasterLeave   EventType = 104
+	AudienceJoin       EventType = 105
+	AudienceLeave      EventType = 106
+	CommunicationJoin  EventType = 107
+	CommunicationLeave EventType = 108
+	RoleToBroadcaster  EventType = 111
+	RoleToAudience     EventType = 112
 )
 
 var eventNames = map[EventType]string{
@@ -72,7 +71,7 @@ func (t EventType) String() string {
 	if n, ok := eventNames[t]; ok {
 		return n
 	}
-	return fmt.Sprintf("%s (%d)", unknownEventTypeName, int(t))
+	return fmt.Sprintf("unknown (%d)", int(t))
 }
 
 // Platform is the platform of a user's device, as Agora numbers it.
@@ -91,20 +90,26 @@ const (
 
 // Leave reasons (the reason field of 104, 106 and 108).
 const (
-	ReasonOther           = 0
-	ReasonQuit            = 1
-	ReasonTimeout         = 2
-	ReasonPermission      = 3
-	ReasonServerLoad      = 4
-	ReasonNewDevice       = 5
-	ReasonMultipleIP      = 9
-	ReasonNetwork         = 10
-	ReasonTokenError      = 12
-	ReasonUnknownNetwork  = 99
-	ReasonAbnormalUser    = 999
-	MaxChannelNameLength  = 64
-	maxNoticeIDLength     = 256
-	channelNamePunctation = " !#$%&()+-:;<=.>?@[]^_{}|~,"
+	ReasonOther          = 0
+	ReasonQuit           = 1
+	ReasonTimeout        = 2
+	ReasonPermission     = 3
+	ReasonServerLoad     = 4
+	ReasonNewDevice      = 5
+	ReasonMultipleIP     = 9
+	ReasonNetwork        = 10
+	ReasonTokenError     = 12
+	ReasonUnknownNetwork = 99
+	ReasonAbnormalUser   = 999
+)
+
+// MaxChannelNameLength is the longest channel name Agora allows, in bytes.
+const MaxChannelNameLength = 64
+
+const (
+	maxNoticeIDLength = 256
+	// channelPunctuation is what Agora allows in a channel name besides ASCII letters and digits.
+	channelPunctuation = " !#$%&()+-:;<=.>?@[]^_{}|~,"
 )
 
 // LeaveReasons lists every leave reason Agora documents, in ascending order.
@@ -171,8 +176,9 @@ type envelope struct {
 }
 
 // Decode parses and validates a notification body (already verified). A channel event (eventType 101-112 with
-// productId 1, or no productId) must carry a payload with a valid channelName; any other notification is accepted as
-// long as its envelope is complete, and its channel is taken from the payload's channelName when that is valid.
+// productId 1, or no productId) must carry a payload with a valid channelName, and its fields must have their
+// documented types; other fields of a channel event are not required here (the roster decides what it can use). Any
+// other notification needs only noticeId and eventType; its channel is the payload's channelName when that is valid.
 func Decode(body []byte) (*Decoded, error) {
 	var envp *envelope
 	if err := json.Unmarshal(body, &envp); err != nil {
@@ -273,7 +279,7 @@ func channelByte(b byte) bool {
 	case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9':
 		return true
 	}
-	return strings.IndexByte(channelNamePunctation, b) >= 0
+	return strings.IndexByte(channelPunctuation, b) >= 0
 }
 
 // ChannelAlphabet returns every byte Agora allows in a channel name, for tests and generators.

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/bus"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer goroutine and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestDemo runs usher serve --demo: it must print working secrets and a console link, and feed itself a simulated
+// stream that it accepts, over several channels, readable on the embedded NATS server.
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	natsPort := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--demo", "--demo-rate", "100"}, env(map[string]string{
+			"PORT": "0", "USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "127.0.0.1:" + strconv.Itoa(natsPort),
+		}), &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Error("serve did not stop within 20 s of its context ending")
+		}
+	}()
+
+	link := regexp.MustCompile(`console: +http://localhost:(\d+)/#token=(\S+)`)
+	jwtLine := regexp.MustCompile(`JWT secret: +(\S+)`)
+	var m []string
+	deadline := time.Now().Add(20 * time.Second)
+	for m = link.FindStringSubmatch(stdout.String()); m == nil; m = link.FindStringSubmatch(stdout.String()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no console link printed; stdout %q stderr %q", stdout.String(), stderr.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve ended: %v; stderr %q", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	secret := jwtLine.FindStringSubmatch(stdout.String())
+	if secret == nil {
+		t.Fatalf("no JWT secret printed: %q", stdout.String())
+	}
+	claims, err := auth.NewVerifier(secret[1]).Verify(m[2])
+	if err != nil || !claims.Channels.All() {
+		t.Fatalf("console token: %v, claims %+v; want a valid \"*\" token", err, claims)
+	}
+	resp, err := http.Get("http://127.0.0.1:" + m[1] + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !bytes.Contains(page, []byte("<html")) {
+		t.Fatalf("console page: %d %q", resp.StatusCode, page)
+	}
+
+	// The simulated stream arrives in USHER_NCS, over several channel subjects.
+	nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(natsPort))
+	if err != nil {
+		t.Fatalf("connect to the embedded nats: %v", err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := js.Stream(sctx, bus.NCSStream)
+		var subjects map[string]uint64
+		if err == nil {
+			var si *jetstream.StreamInfo
+			si, err = info.Info(sctx, jetstream.WithSubjectFilter(">"))
+			if err == nil {
+				subjects = si.State.Subjects
+			}
+		}
+		scancel()
+		if err != nil {
+			t.Fatalf("stream info: %v", err)
+		}
+		if len(subjects) >= 4 {
+			t.Logf("demo stored on %d subjects", len(subjects))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 20 s the demo stored on %d subjects: %v", len(subjects), subjects)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if bytes.Contains([]byte(stderr.String()), []byte("rejected")) {
+		t.Fatalf("the server rejected demo notifications:\n%s", stderr.String())
+	}
+}

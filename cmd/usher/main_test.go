@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/usher-presence/usher/auth"
+)
+
+// env returns a getenv over m.
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestServeRefusesBadSettings(t *testing.T) {
+	t.Parallel()
+	good := func() map[string]string {
+		return map[string]string{
+			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": "0123456789abcdef0123",
+			"USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off", "PORT": "0",
+		}
+	}
+	cases := []struct {
+		name  string
+		args  []string
+		env   func(map[string]string)
+		names string // what the one-line error must name
+	}{
+		{"no NCS secrets", nil, func(m map[string]string) { delete(m, "USHER_NCS_SECRETS") }, "USHER_NCS_SECRETS"},
+		{"blank NCS secrets", []string{"serve"}, func(m map[string]string) { m["USHER_NCS_SECRETS"] = " , " }, "USHER_NCS_SECRETS"},
+		{"no JWT secret", []string{"serve"}, func(m map[string]string) { delete(m, "USHER_JWT_SECRET") }, "USHER_JWT_SECRET"},
+		{"short JWT secret", nil, func(m map[string]string) { m["USHER_JWT_SECRET"] = "short" }, "USHER_JWT_SECRET"},
+		{"bad port", nil, func(m map[string]string) { m["PORT"] = "http" }, "PORT"},
+		{"port out of range", nil, func(m map[string]string) { m["PORT"] = "70000" }, "PORT"},
+		{"bad duration", nil, func(m map[string]string) { m["USHER_DEDUP_WINDOW"] = "ten" }, "USHER_DEDUP_WINDOW"},
+		{"dedup window too short", nil, func(m map[string]string) { m["USHER_DEDUP_WINDOW"] = "1m" }, "USHER_DEDUP_WINDOW"},
+		{"flag wins over env", []string{"--dedup-window", "1m"}, func(map[string]string) {}, "USHER_DEDUP_WINDOW"},
+		{"bad log level", nil, func(m map[string]string) { m["USHER_LOG_LEVEL"] = "loud" }, "USHER_LOG_LEVEL"},
+		{"bad NATS listen", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "nowhere" }, "USHER_NATS_LISTEN"},
+		{"missing secret file", nil, func(m map[string]string) {
+			delete(m, "USHER_NCS_SECRETS")
+			m["USHER_NCS_SECRETS_FILE"] = "/nonexistent/secret"
+		}, "USHER_NCS_SECRETS_FILE"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := good()
+			tc.env(m)
+			var stdout, stderr bytes.Buffer
+			code := run(tc.args, env(m), &stdout, &stderr)
+			msg := strings.TrimSpace(stderr.String())
+			if code != 1 || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, tc.names) {
+				t.Fatalf("exit %d, stderr %q: want exit 1 and one line naming %s", code, msg, tc.names)
+			}
+		})
+	}
+}
+
+func TestServeHelpListsEverySetting(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"serve", "--help"}, env(nil), &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	for _, name := range []string{"PORT", "USHER_NCS_SECRETS", "USHER_JWT_SECRET", "USHER_NATS_URL", "USHER_DATA_DIR",
+		"USHER_NATS_LISTEN", "USHER_DEDUP_WINDOW", "USHER_NCS_MAX_AGE", "USHER_LOG_LEVEL", "--demo"} {
+		if !strings.Contains(stderr.String(), name) {
+			t.Errorf("serve --help does not mention %s:\n%s", name, stderr.String())
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	t.Parallel()
+	const secret = "0123456789abcdef0123"
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"token", "--channel", "show-1", "--channel", "team-*", "--ttl", "2h", "--sub", "alice"},
+		env(map[string]string{"USHER_JWT_SECRET": secret}), &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	c, err := auth.NewVerifier(secret).Verify(strings.TrimSpace(stdout.String()))
+	if err != nil {
+		t.Fatalf("printed token does not verify: %v", err)
+	}
+	if c.Subject != "alice" || !c.Channels.Allows("show-1") || !c.Channels.Allows("team-red") || c.Channels.Allows("show-2") {
+		t.Fatalf("claims %+v", c)
+	}
+	if d := c.ExpiresAt.Sub(c.IssuedAt.Time); d.Hours() != 2 {
+		t.Fatalf("ttl %s, want 2h", d)
+	}
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  map[string]string
+	}{
+		{"no secret", []string{"token", "--channel", "a"}, nil},
+		{"no channel", []string{"token"}, map[string]string{"USHER_JWT_SECRET": secret}},
+		{"illegal channel", []string{"token", "--channel", "a/b"}, map[string]string{"USHER_JWT_SECRET": secret}},
+		{"bad ttl", []string{"token", "--channel", "a", "--ttl", "-1h"}, map[string]string{"USHER_JWT_SECRET": secret}},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(tc.args, env(tc.env), &out, &errb); code == 0 || out.Len() != 0 || errb.Len() == 0 {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q: want a failure with a message and no token", tc.name, code, out.String(), errb.String())
+		}
+	}
+}

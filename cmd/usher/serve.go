@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
+)
+
+// serve runs the gateway until ctx ends or the server fails.
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var (
+		cfg                  gateway.Config
+		port                 int
+		ncsSecrets, logLevel string
+		demo                 bool
+		demoRate             float64
+	)
+	s := newSettings("serve", getenv, stderr)
+	s.Int(&port, "port", "PORT", 8080, "HTTP listen port")
+	s.Secret(&ncsSecrets, "ncs-secrets", "USHER_NCS_SECRETS", "comma-separated NCS secrets from Agora's console; a signature made with any of them is accepted")
+	s.Secret(&cfg.JWTSecret, "jwt-secret", "USHER_JWT_SECRET", "HS256 key that signs client tokens")
+	s.String(&cfg.NATSURL, "nats-url", "USHER_NATS_URL", "", "external NATS server URLs, comma-separated; unset runs the embedded server")
+	s.String(&cfg.DataDir, "data-dir", "USHER_DATA_DIR", gateway.DefaultDataDir, "JetStream storage of the embedded NATS server")
+	s.String(&cfg.NATSListen, "nats-listen", "USHER_NATS_LISTEN", gateway.DefaultNATSListen, `where the embedded NATS server accepts other backend services, or "off"`)
+	s.Duration(&cfg.DedupWindow, "dedup-window", "USHER_DEDUP_WINDOW", gateway.DefaultDedupWindow, "window in which a repeated noticeId is stored once (at least 10m)")
+	s.Duration(&cfg.NCSMaxAge, "ncs-max-age", "USHER_NCS_MAX_AGE", gateway.DefaultNCSMaxAge, "how long stored notifications are kept in stream USHER_NCS")
+	s.String(&logLevel, "log-level", "USHER_LOG_LEVEL", "info", "debug, info, warn or error")
+	s.Bool(&demo, "demo", "make random secrets, print a console link, and feed a simulated Agora notification stream")
+	s.fs.Float64Var(&demoRate, "demo-rate", 5, "with --demo: simulated notifications per second")
+	if err := s.Parse(args); err != nil {
+		return err
+	}
+	if port < 0 || port > 65535 {
+		return fmt.Errorf("PORT=%d is not a port number (0-65535)", port)
+	}
+	log, err := newLogger(logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	cfg.Addr = ":" + strconv.Itoa(port)
+	cfg.NCSSecrets = splitList(ncsSecrets)
+	cfg.Logger = log
+	if demo {
+		if len(cfg.NCSSecrets) == 0 {
+			cfg.NCSSecrets = []string{randomSecret()}
+		}
+		if cfg.JWTSecret == "" {
+			cfg.JWTSecret = randomSecret()
+		}
+	}
+
+	g, err := gateway.Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	demoCtx, stopDemo := context.WithCancel(ctx)
+	defer stopDemo()
+	if demo {
+		if err := startDemo(demoCtx, &wg, g, cfg, demoRate, stdout, log); err != nil {
+			stopDemo()
+			_ = g.Shutdown(context.Background())
+			return err
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-g.Done():
+	}
+	stopDemo()
+	wg.Wait()
+	if serr := g.Shutdown(context.Background()); serr != nil && err == nil {
+		err = serr
+	}
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}
+
+// startDemo prints the demo secrets and console link, then feeds the server a simulated stream until ctx ends.
+func startDemo(ctx context.Context, wg *sync.WaitGroup, g *gateway.Gateway, cfg gateway.Config, rate float64, stdout io.Writer, log *slog.Logger) error {
+	tok, err := auth.Issue(cfg.JWTSecret, []string{auth.Wildcard}, 24*time.Hour, "demo")
+	if err != nil {
+		return err
+	}
+	port := g.Addr().String()[strings.LastIndex(g.Addr().String(), ":")+1:]
+	fmt.Fprintf(stdout, "Usher demo\n  NCS secret:  %s\n  JWT secret:  %s\n  console:     http://localhost:%s/#token=%s\n",
+		cfg.NCSSecrets[0], cfg.JWTSecret, port, tok)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		runDemoFeed(ctx, "http://127.0.0.1:"+port+"/v1/ncs", cfg.NCSSecrets[0], rate, log)
+	}()
+	return nil
+}
+
+func randomSecret() string {
+	b := make([]byte, 24)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newLogger logs JSON when stderr is not a terminal, text when it is.
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("USHER_LOG_LEVEL=%q: use debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(w, opts)), nil
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, opts)), nil
+}

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// settings registers flags whose defaults come from environment variables, so that a flag wins over its variable,
+// which wins over the built-in default. Secrets may also come from a file named by NAME_FILE.
+type settings struct {
+	fs     *flag.FlagSet
+	getenv func(string) string
+	errs   []error
+}
+
+func newSettings(name string, getenv func(string) string, stderr io.Writer) *settings {
+	fs := flag.NewFlagSet("usher "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return &settings{fs: fs, getenv: getenv}
+}
+
+// env is the value of an environment variable, or of the file its NAME_FILE variant names.
+func (s *settings) env(name string, fileVariant bool) (string, bool) {
+	if v := s.getenv(name); v != "" {
+		return v, true
+	}
+	if !fileVariant {
+		return "", false
+	}
+	path := s.getenv(name + "_FILE")
+	if path == "" {
+		return "", false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		s.errs = append(s.errs, fmt.Errorf("%s_FILE: %w", name, err))
+		return "", false
+	}
+	return strings.TrimSpace(string(b)), true
+}
+
+func help(text, env, def string) string {
+	h := text + " (env " + env
+	if def != "" {
+		h += ", default " + def
+	}
+	return h + ")"
+}
+
+func (s *settings) String(p *string, flagName, env, def, text string) {
+	v, ok := s.env(env, false)
+	if !ok {
+		v = def
+	}
+	s.fs.StringVar(p, flagName, v, help(text, env, def))
+}
+
+// Secret is a string setting that also reads NAME_FILE and never shows its value in help.
+func (s *settings) Secret(p *string, flagName, env, text string) {
+	v, _ := s.env(env, true)
+	*p = v
+	s.fs.Func(flagName, text+" (env "+env+" or "+env+"_FILE; prefer those to a flag, which shows in ps)", func(x string) error {
+		*p = x
+		return nil
+	})
+}
+
+func (s *settings) Int(p *int, flagName, env string, def int, text string) {
+	v := def
+	if raw, ok := s.env(env, false); ok {
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a whole number", env, raw))
+		}
+		v = n
+	}
+	s.fs.IntVar(p, flagName, v, help(text, env, strconv.Itoa(def)))
+}
+
+func (s *settings) Duration(p *time.Duration, flagName, env string, def time.Duration, text string) {
+	v := def
+	if raw, ok := s.env(env, false); ok {
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a duration (e.g. 90s, 10m, 2h)", env, raw))
+		}
+		v = d
+	}
+	s.fs.DurationVar(p, flagName, v, help(text, env, def.String()))
+}
+
+func (s *settings) Bool(p *bool, flagName, text string) { s.fs.BoolVar(p, flagName, false, text) }
+
+// Parse parses args and reports the first bad environment variable or flag in one line.
+func (s *settings) Parse(args []string) error {
+	if err := s.fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(s.errs) > 0 {
+		return s.errs[0]
+	}
+	if s.fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", s.fs.Arg(0))
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
