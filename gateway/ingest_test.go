@@ -417,3 +417,26 @@ func TestShutdownLosesNothing(t *testing.T) {
 	}
 	t.Logf("%d acknowledged, %d stored", len(acked), len(ids))
 }
+
+// TestExternalNATS runs the gateway against a NATS server reached by URL, as USHER_NATS_URL does.
+func TestExternalNATS(t *testing.T) {
+	t.Parallel()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	cfg := testConfig(t, "")
+	cfg.NATSURL = ns.ClientURL()
+	g, base := startGateway(t, cfg)
+	if g.NATSServer() != nil {
+		t.Fatal("an embedded server was started although a URL was given")
+	}
+	if a := postSigned(t, base, audienceJoin("ext-1", "show-1", 1, 1)); a.Status != 200 {
+		t.Fatalf("got %d %s", a.Status, a.Raw)
+	}
+	msgs := readStream(t, g.JetStream())
+	if len(msgs) != 1 || msgs[0].Subject != "usher.ncs.show-1" {
+		t.Fatalf("stored:\n%s", describe(msgs))
+	}
+}

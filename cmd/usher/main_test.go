@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/usher-presence/usher/auth"
 )
@@ -104,5 +107,39 @@ func TestToken(t *testing.T) {
 		if code := run(tc.args, env(tc.env), &out, &errb); code == 0 || out.Len() != 0 || errb.Len() == 0 {
 			t.Errorf("%s: exit %d, stdout %q, stderr %q: want a failure with a message and no token", tc.name, code, out.String(), errb.String())
 		}
+	}
+}
+
+// TestRunStopsOnSIGTERM runs the server as main does and sends the process SIGTERM: run must stop cleanly.
+func TestRunStopsOnSIGTERM(t *testing.T) {
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(nil, env(map[string]string{
+			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": "0123456789abcdef0123",
+			"USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off", "PORT": "0", "USHER_LOG_LEVEL": "info",
+		}), &stdout, &stderr)
+	}()
+	deadline := time.After(20 * time.Second)
+	for !strings.Contains(stderr.String(), "usher listening") {
+		select {
+		case code := <-done:
+			t.Fatalf("run ended with %d before listening: %s", code, stderr.String())
+		case <-deadline:
+			t.Fatalf("not listening after 20 s: %s", stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// run's signal handler is installed before it listens, so the signal cannot kill the test process.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(stderr.String(), `"msg":"stopped"`) {
+			t.Fatalf("exit %d, log:\n%s", code, stderr.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("run did not stop within 20 s of SIGTERM")
 	}
 }
