@@ -1,0 +1,303 @@
+package presence
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/usher-presence/usher/gateway/ncs"
+)
+
+// Defaults of Rules' zero values.
+const (
+	DefaultRetention = 10 * time.Minute
+	DefaultClockSkew = time.Minute
+)
+
+// Rules are the tunables of State. Zero values mean the defaults.
+type Rules struct {
+	// Retention is how long a leave's tombstone (and a destroyed channel's record) is kept, so that a late, older
+	// join cannot bring the member back. Agora advises at least a minute.
+	Retention time.Duration
+	// ClockSkew is allowed between Agora's clock (notifyMs) and Usher's (the time a notification was received) in
+	// the replay guard.
+	ClockSkew time.Duration
+}
+
+func (r Rules) withDefaults() Rules {
+	if r.Retention <= 0 {
+		r.Retention = DefaultRetention
+	}
+	if r.ClockSkew <= 0 {
+		r.ClockSkew = DefaultClockSkew
+	}
+	return r
+}
+
+// Notice is a stored notification as the applier sees it.
+type Notice struct {
+	NoticeID string
+	Type     ncs.EventType
+	// Event is the parsed payload; nil for a notification that is not an RTC channel event.
+	Event *ncs.ChannelEvent
+	// NotifyMs is Agora's send time (updated on each resend).
+	NotifyMs int64
+	// ReceivedMs is when Usher accepted the notification. It is the applier's clock: tombstones expire by it.
+	ReceivedMs int64
+}
+
+// Outcome says what Apply did with a notice.
+type Outcome int
+
+// Outcomes.
+const (
+	// Applied: the notice changed the state (it may still have no visible Event, such as the leave of a member
+	// whose join has not arrived yet, which only leaves a tombstone).
+	Applied Outcome = iota
+	// Stale: a duplicate, or older than what the state already holds for that user or channel.
+	Stale
+	// Replayed: notifyMs is older than the retention window allows; stored, but it never changes a roster.
+	Replayed
+	// Ignored: not an RTC channel event, or one without the uid and clientSeq a user event needs.
+	Ignored
+)
+
+func (o Outcome) String() string {
+	return [...]string{"applied", "stale", "replayed", "ignored"}[o]
+}
+
+// State is the applier's fold of notifications into rosters. It applies Agora's rules: per (channel, uid) an event
+// counts only if its clientSeq is greater than the last one applied; a leave keeps a tombstone; 101/102 order by ts
+// and a destroy ignores older joins.
+//
+// A State is not safe for concurrent use: one applier owns it.
+type State struct {
+	rules    Rules
+	channels map[string]*channelState
+}
+
+type channelState struct {
+	members     map[uint32]*entry
+	tombs       map[uint32]tomb
+	createdTs   int64 // ts of the newest 101 applied
+	destroyedTs int64 // ts of the newest 102 applied
+	touchedMs   int64 // ReceivedMs of the newest notice applied
+	seq         uint64
+}
+
+type entry struct {
+	Member
+	role      Role
+	clientSeq int64
+}
+
+type tomb struct {
+	clientSeq int64
+	atMs      int64
+}
+
+// NewState returns an empty State.
+func NewState(r Rules) *State {
+	return &State{rules: r.withDefaults(), channels: map[string]*channelState{}}
+}
+
+// Apply applies one notice and returns the effective changes, in order, without their Seq.
+func (s *State) Apply(n Notice) ([]Event, Outcome) {
+	ev := n.Event
+	if ev == nil || !n.Type.IsChannelEvent() {
+		return nil, Ignored
+	}
+	// Replay guard: the signature has no timestamp, so a captured request could be sent again much later.
+	if n.NotifyMs > 0 && n.ReceivedMs-n.NotifyMs > (s.rules.Retention+s.rules.ClockSkew).Milliseconds() {
+		return nil, Replayed
+	}
+	if n.Type.IsUserEvent() && (ev.UID == 0 || ev.ClientSeq <= 0) {
+		return nil, Ignored
+	}
+	ch := s.channels[ev.ChannelName]
+	if ch == nil {
+		ch = &channelState{members: map[uint32]*entry{}, tombs: map[uint32]tomb{}}
+		s.channels[ev.ChannelName] = ch
+	}
+	var out []Event
+	outcome := Applied
+	switch {
+	case n.Type == ncs.ChannelCreate:
+		out, outcome = ch.create(n)
+	case n.Type == ncs.ChannelDestroy:
+		out, outcome = ch.destroy(n)
+	default:
+		out, outcome = ch.user(n)
+	}
+	if outcome == Applied {
+		ch.touchedMs = max(ch.touchedMs, n.ReceivedMs)
+	}
+	return out, outcome
+}
+
+func (ch *channelState) create(n Notice) ([]Event, Outcome) {
+	ts := n.Event.Ts
+	if ts <= ch.createdTs || ts < ch.destroyedTs {
+		return nil, Stale
+	}
+	ch.createdTs = ts
+	return []Event{{Channel: n.Event.ChannelName, Event: ChannelCreate, Ts: ts, NoticeID: n.NoticeID, Source: SourceNCS}}, Applied
+}
+
+// destroy empties the channel of everyone who joined at or before the destroy; members whose join is newer (the
+// next life of the channel, delivered early) stay. Each removed member gets a leave event, then the destroy.
+func (ch *channelState) destroy(n Notice) ([]Event, Outcome) {
+	ev := n.Event
+	if ev.Ts <= ch.destroyedTs {
+		return nil, Stale
+	}
+	ch.destroyedTs = ev.Ts
+	var out []Event
+	for _, uid := range sortedUIDs(ch.members) {
+		m := ch.members[uid]
+		if m.Since > ev.Ts {
+			continue
+		}
+		delete(ch.members, uid)
+		ch.tombs[uid] = tomb{clientSeq: m.clientSeq, atMs: n.ReceivedMs}
+		out = append(out, Event{
+			Channel: ev.ChannelName, Event: Leave, Role: m.role, UID: uid, Account: m.Account,
+			Platform: m.Platform, Client: m.ClientType, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS,
+		})
+	}
+	// A destroy older than the newest create belongs to an earlier life of the channel: it removes that life's
+	// stragglers but does not announce the channel's end.
+	if ev.Ts >= ch.createdTs {
+		out = append(out, Event{Channel: ev.ChannelName, Event: ChannelDestroy, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS})
+	}
+	return out, Applied
+}
+
+// user applies a join, leave or role change.
+func (ch *channelState) user(n Notice) ([]Event, Outcome) {
+	ev := n.Event
+	if ev.Ts < ch.destroyedTs {
+		return nil, Stale // from before the channel was destroyed
+	}
+	last := int64(0)
+	if m := ch.members[ev.UID]; m != nil {
+		last = m.clientSeq
+	} else if t, ok := ch.tombs[ev.UID]; ok {
+		last = t.clientSeq
+	}
+	if ev.ClientSeq <= last {
+		return nil, Stale
+	}
+	base := Event{
+		Channel: ev.ChannelName, UID: ev.UID, Account: ev.Account, Platform: platformPtr(ev.Platform),
+		Client: ev.ClientType, ClientSeq: ev.ClientSeq, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS,
+	}
+	m := ch.members[ev.UID]
+	switch {
+	case n.Type.IsJoin():
+		delete(ch.tombs, ev.UID)
+		e := &entry{role: roleOf(n.Type), clientSeq: ev.ClientSeq, Member: Member{
+			UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: ev.ClientType, Since: ev.Ts,
+		}}
+		ch.members[ev.UID] = e
+		base.Event, base.Role = Join, e.role
+		return []Event{base}, Applied
+
+	case n.Type.IsLeave():
+		ch.tombs[ev.UID] = tomb{clientSeq: ev.ClientSeq, atMs: n.ReceivedMs}
+		if m == nil {
+			return nil, Applied // the join has not arrived (or never will): the tombstone keeps it out
+		}
+		delete(ch.members, ev.UID)
+		base.Event, base.Role, base.Reason, base.Duration = Leave, m.role, ev.Reason, ev.Duration
+		fillFrom(&base, m)
+		return []Event{base}, Applied
+
+	default: // role change
+		role := roleOf(n.Type)
+		if m == nil {
+			delete(ch.tombs, ev.UID)
+			ch.members[ev.UID] = &entry{role: role, clientSeq: ev.ClientSeq, Member: Member{
+				UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: ev.ClientType, Since: ev.Ts,
+			}}
+			base.Event, base.Role = RoleChange, role
+			return []Event{base}, Applied
+		}
+		m.clientSeq = ev.ClientSeq
+		if ev.Account != "" {
+			m.Account = ev.Account
+		}
+		if m.role == role {
+			return nil, Applied // already in that role: nothing a client would see changes
+		}
+		m.role = role
+		base.Event, base.Role = RoleChange, role
+		fillFrom(&base, m)
+		return []Event{base}, Applied
+	}
+}
+
+// fillFrom completes an event with what the roster knows of the member when the notification left it out.
+func fillFrom(e *Event, m *entry) {
+	if e.Account == "" {
+		e.Account = m.Account
+	}
+	if e.Platform == nil {
+		e.Platform = m.Platform
+	}
+	if e.Client == nil {
+		e.Client = m.ClientType
+	}
+}
+
+// Stored records that the channel's latest event was stored at seq.
+func (s *State) Stored(channel string, seq uint64) {
+	if ch := s.channels[channel]; ch != nil {
+		ch.seq = max(ch.seq, seq)
+	}
+}
+
+// Prune drops tombstones, and records of empty channels, older than the retention window at nowMs.
+func (s *State) Prune(nowMs int64) {
+	cutoff := nowMs - s.rules.Retention.Milliseconds()
+	for name, ch := range s.channels {
+		for uid, t := range ch.tombs {
+			if t.atMs < cutoff {
+				delete(ch.tombs, uid)
+			}
+		}
+		if len(ch.members) == 0 && len(ch.tombs) == 0 && ch.touchedMs < cutoff {
+			delete(s.channels, name)
+		}
+	}
+}
+
+// Len returns the number of channels and of members the state holds.
+func (s *State) Len() (channels, members int) {
+	for _, ch := range s.channels {
+		members += len(ch.members)
+	}
+	return len(s.channels), members
+}
+
+// View returns a View holding the state's members, each channel at the last seq recorded with Stored.
+func (s *State) View() *View {
+	v := NewView()
+	for name, ch := range s.channels {
+		vc := v.channel(name)
+		vc.seq = ch.seq
+		for uid, m := range ch.members {
+			vc.put(uid, m.role, m.Member)
+		}
+	}
+	return v
+}
+
+func sortedUIDs[V any](m map[uint32]V) []uint32 {
+	uids := make([]uint32, 0, len(m))
+	for uid := range m {
+		uids = append(uids, uid)
+	}
+	slices.SortFunc(uids, cmp.Compare)
+	return uids
+}

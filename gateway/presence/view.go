@@ -1,0 +1,157 @@
+package presence
+
+import (
+	"cmp"
+	"slices"
+)
+
+// Counts are the sizes of a channel's roster.
+type Counts struct {
+	Hosts    int `json:"hosts"`
+	Audience int `json:"audience"`
+	Users    int `json:"users"`
+}
+
+// Snapshot is a channel's roster as of Seq, the last event it includes. Lists are never nil, and are ordered by
+// Since, then UID.
+type Snapshot struct {
+	Channel  string   `json:"channel"`
+	Seq      uint64   `json:"seq"`
+	Hosts    []Member `json:"hosts"`
+	Audience []Member `json:"audience"`
+	Users    []Member `json:"users"`
+	Counts   Counts   `json:"counts"`
+}
+
+// Summary is a channel in the channel list.
+type Summary struct {
+	Channel string `json:"channel"`
+	Seq     uint64 `json:"seq"`
+	Counts  Counts `json:"counts"`
+}
+
+// View folds stored Events, in stream order, into rosters. Every instance keeps one, fed from USHER_PRESENCE.
+//
+// A View is not safe for concurrent use; its owner guards it.
+type View struct {
+	channels map[string]*viewChannel
+}
+
+type viewChannel struct {
+	seq     uint64
+	members map[uint32]*viewMember
+	counts  Counts
+}
+
+type viewMember struct {
+	Member
+	role Role
+}
+
+// NewView returns an empty View.
+func NewView() *View { return &View{channels: map[string]*viewChannel{}} }
+
+func (v *View) channel(name string) *viewChannel {
+	c := v.channels[name]
+	if c == nil {
+		c = &viewChannel{members: map[uint32]*viewMember{}}
+		v.channels[name] = c
+	}
+	return c
+}
+
+// Apply folds one stored event into the view. An event whose Seq is not above its channel's is one the view
+// already holds: Apply ignores it and returns false.
+func (v *View) Apply(e Event) bool {
+	c := v.channel(e.Channel)
+	if e.Seq <= c.seq {
+		return false
+	}
+	c.seq = e.Seq
+	switch e.Event {
+	case Join:
+		c.put(e.UID, e.Role, Member{UID: e.UID, Account: e.Account, Platform: e.Platform, ClientType: e.Client, Since: e.Ts})
+	case RoleChange:
+		if m := c.members[e.UID]; m != nil {
+			if e.Account != "" {
+				m.Account = e.Account
+			}
+			c.put(e.UID, e.Role, m.Member)
+		} else {
+			c.put(e.UID, e.Role, Member{UID: e.UID, Account: e.Account, Platform: e.Platform, ClientType: e.Client, Since: e.Ts})
+		}
+	case Leave:
+		c.remove(e.UID)
+	}
+	return true
+}
+
+func (c *viewChannel) put(uid uint32, role Role, m Member) {
+	c.remove(uid)
+	c.members[uid] = &viewMember{Member: m, role: role}
+	*c.count(role)++
+}
+
+func (c *viewChannel) remove(uid uint32) {
+	if old := c.members[uid]; old != nil {
+		*c.count(old.role)--
+		delete(c.members, uid)
+	}
+}
+
+func (c *viewChannel) count(r Role) *int {
+	switch r {
+	case Host:
+		return &c.counts.Hosts
+	case Audience:
+		return &c.counts.Audience
+	}
+	return &c.counts.Users
+}
+
+// Seq is the last event of channel the view holds, 0 if none.
+func (v *View) Seq(channel string) uint64 {
+	if c := v.channels[channel]; c != nil {
+		return c.seq
+	}
+	return 0
+}
+
+// Snapshot returns a channel's roster. An unknown channel has an empty roster at seq 0.
+func (v *View) Snapshot(channel string) Snapshot {
+	s := Snapshot{Channel: channel, Hosts: []Member{}, Audience: []Member{}, Users: []Member{}}
+	c := v.channels[channel]
+	if c == nil {
+		return s
+	}
+	s.Seq, s.Counts = c.seq, c.counts
+	s.Hosts = make([]Member, 0, c.counts.Hosts)
+	s.Audience = make([]Member, 0, c.counts.Audience)
+	s.Users = make([]Member, 0, c.counts.Users)
+	for _, m := range c.members {
+		switch m.role {
+		case Host:
+			s.Hosts = append(s.Hosts, m.Member)
+		case Audience:
+			s.Audience = append(s.Audience, m.Member)
+		default:
+			s.Users = append(s.Users, m.Member)
+		}
+	}
+	for _, l := range [][]Member{s.Hosts, s.Audience, s.Users} {
+		slices.SortFunc(l, func(a, b Member) int { return cmp.Or(cmp.Compare(a.Since, b.Since), cmp.Compare(a.UID, b.UID)) })
+	}
+	return s
+}
+
+// Channels lists the channels with at least one member, by name.
+func (v *View) Channels() []Summary {
+	out := []Summary{}
+	for name, c := range v.channels {
+		if len(c.members) > 0 {
+			out = append(out, Summary{Channel: name, Seq: c.seq, Counts: c.counts})
+		}
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(a.Channel, b.Channel) })
+	return out
+}
