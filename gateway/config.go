@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/presence"
 )
 
 // Defaults of Config's zero values.
@@ -19,6 +21,8 @@ const (
 	DefaultNCSMaxAge      = 7 * 24 * time.Hour
 	DefaultPublishTimeout = 2 * time.Second
 	DefaultShutdownGrace  = 10 * time.Second
+	DefaultPresenceMaxAge = 24 * time.Hour
+	DefaultLeaseTTL       = 6 * time.Second
 	// MaxNCSBody is the largest NCS request body accepted; Agora's notifications are a few hundred bytes.
 	MaxNCSBody = 64 << 10
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
@@ -44,6 +48,17 @@ type Config struct {
 	DedupWindow time.Duration
 	// NCSMaxAge is how long stored notifications are kept (default 7 days).
 	NCSMaxAge time.Duration
+	// TombstoneRetention is how long a leave is remembered so that a late, older join cannot undo it; also the
+	// replay guard's window (default 10m). Every instance on one NATS must use the same value.
+	TombstoneRetention time.Duration
+	// PresenceMaxAge is how long presence events are kept in USHER_PRESENCE: how far back clients can resume
+	// (default 24h).
+	PresenceMaxAge time.Duration
+	// LeaseTTL is how long the applier lease outlives its holder: the longest hand-over after an instance dies
+	// (default 6 s).
+	LeaseTTL time.Duration
+	// InstanceID names this instance in the lease; default: host name and process id.
+	InstanceID string
 	// PublishTimeout bounds the wait for JetStream's acknowledgement before answering 503 (default 2 s).
 	PublishTimeout time.Duration
 	// ShutdownGrace bounds a graceful shutdown (default 10 s).
@@ -71,6 +86,13 @@ func (c Config) withDefaults() Config {
 	defDur(&c.NCSMaxAge, DefaultNCSMaxAge)
 	defDur(&c.PublishTimeout, DefaultPublishTimeout)
 	defDur(&c.ShutdownGrace, DefaultShutdownGrace)
+	defDur(&c.TombstoneRetention, presence.DefaultRetention)
+	defDur(&c.PresenceMaxAge, DefaultPresenceMaxAge)
+	defDur(&c.LeaseTTL, DefaultLeaseTTL)
+	if c.InstanceID == "" {
+		host, _ := os.Hostname()
+		c.InstanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -97,6 +119,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("USHER_DEDUP_WINDOW is %s: it must be at least %s", c.DedupWindow, MinDedupWindow)
 	case c.NCSMaxAge < c.DedupWindow:
 		return fmt.Errorf("USHER_NCS_MAX_AGE is %s: it must be at least the de-duplication window (%s)", c.NCSMaxAge, c.DedupWindow)
+	case c.TombstoneRetention < time.Minute:
+		return fmt.Errorf("USHER_TOMBSTONE_RETENTION is %s: it must be at least 1m (Agora's guidance)", c.TombstoneRetention)
+	case c.PresenceMaxAge < time.Minute:
+		return fmt.Errorf("USHER_PRESENCE_MAX_AGE is %s: it must be at least 1m", c.PresenceMaxAge)
+	case c.LeaseTTL < 300*time.Millisecond:
+		return fmt.Errorf("lease TTL is %s: it must be at least 300ms", c.LeaseTTL)
 	case c.PublishTimeout < 0:
 		return fmt.Errorf("publish timeout is %s: it must be positive", c.PublishTimeout)
 	case c.NATSURL == "" && c.NATSListen != bus.ListenOff && !strings.Contains(c.NATSListen, ":"):

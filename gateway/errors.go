@@ -6,6 +6,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/ncs"
 )
 
@@ -43,6 +44,16 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_channel"
 	case errors.Is(err, ncs.ErrInvalidPayload):
 		return http.StatusBadRequest, "invalid_payload"
+	case errors.Is(err, auth.ErrNoToken):
+		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, auth.ErrExpiredToken):
+		return http.StatusUnauthorized, "token_expired"
+	case errors.Is(err, auth.ErrInvalidToken):
+		return http.StatusUnauthorized, "invalid_token"
+	case errors.Is(err, errForbidden), errors.Is(err, errNeedsAll):
+		return http.StatusForbidden, "forbidden"
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, "bad_request"
 	case errors.Is(err, errUnavailable):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, errNotFound):

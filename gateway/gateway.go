@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -16,8 +17,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
 )
 
 // Gateway is a running Usher server: its NATS connection (and embedded NATS server, if any) and its HTTP server.
@@ -30,7 +33,13 @@ type Gateway struct {
 	js   jetstream.JetStream
 	ln   net.Listener
 	http *http.Server
-	ncs  *ncs.Verifier
+	ncs    *ncs.Verifier
+	tokens *auth.Verifier
+
+	applier *applier
+	view    *liveView
+	stop    context.CancelFunc // stops the applier and the view
+	workers sync.WaitGroup
 
 	served chan error // receives Serve's result once
 }
@@ -42,9 +51,11 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	g = &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), served: make(chan error, 1)}
+	g = &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
+		served: make(chan error, 1), stop: func() {}}
 	defer func() {
 		if err != nil {
+			g.stopWorkers()
 			g.closeNATS()
 		}
 	}()
@@ -69,9 +80,19 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err = bus.EnsureStreams(sctx, g.js, bus.StreamConfig{Dedup: cfg.DedupWindow, MaxAge: cfg.NCSMaxAge}); err != nil {
+	buckets, err := bus.EnsureStreams(sctx, g.js, bus.StreamConfig{
+		Dedup: cfg.DedupWindow, MaxAge: cfg.NCSMaxAge, PresenceMaxAge: cfg.PresenceMaxAge, LeaseTTL: cfg.LeaseTTL,
+	})
+	if err != nil {
 		return nil, err
 	}
+	rules := presence.Rules{Retention: cfg.TombstoneRetention}
+	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID, log: g.log.With("component", "applier")}
+	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"))
+	wctx, stop := context.WithCancel(context.Background())
+	g.stop = stop
+	g.workers.Go(func() { g.applier.run(wctx) })
+	g.workers.Go(func() { g.view.run(wctx) })
 
 	if g.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -118,8 +139,15 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("http shutdown: %w", err)
 		_ = g.http.Close()
 	}
+	g.stopWorkers()
 	g.closeNATS()
 	return err
+}
+
+// stopWorkers stops the applier (which saves a checkpoint and releases its lease) and the view, and waits for them.
+func (g *Gateway) stopWorkers() {
+	g.stop()
+	g.workers.Wait()
 }
 
 // closeNATS drains the connection (bounded), then stops the embedded server.
@@ -152,6 +180,10 @@ func (g *Gateway) Handler() http.Handler {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	r.GET("/readyz", g.readyz)
 	r.POST("/v1/ncs", g.postNCS)
+	api := r.Group("/v1", g.requireToken)
+	api.GET("/channels", g.getChannels)
+	api.GET("/channels/:channel/presence", g.getPresence)
+	api.GET("/channels/:channel/events", g.getEvents)
 	mountStatic(r)
 	return r
 }

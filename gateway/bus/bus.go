@@ -19,9 +19,12 @@ import (
 	"github.com/usher-presence/usher/gateway/subject"
 )
 
-// Stream names.
+// Stream and bucket names.
 const (
-	NCSStream = "USHER_NCS"
+	NCSStream        = "USHER_NCS"
+	PresenceStream   = "USHER_PRESENCE"
+	LeaseBucket      = "USHER_LEASES"
+	CheckpointBucket = "USHER_CHECKPOINTS"
 )
 
 // ListenOff, as the embedded listen address, keeps the embedded server in-process only.
@@ -138,12 +141,22 @@ type StreamConfig struct {
 	Dedup time.Duration
 	// MaxAge is how long notifications are retained; zero keeps them until MaxBytes.
 	MaxAge time.Duration
+	// PresenceMaxAge is how long presence events are retained (how far back a client can resume).
+	PresenceMaxAge time.Duration
+	// LeaseTTL is how long the applier lease lives without renewal.
+	LeaseTTL time.Duration
 	// Replicas of each stream; zero means 1.
 	Replicas int
 }
 
-// EnsureStreams creates Usher's streams, or updates them to cfg.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) error {
+// Buckets are the key-value and object stores EnsureStreams declares.
+type Buckets struct {
+	Leases      jetstream.KeyValue
+	Checkpoints jetstream.ObjectStore
+}
+
+// EnsureStreams creates Usher's streams and buckets, or updates them to cfg.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
 	replicas := max(cfg.Replicas, 1)
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        NCSStream,
@@ -157,9 +170,44 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return fmt.Errorf("create or update stream %s: %w", NCSStream, err)
+		return Buckets{}, fmt.Errorf("create or update stream %s: %w", NCSStream, err)
 	}
-	return nil
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        PresenceStream,
+		Description: "Effective presence changes, one subject per channel; seq is the event's seq",
+		Subjects:    []string{subject.PresencePrefix + ">"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.PresenceMaxAge,
+		Duplicates:  min(cfg.Dedup, cfg.PresenceMaxAge),
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return Buckets{}, fmt.Errorf("create or update stream %s: %w", PresenceStream, err)
+	}
+	var b Buckets
+	b.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      LeaseBucket,
+		Description: "Who applies notifications to rosters; entries expire unless renewed",
+		TTL:         cfg.LeaseTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return Buckets{}, fmt.Errorf("create or update bucket %s: %w", LeaseBucket, err)
+	}
+	b.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      CheckpointBucket,
+		Description: "Roster checkpoints, so a restart does not replay all history",
+		Storage:     jetstream.FileStorage,
+		Replicas:    replicas,
+	})
+	if err != nil {
+		return Buckets{}, fmt.Errorf("create or update bucket %s: %w", CheckpointBucket, err)
+	}
+	return b, nil
 }
 
 // slogAdapter routes the NATS server's log to slog; its start-up banner and notices go to debug.

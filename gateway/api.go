@@ -1,0 +1,173 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/gateway/subject"
+)
+
+// Limits of GET /v1/channels/{channel}/events.
+const (
+	DefaultEventsLimit = 100
+	MaxEventsLimit     = 1000
+)
+
+// API errors.
+var (
+	errForbidden  = errors.New("the token does not grant this channel")
+	errNeedsAll   = errors.New(`the channel list needs a token that grants "*"`)
+	errBadRequest = errors.New("bad request")
+)
+
+// claimsKey is where requireToken keeps the verified claims in a gin context.
+type claimsKey struct{}
+
+// requireToken verifies the bearer token and keeps its claims for the handler.
+func (g *Gateway) requireToken(c *gin.Context) {
+	h := c.GetHeader("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		tok = ""
+	}
+	claims, err := g.tokens.Verify(strings.TrimSpace(tok))
+	if err != nil {
+		_ = c.Error(err)
+		c.Abort()
+		return
+	}
+	c.Set(claimsKey{}, claims)
+	c.Next()
+}
+
+// claimsOf returns the claims requireToken verified.
+func claimsOf(c *gin.Context) *auth.Claims {
+	v, _ := c.Get(claimsKey{})
+	cl, _ := v.(*auth.Claims)
+	return cl
+}
+
+// channelParam returns the channel of the path, checked against Agora's rules and the token's grants.
+func channelParam(c *gin.Context) (string, error) {
+	ch := c.Param("channel")
+	if err := ncs.ValidChannelName(ch); err != nil {
+		return "", err
+	}
+	if cl := claimsOf(c); cl == nil || !cl.Channels.Allows(ch) {
+		return "", errForbidden
+	}
+	return ch, nil
+}
+
+// getPresence answers a channel's roster snapshot.
+func (g *Gateway) getPresence(c *gin.Context) {
+	ch, err := channelParam(c)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, g.view.snapshot(ch))
+}
+
+// getChannels lists the channels with members; it needs the "*" grant.
+func (g *Gateway) getChannels(c *gin.Context) {
+	if cl := claimsOf(c); cl == nil || !cl.Channels.All() {
+		_ = c.Error(errNeedsAll)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"channels": g.view.channels()})
+}
+
+// getEvents answers the channel's events with seq > since, oldest first, at most limit of them.
+func (g *Gateway) getEvents(c *gin.Context) {
+	ch, err := channelParam(c)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	since, err := uintQuery(c, "since", 0, 1<<63)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	limit, err := uintQuery(c, "limit", DefaultEventsLimit, MaxEventsLimit)
+	if err != nil {
+		_ = c.Error(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer cancel()
+	events, err := g.events(ctx, ch, since, int(limit))
+	if err != nil {
+		g.log.Error("read presence events", "channel", ch, "err", err)
+		_ = c.Error(errUnavailable)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"events": events})
+}
+
+func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
+	raw, ok := c.GetQuery(name)
+	if !ok || raw == "" {
+		return def, nil
+	}
+	v, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil || v > limit || (name == "limit" && v == 0) {
+		return 0, fmt.Errorf("%w: %s must be a whole number from %d to %d", errBadRequest, name, min(1, def), limit)
+	}
+	return v, nil
+}
+
+// events reads up to limit events of channel with seq > since from USHER_PRESENCE.
+func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, error) {
+	out := []presence.Event{}
+	cons, err := g.js.OrderedConsumer(ctx, bus.PresenceStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subject.Presence(channel)},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    since + 1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	want := min(uint64(limit), info.NumPending)
+	if want == 0 {
+		return out, nil
+	}
+	batch, err := cons.Fetch(int(want), jetstream.FetchContext(ctx))
+	if err != nil {
+		return nil, err
+	}
+	for msg := range batch.Messages() {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		var e presence.Event
+		if err := json.Unmarshal(msg.Data(), &e); err != nil {
+			continue
+		}
+		e.Seq = meta.Sequence.Stream
+		out = append(out, e)
+	}
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,338 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/gateway/subject"
+)
+
+// HeaderNCSSeq is set on each presence event: the USHER_NCS sequence of the notification it came from.
+const HeaderNCSSeq = "Usher-Ncs-Seq"
+
+const (
+	leaseKey         = "applier"
+	checkpointObject = "applier"
+	// pruneEvery: tombstones are pruned each time the NCS sequence crosses a multiple of it. Pruning at fixed
+	// sequence points keeps the applier deterministic, so replay from a checkpoint decides exactly as the first run.
+	pruneEvery         = 1000
+	checkpointInterval = 10 * time.Second
+	effectTimeout      = 5 * time.Second
+)
+
+// checkpoint is the applier's state after the notification at NCSSeq, when the last presence event was PresenceSeq.
+type checkpoint struct {
+	NCSSeq      uint64          `json:"ncsSeq"`
+	PresenceSeq uint64          `json:"presenceSeq"`
+	State       *presence.State `json:"state"`
+}
+
+// applier folds stored notifications into rosters and publishes the effective changes to USHER_PRESENCE.
+//
+// Work division: across all instances on one NATS, exactly one applier runs at a time, the holder of the lease key
+// in bucket USHER_LEASES (created only if absent, renewed with compare-and-set, expiring after LeaseTTL if its
+// holder dies). Every presence publish also carries Nats-Expected-Last-Sequence, so a former holder that has not yet
+// noticed it lost the lease cannot interleave an event: its publish fails and it stops.
+//
+// Exactly once: the applier is deterministic. It starts from the latest checkpoint (state at NCS sequence N, last
+// presence sequence P) and applies the notifications after N in stream order; the k-th event it derives must have
+// sequence P+k. Events whose sequence is already in the stream were published before a crash or a hand-over and are
+// skipped; the rest are published with that exact expected sequence.
+type applier struct {
+	js      jetstream.JetStream
+	buckets bus.Buckets
+	rules   presence.Rules
+	ttl     time.Duration
+	id      string
+	log     *slog.Logger
+
+	applied, stale, replayed, ignored, published atomic.Int64
+	leading                                      atomic.Bool
+}
+
+// run applies notifications while it holds the lease, until ctx ends.
+func (a *applier) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		rev, err := a.acquire(ctx)
+		if err != nil {
+			return // ctx ended
+		}
+		a.log.Info("applier lease acquired", "instance", a.id)
+		leadCtx, cancel := context.WithCancel(ctx)
+		var (
+			wg   sync.WaitGroup
+			lost atomic.Bool
+		)
+		wg.Go(func() { rev = a.renew(leadCtx, cancel, rev, &lost) })
+		a.leading.Store(true)
+		st, err := a.lead(leadCtx)
+		a.leading.Store(false)
+		cancel()
+		wg.Wait()
+		if !lost.Load() {
+			if st != nil {
+				a.saveCheckpoint(st)
+			}
+			a.release(rev)
+		}
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("applier stopped; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// acquire blocks until this instance holds the lease, and returns its revision.
+func (a *applier) acquire(ctx context.Context) (uint64, error) {
+	t := time.NewTicker(a.ttl / 3)
+	defer t.Stop()
+	for {
+		cctx, cancel := context.WithTimeout(ctx, a.ttl)
+		rev, err := a.buckets.Leases.Create(cctx, leaseKey, []byte(a.id))
+		cancel()
+		if err == nil {
+			return rev, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && ctx.Err() == nil {
+			a.log.Debug("applier lease not acquired", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// renew keeps the lease until ctx ends; when a renewal fails it marks the lease lost and cancels the leader.
+func (a *applier) renew(ctx context.Context, stop context.CancelFunc, rev uint64, lost *atomic.Bool) uint64 {
+	t := time.NewTicker(a.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rev
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, a.ttl/3)
+		next, err := a.buckets.Leases.Update(rctx, leaseKey, []byte(a.id), rev)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return rev
+			}
+			a.log.Warn("applier lease lost", "err", err)
+			lost.Store(true)
+			stop()
+			return rev
+		}
+		rev = next
+	}
+}
+
+// release gives the lease up at once, so another instance need not wait for it to expire.
+func (a *applier) release(rev uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := a.buckets.Leases.Delete(ctx, leaseKey, jetstream.LastRevision(rev)); err != nil {
+		a.log.Debug("applier lease not released", "err", err)
+	}
+}
+
+// leader is the applier's working state while it holds the lease.
+type leader struct {
+	state  *presence.State
+	ncsSeq uint64 // last notification applied
+	last   uint64 // sequence of the last presence event derived
+	stored uint64 // USHER_PRESENCE's last sequence when this leader started
+}
+
+// lead loads the latest checkpoint and applies notifications after it until ctx ends or an error. It returns the
+// state reached (for a final checkpoint), or nil when it has none worth saving.
+func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
+	cp, err := a.loadCheckpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := a.js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		return nil, fmt.Errorf("presence stream: %w", err)
+	}
+	info, err := ps.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("presence stream info: %w", err)
+	}
+	l := &leader{state: cp.State, ncsSeq: cp.NCSSeq, last: cp.PresenceSeq, stored: info.State.LastSeq}
+	if l.stored < l.last {
+		a.log.Warn("presence stream is behind the checkpoint; continuing from the stream", "checkpoint", l.last, "stream", l.stored)
+		l.last = l.stored
+	}
+
+	ocfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.NCSPrefix + ">"}}
+	if l.ncsSeq > 0 {
+		ocfg.DeliverPolicy, ocfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, l.ncsSeq+1
+	}
+	cons, err := a.js.OrderedConsumer(ctx, bus.NCSStream, ocfg)
+	if err != nil {
+		return nil, fmt.Errorf("ncs consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(512))
+	if err != nil {
+		return nil, fmt.Errorf("ncs messages: %w", err)
+	}
+	defer it.Stop()
+
+	current := func() *checkpoint { return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state} }
+	saved := time.Now()
+	dirty := false
+	for {
+		nctx, cancel := context.WithTimeout(ctx, time.Second)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if ctx.Err() != nil {
+			return current(), nil
+		}
+		if err == nil {
+			if err := a.applyMsg(ctx, l, msg); err != nil {
+				return nil, err // what was published is in the stream; the next leader starts from a checkpoint
+			}
+			dirty = true
+		} else if !errors.Is(err, context.DeadlineExceeded) {
+			return current(), fmt.Errorf("ncs messages: %w", err)
+		}
+		if dirty && time.Since(saved) > checkpointInterval {
+			a.saveCheckpoint(current())
+			saved, dirty = time.Now(), false
+		}
+	}
+}
+
+// applyMsg applies one stored notification and publishes the events it derives that the stream does not hold yet.
+func (a *applier) applyMsg(ctx context.Context, l *leader, msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("ncs message metadata: %w", err)
+	}
+	seq := meta.Sequence.Stream
+	n := noticeOf(msg)
+	events, outcome := l.state.Apply(n)
+	a.count(outcome)
+	for i, e := range events {
+		e.Seq = l.last + 1
+		if e.Seq > l.stored {
+			id := n.NoticeID
+			if i > 0 {
+				id += ":" + strconv.Itoa(i)
+			}
+			if err := a.publish(ctx, e, id, seq, l.last); err != nil {
+				return err
+			}
+			a.published.Add(1)
+		}
+		l.last = e.Seq
+		l.state.Stored(e.Channel, e.Seq)
+	}
+	if seq/pruneEvery != l.ncsSeq/pruneEvery {
+		l.state.Prune(n.ReceivedMs)
+	}
+	l.ncsSeq = seq
+	return nil
+}
+
+func (a *applier) count(o presence.Outcome) {
+	switch o {
+	case presence.Applied:
+		a.applied.Add(1)
+	case presence.Stale:
+		a.stale.Add(1)
+	case presence.Replayed:
+		a.replayed.Add(1)
+	default:
+		a.ignored.Add(1)
+	}
+}
+
+// noticeOf decodes a stored notification. One that does not decode (it passed Decode when it was accepted, so only
+// a foreign publisher could have put it there) becomes a notice with no event, which Apply ignores.
+func noticeOf(msg jetstream.Msg) presence.Notice {
+	received, _ := strconv.ParseInt(msg.Headers().Get(HeaderReceivedMs), 10, 64)
+	d, err := ncs.Decode(msg.Data())
+	if err != nil {
+		return presence.Notice{ReceivedMs: received}
+	}
+	return presence.Notice{NoticeID: d.NoticeID, Type: d.EventType, Event: d.Event, NotifyMs: d.NotifyMs, ReceivedMs: received}
+}
+
+// publish stores one event at exactly sequence expectLast+1.
+func (a *applier) publish(ctx context.Context, e presence.Event, id string, ncsSeq, expectLast uint64) error {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("encode presence event: %w", err)
+	}
+	msg := nats.NewMsg(subject.Presence(e.Channel))
+	msg.Data = body
+	msg.Header.Set(HeaderNCSSeq, strconv.FormatUint(ncsSeq, 10))
+	pctx, cancel := context.WithTimeout(ctx, effectTimeout)
+	defer cancel()
+	ack, err := a.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id),
+		jetstream.WithExpectLastSequence(expectLast), jetstream.WithExpectStream(bus.PresenceStream))
+	if err != nil {
+		return fmt.Errorf("publish presence event %d: %w", e.Seq, err)
+	}
+	if ack.Duplicate || ack.Sequence != e.Seq {
+		return fmt.Errorf("publish presence event %d: stored as %d (duplicate %v)", e.Seq, ack.Sequence, ack.Duplicate)
+	}
+	return nil
+}
+
+// loadCheckpoint returns the latest checkpoint, or an empty state before the first notification.
+func (a *applier) loadCheckpoint(ctx context.Context) (*checkpoint, error) {
+	return loadCheckpoint(ctx, a.buckets.Checkpoints, a.rules)
+}
+
+func loadCheckpoint(ctx context.Context, store jetstream.ObjectStore, rules presence.Rules) (*checkpoint, error) {
+	cp := &checkpoint{State: presence.NewState(rules)}
+	b, err := store.GetBytes(ctx, checkpointObject)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return cp, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	if err := json.Unmarshal(b, cp); err != nil {
+		return nil, fmt.Errorf("load checkpoint: %w", err)
+	}
+	return cp, nil
+}
+
+// saveCheckpoint stores cp. A failure is logged, not fatal: an older checkpoint only means a longer replay.
+func (a *applier) saveCheckpoint(cp *checkpoint) {
+	b, err := json.Marshal(cp)
+	if err != nil {
+		a.log.Error("encode checkpoint", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.buckets.Checkpoints.PutBytes(ctx, checkpointObject, b); err != nil {
+		a.log.Warn("checkpoint not saved", "err", err)
+		return
+	}
+	a.log.Debug("checkpoint saved", "ncsSeq", cp.NCSSeq, "presenceSeq", cp.PresenceSeq, "bytes", len(b))
+}

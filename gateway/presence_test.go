@@ -1,0 +1,278 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+func token(t testing.TB, channels ...string) string {
+	t.Helper()
+	tok, err := auth.Issue(testJWTSecret, channels, time.Hour, "tester")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// getJSON GETs base+path with a bearer token and decodes the answer into v; it returns the status and raw body.
+func getJSON(t testing.TB, base, path, tok string, v any) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, base+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if v != nil && resp.StatusCode == 200 {
+		if err := json.Unmarshal(raw, v); err != nil {
+			t.Fatalf("GET %s: %v in %s", path, err, raw)
+		}
+	}
+	return resp.StatusCode, string(raw)
+}
+
+func presencePath(channel string) string {
+	return "/v1/channels/" + url.PathEscape(channel) + "/presence"
+}
+
+// eventually retries cond until it holds or the deadline passes; the last failure message is reported.
+func eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitSnapshot waits until the channel's snapshot satisfies want.
+func waitSnapshot(t testing.TB, base, channel string, want func(presence.Snapshot) bool) presence.Snapshot {
+	t.Helper()
+	tok := token(t, channel)
+	var s presence.Snapshot
+	eventually(t, 15*time.Second, func() (bool, string) {
+		s = presence.Snapshot{}
+		code, raw := getJSON(t, base, presencePath(channel), tok, &s)
+		return code == 200 && want(s), fmt.Sprintf("%d %s", code, raw)
+	})
+	return s
+}
+
+func userEvent(noticeID string, typ ncs.EventType, channel string, uid uint32, clientSeq int64, ts int64, extra map[string]any) []byte {
+	p := map[string]any{"channelName": channel, "uid": uid, "clientSeq": clientSeq, "ts": ts, "account": fmt.Sprint("acc-", uid)}
+	if typ.IsJoin() || typ.IsLeave() {
+		p["platform"] = 1
+	}
+	for k, v := range extra {
+		p[k] = v
+	}
+	return notification(noticeID, typ, p)
+}
+
+func TestPresenceThroughNCS(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	const ch = "show #1.>"
+	now := time.Now().Unix()
+	send := func(body []byte) {
+		t.Helper()
+		if a := postSigned(t, base, body); a.Status != 200 {
+			t.Fatalf("post: %d %s", a.Status, a.Raw)
+		}
+	}
+	send(notification("c1", ncs.ChannelCreate, map[string]any{"channelName": ch, "ts": now}))
+	send(userEvent("h1", ncs.BroadcasterJoin, ch, 1, 100, now, nil))
+	send(userEvent("a2", ncs.AudienceJoin, ch, 2, 200, now, nil))
+	send(userEvent("a3", ncs.AudienceJoin, ch, 3, 300, now+1, map[string]any{"platform": 6, "clientType": 10}))
+	// Out of order: user 4 leaves (seq 402) before its join (seq 401) arrives; the late join must not add it.
+	send(userEvent("l4", ncs.AudienceLeave, ch, 4, 402, now+2, map[string]any{"reason": 2, "duration": 5}))
+	send(userEvent("j4", ncs.AudienceJoin, ch, 4, 401, now+1, nil))
+	// A resend of a2 under a new noticeId changes nothing.
+	send(userEvent("a2-again", ncs.AudienceJoin, ch, 2, 200, now, nil))
+	// User 2 goes on stage, then user 3 leaves with reason 2 (timed out).
+	send(userEvent("r2", ncs.RoleToBroadcaster, ch, 2, 201, now+3, nil))
+	send(userEvent("l3", ncs.AudienceLeave, ch, 3, 301, now+4, map[string]any{"reason": 2, "duration": 3}))
+
+	s := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Hosts == 2 && s.Counts.Audience == 0 })
+	if got := uids(s.Hosts); !slices.Equal(got, []uint32{1, 2}) || len(s.Audience) != 0 || len(s.Users) != 0 {
+		t.Fatalf("snapshot %+v: want hosts 1, 2 and nobody else", s)
+	}
+	if s.Hosts[0].Account != "acc-1" || *s.Hosts[0].Platform != 1 || s.Hosts[0].Since != now {
+		t.Fatalf("host 1 = %+v", s.Hosts[0])
+	}
+
+	var page struct{ Events []presence.Event }
+	code, raw := getJSON(t, base, "/v1/channels/"+url.PathEscape(ch)+"/events", token(t, ch), &page)
+	if code != 200 {
+		t.Fatalf("events: %d %s", code, raw)
+	}
+	var kinds []string
+	for i, e := range page.Events {
+		if i > 0 && e.Seq <= page.Events[i-1].Seq {
+			t.Fatalf("seq not increasing: %s", raw)
+		}
+		if e.Channel != ch || e.Source != "ncs" || e.NoticeID == "" {
+			t.Fatalf("event %+v", e)
+		}
+		kinds = append(kinds, fmt.Sprintf("%s:%s:%d", e.Event, e.Role, e.UID))
+	}
+	want := []string{"channel.create::0", "join:host:1", "join:audience:2", "join:audience:3", "role.change:host:2", "leave:audience:3"}
+	if !slices.Equal(kinds, want) {
+		t.Fatalf("events %v, want %v", kinds, want)
+	}
+	leave := page.Events[len(page.Events)-1]
+	if leave.Reason == nil || *leave.Reason != 2 || leave.Duration == nil || *leave.Duration != 3 || leave.Client == nil || *leave.Client != 10 {
+		t.Fatalf("leave event %+v: want reason 2, duration 3, clientType 10", leave)
+	}
+	if s.Seq != leave.Seq {
+		t.Fatalf("snapshot seq %d, want the last event's %d", s.Seq, leave.Seq)
+	}
+	// since and limit page through the same events.
+	var tail struct{ Events []presence.Event }
+	getJSON(t, base, fmt.Sprintf("/v1/channels/%s/events?since=%d&limit=2", url.PathEscape(ch), page.Events[2].Seq), token(t, ch), &tail)
+	if len(tail.Events) != 2 || tail.Events[0].Seq != page.Events[3].Seq || tail.Events[1].Seq != page.Events[4].Seq {
+		t.Fatalf("since/limit page: %+v", tail.Events)
+	}
+
+	var list struct{ Channels []presence.Summary }
+	if code, raw := getJSON(t, base, "/v1/channels", token(t, "*"), &list); code != 200 || len(list.Channels) != 1 ||
+		list.Channels[0].Channel != ch || list.Channels[0].Counts.Hosts != 2 || list.Channels[0].Seq != s.Seq {
+		t.Fatalf("channel list: %d %s", code, raw)
+	}
+}
+
+func uids(ms []presence.Member) []uint32 {
+	out := make([]uint32, len(ms))
+	for i, m := range ms {
+		out[i] = m.UID
+	}
+	return out
+}
+
+func TestRESTAuthorisation(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	expired, err := jwt.NewWithClaims(jwt.SigningMethodHS256, auth.Claims{Channels: []string{"*"},
+		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Hour))}}).SignedString([]byte(testJWTSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherKey, _ := auth.Issue("another-secret-0123456789", []string{"*"}, time.Hour, "")
+	cases := []struct {
+		name, path, tok string
+		status          int
+		code            string
+	}{
+		{"no token", presencePath("show-1"), "", 401, "unauthorized"},
+		{"garbage token", presencePath("show-1"), "not.a.jwt", 401, "invalid_token"},
+		{"wrong key", presencePath("show-1"), otherKey, 401, "invalid_token"},
+		{"expired", presencePath("show-1"), expired, 401, "token_expired"},
+		{"other channel", presencePath("show-2"), token(t, "show-1"), 403, "forbidden"},
+		{"prefix does not match", presencePath("shows"), token(t, "show-*"), 403, "forbidden"},
+		{"list needs *", "/v1/channels", token(t, "show-*"), 403, "forbidden"},
+		{"events of other channel", "/v1/channels/show-2/events", token(t, "show-1"), 403, "forbidden"},
+		{"bad limit", "/v1/channels/show-1/events?limit=1001", token(t, "show-1"), 400, "bad_request"},
+		{"zero limit", "/v1/channels/show-1/events?limit=0", token(t, "show-1"), 400, "bad_request"},
+		{"bad since", "/v1/channels/show-1/events?since=-1", token(t, "show-1"), 400, "bad_request"},
+		{"illegal channel name", "/v1/channels/" + url.PathEscape("a*b") + "/presence", token(t, "*"), 400, "invalid_channel"},
+		{"prefix grant", presencePath("show-1"), token(t, "show-*"), 200, ""},
+		{"exact grant, odd name", presencePath("a b.>"), token(t, "a b.>"), 200, ""},
+		{"unknown channel", presencePath("nobody-here"), token(t, "*"), 200, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var body struct {
+				Error, Message string
+			}
+			code, raw := getJSON(t, base, tc.path, tc.tok, nil)
+			_ = json.Unmarshal([]byte(raw), &body)
+			if code != tc.status || body.Error != tc.code || (code != 200 && body.Message == "") {
+				t.Fatalf("got %d %s, want %d %q", code, raw, tc.status, tc.code)
+			}
+			if strings.Contains(raw, tc.tok) && tc.tok != "" {
+				t.Fatalf("the answer echoes the token")
+			}
+		})
+	}
+	// An unknown channel is an empty roster at seq 0, lists present.
+	_, raw := getJSON(t, base, presencePath("nobody-here"), token(t, "*"), nil)
+	if raw != `{"channel":"nobody-here","seq":0,"hosts":[],"audience":[],"users":[],"counts":{"hosts":0,"audience":0,"users":0}}` {
+		t.Fatalf("unknown channel: %s", raw)
+	}
+}
+
+// TestRestartKeepsRosters stops the gateway and starts another on the same data: rosters are the same, and the
+// presence stream carries on without repeating or skipping an event.
+func TestRestartKeepsRosters(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	g1, err := gateway.Start(context.Background(), testConfig(t, dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + g1.Addr().String()
+	now := time.Now().Unix()
+	for i := range 50 {
+		if a := postSigned(t, base, userEvent(fmt.Sprint("j", i), ncs.AudienceJoin, "show-1", uint32(i+1), 10, now, nil)); a.Status != 200 {
+			t.Fatal(a.Raw)
+		}
+	}
+	for i := range 20 {
+		if a := postSigned(t, base, userEvent(fmt.Sprint("l", i), ncs.AudienceLeave, "show-1", uint32(i+1), 11, now, nil)); a.Status != 200 {
+			t.Fatal(a.Raw)
+		}
+	}
+	before := waitSnapshot(t, base, "show-1", func(s presence.Snapshot) bool { return s.Counts.Audience == 30 })
+	if err := g1.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	_, base2 := startGateway(t, testConfig(t, dir))
+	after := waitSnapshot(t, base2, "show-1", func(s presence.Snapshot) bool { return s.Seq >= before.Seq })
+	if !snapshotsEqual(before, after) {
+		t.Fatalf("after restart\n%+v\nwant\n%+v", after, before)
+	}
+	// Old notifications delivered again change nothing; new ones continue the stream.
+	postSigned(t, base2, userEvent("j0-again", ncs.AudienceJoin, "show-1", 1, 10, now, nil))
+	postSigned(t, base2, userEvent("j100", ncs.AudienceJoin, "show-1", 100, 10, now, nil))
+	final := waitSnapshot(t, base2, "show-1", func(s presence.Snapshot) bool { return s.Counts.Audience == 31 })
+	var page struct{ Events []presence.Event }
+	getJSON(t, base2, "/v1/channels/show-1/events?limit=1000", token(t, "show-1"), &page)
+	if len(page.Events) != 71 || page.Events[70].UID != 100 || page.Events[70].Seq != final.Seq {
+		t.Fatalf("%d events (want 50 joins, 20 leaves, 1 join), last %+v", len(page.Events), page.Events[len(page.Events)-1])
+	}
+}
+
+func snapshotsEqual(a, b presence.Snapshot) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}

@@ -1,0 +1,140 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+// liveView is this instance's copy of every roster: the latest checkpoint, then every event of USHER_PRESENCE after
+// it, in stream order. Every instance keeps one, whether or not it is the applier, so any instance serves any
+// channel.
+//
+// All methods may be called concurrently.
+type liveView struct {
+	js    jetstream.JetStream
+	store jetstream.ObjectStore
+	rules presence.Rules
+	log   *slog.Logger
+
+	mu      sync.RWMutex
+	v       *presence.View
+	seq     uint64        // last presence event folded in
+	changed chan struct{} // closed and replaced whenever seq moves
+	loaded  bool
+}
+
+func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger) *liveView {
+	return &liveView{js: js, store: store, rules: rules, log: log, v: presence.NewView(), changed: make(chan struct{})}
+}
+
+// run follows the presence stream until ctx ends.
+func (lv *liveView) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := lv.follow(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		lv.log.Warn("presence view interrupted; resuming", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (lv *liveView) follow(ctx context.Context) error {
+	if !lv.loaded {
+		cp, err := loadCheckpoint(ctx, lv.store, lv.rules)
+		if err != nil {
+			return err
+		}
+		lv.mu.Lock()
+		lv.v, lv.seq, lv.loaded = cp.State.View(), cp.PresenceSeq, true
+		lv.mu.Unlock()
+	}
+	lv.mu.RLock()
+	from := lv.seq + 1
+	lv.mu.RUnlock()
+	cons, err := lv.js.OrderedConsumer(ctx, bus.PresenceStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
+	})
+	if err != nil {
+		return fmt.Errorf("presence consumer: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
+	if err != nil {
+		return fmt.Errorf("presence messages: %w", err)
+	}
+	defer it.Stop()
+	for {
+		msg, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			return fmt.Errorf("presence messages: %w", err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return fmt.Errorf("presence message metadata: %w", err)
+		}
+		var e presence.Event
+		if err := json.Unmarshal(msg.Data(), &e); err != nil {
+			lv.log.Warn("presence message is not an event; skipped", "seq", meta.Sequence.Stream, "err", err)
+		}
+		e.Seq = meta.Sequence.Stream
+		lv.mu.Lock()
+		if e.Channel != "" {
+			lv.v.Apply(e)
+		}
+		lv.seq = e.Seq
+		close(lv.changed)
+		lv.changed = make(chan struct{})
+		lv.mu.Unlock()
+	}
+}
+
+// snapshot returns a channel's roster.
+func (lv *liveView) snapshot(channel string) presence.Snapshot {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.v.Snapshot(channel)
+}
+
+// channels lists the channels with members.
+func (lv *liveView) channels() []presence.Summary {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.v.Channels()
+}
+
+// waitSeq waits until the view holds presence event seq, or ctx ends.
+func (lv *liveView) waitSeq(ctx context.Context, seq uint64) error {
+	for {
+		lv.mu.RLock()
+		cur, ch := lv.seq, lv.changed
+		lv.mu.RUnlock()
+		if cur >= seq {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), fmt.Errorf("view at %d, waiting for %d", cur, seq))
+		case <-ch:
+		}
+	}
+}
+
+// lastSeq is the last presence event the view holds.
+func (lv *liveView) lastSeq() uint64 {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.seq
+}
