@@ -26,13 +26,13 @@ import (
 // Gateway is a running Usher server: its NATS connection (and embedded NATS server, if any) and its HTTP server.
 // Start it with Start, stop it with Shutdown. Its methods may be called concurrently.
 type Gateway struct {
-	cfg  Config
-	log  *slog.Logger
-	ns   *server.Server // nil when NATS is external
-	nc   *nats.Conn
-	js   jetstream.JetStream
-	ln   net.Listener
-	http *http.Server
+	cfg    Config
+	log    *slog.Logger
+	ns     *server.Server // nil when NATS is external
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ln     net.Listener
+	http   *http.Server
 	ncs    *ncs.Verifier
 	tokens *auth.Verifier
 
