@@ -200,3 +200,6 @@ func (g *Gateway) readyz(c *gin.Context) {
 }
 
 func init() { gin.SetMode(gin.ReleaseMode) }
+
+// Applying reports whether this instance holds the applier lease now.
+func (g *Gateway) Applying() bool { return g.applier.leading.Load() }

@@ -1,0 +1,212 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs/sim"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+// readPresence returns every event of USHER_PRESENCE, oldest first, with its seq.
+func readPresence(t testing.TB, js jetstream.JetStream) []presence.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []presence.Event
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("presence %d: %v", seq, err)
+		}
+		var e presence.Event
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			t.Fatalf("presence %d: %v", seq, err)
+		}
+		if e.Seq != seq {
+			t.Fatalf("presence message %d carries seq %d", seq, e.Seq)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// checkStream fails if the presence stream repeats a user's event or goes back in a user's clientSeq.
+func checkStream(t testing.TB, events []presence.Event) {
+	t.Helper()
+	type key struct {
+		ch  string
+		uid uint32
+	}
+	last := map[key]int64{}
+	for _, e := range events {
+		if e.ClientSeq == 0 {
+			continue // create, destroy, and the leaves a destroy implies
+		}
+		k := key{e.Channel, e.UID}
+		if e.ClientSeq <= last[k] {
+			t.Fatalf("stale or repeated effect at seq %d: %+v (last clientSeq %d)", e.Seq, e, last[k])
+		}
+		last[k] = e.ClientSeq
+	}
+}
+
+// matchesTruth compares a snapshot with the simulator's ground truth on uid, role and account.
+func matchesTruth(s presence.Snapshot, truth []sim.Member) (bool, string) {
+	type m struct {
+		UID     uint32
+		Role    string
+		Account string
+	}
+	var got, want []m
+	for role, list := range map[string][]presence.Member{"host": s.Hosts, "audience": s.Audience, "user": s.Users} {
+		for _, x := range list {
+			got = append(got, m{x.UID, role, x.Account})
+		}
+	}
+	for _, x := range truth {
+		want = append(want, m{x.UID, x.Role.String(), x.Account})
+	}
+	cmp := func(a, b m) int { return int(a.UID) - int(b.UID) }
+	slices.SortFunc(got, cmp)
+	slices.SortFunc(want, cmp)
+	return slices.Equal(got, want), fmt.Sprintf("channel %q at seq %d:\n got  %v\n want %v", s.Channel, s.Seq, got, want)
+}
+
+// deliver sends n simulated deliveries (then everything the generator still owes) round-robin to the bases.
+func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
+	t.Helper()
+	var ds []sim.Delivery
+	now := time.Now()
+	for len(ds) < n {
+		d, ok := gen.Next(now)
+		if !ok {
+			now = now.Add(time.Second) // every channel is cooling down after a destroy
+			continue
+		}
+		ds = append(ds, d)
+		now = now.Add(10 * time.Millisecond)
+	}
+	ds = append(ds, gen.Flush(now)...)
+	senders := make([]*sim.Sender, len(bases))
+	for i, b := range bases {
+		senders[i] = &sim.Sender{URL: b + "/v1/ncs", Secret: testSecret, Backoff: 50 * time.Millisecond}
+	}
+	jobs := make(chan int)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for i := range jobs {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				if _, err := senders[i%len(senders)].Send(ctx, ds[i]); err != nil {
+					t.Errorf("delivery %d: %v", i, err)
+				}
+				cancel()
+			}
+		})
+	}
+	for i := range ds {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+// waitTruth waits until every base serves every channel as the generator's truth has it.
+func waitTruth(t testing.TB, gen *sim.Generator, bases []string) {
+	t.Helper()
+	truth := gen.Truth()
+	members := 0
+	for _, ms := range truth {
+		members += len(ms)
+	}
+	if members == 0 {
+		t.Fatal("the simulated truth is empty: nothing to compare")
+	}
+	tok := token(t, "*")
+	eventually(t, 30*time.Second, func() (bool, string) {
+		for _, base := range bases {
+			for _, ch := range gen.Channels() {
+				var s presence.Snapshot
+				if code, raw := getJSON(t, base, "/v1/channels/"+url.PathEscape(ch)+"/presence", tok, &s); code != 200 {
+					return false, raw
+				}
+				if ok, why := matchesTruth(s, truth[ch]); !ok {
+					return false, base + " " + why
+				}
+			}
+		}
+		return true, ""
+	})
+}
+
+// TestTwoInstancesOneNATS runs two gateways on one NATS server: notifications posted to either are applied once,
+// both serve the same rosters, and when the applying instance stops the other takes over.
+func TestTwoInstancesOneNATS(t *testing.T) {
+	t.Parallel()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	start := func(name string) (*gateway.Gateway, string) {
+		cfg := testConfig(t, "")
+		cfg.NATSURL, cfg.InstanceID, cfg.LeaseTTL = ns.ClientURL(), name, time.Second
+		g, err := gateway.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g, "http://" + g.Addr().String()
+	}
+	a, baseA := start("a")
+	b, baseB := start("b")
+	defer func() { _ = b.Shutdown(context.Background()) }()
+
+	gen, err := sim.New(sim.Config{Channels: 6, Seed: 7, Faults: &sim.Faults{Duplicate: 0.05, Resend: 0.05, ResendNewID: 0.05, Reorder: 0.05}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, gen, []string{baseA, baseB}, 600)
+	waitTruth(t, gen, []string{baseA, baseB})
+	if a.Applying() == b.Applying() {
+		t.Fatalf("applying: a %v, b %v; want exactly one", a.Applying(), b.Applying())
+	}
+
+	// Stop whichever applies; the other takes over and the stream carries on.
+	leader, follower, followerBase := a, b, baseB
+	if b.Applying() {
+		leader, follower, followerBase = b, a, baseA
+	}
+	if err := leader.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, gen, []string{followerBase}, 300)
+	waitTruth(t, gen, []string{followerBase})
+	if !follower.Applying() {
+		t.Fatal("the surviving instance does not apply")
+	}
+	events := readPresence(t, follower.JetStream())
+	checkStream(t, events)
+	t.Logf("%d presence events", len(events))
+	if follower == a {
+		_ = a.Shutdown(context.Background())
+	}
+}
