@@ -23,6 +23,7 @@ const (
 	DefaultShutdownGrace  = 10 * time.Second
 	DefaultPresenceMaxAge = 24 * time.Hour
 	DefaultLeaseTTL       = 6 * time.Second
+	DefaultViewCatchUp    = 30 * time.Second
 	// MaxNCSBody is the largest NCS request body accepted; Agora's notifications are a few hundred bytes.
 	MaxNCSBody = 64 << 10
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
@@ -57,6 +58,8 @@ type Config struct {
 	// LeaseTTL is how long the applier lease outlives its holder: the longest hand-over after an instance dies
 	// (default 6 s).
 	LeaseTTL time.Duration
+	// ViewCatchUp bounds how long Start waits for this instance's rosters to load before it serves (default 30 s).
+	ViewCatchUp time.Duration
 	// InstanceID names this instance in the lease; default: host name and process id.
 	InstanceID string
 	// PublishTimeout bounds the wait for JetStream's acknowledgement before answering 503 (default 2 s).
@@ -89,6 +92,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.TombstoneRetention, presence.DefaultRetention)
 	defDur(&c.PresenceMaxAge, DefaultPresenceMaxAge)
 	defDur(&c.LeaseTTL, DefaultLeaseTTL)
+	defDur(&c.ViewCatchUp, DefaultViewCatchUp)
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
 		c.InstanceID = fmt.Sprintf("%s-%d", host, os.Getpid())

@@ -39,7 +39,9 @@ type Gateway struct {
 	applier *applier
 	view    *liveView
 	stop    context.CancelFunc // stops the applier and the view
-	workers sync.WaitGroup
+	// viewTarget is USHER_PRESENCE's last sequence when the gateway started: the view is ready once it holds it.
+	viewTarget uint64
+	workers    sync.WaitGroup
 
 	served chan error // receives Serve's result once
 }
@@ -93,6 +95,9 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	g.stop = stop
 	g.workers.Go(func() { g.applier.run(wctx) })
 	g.workers.Go(func() { g.view.run(wctx) })
+	if err = g.catchUp(ctx); err != nil {
+		return nil, err
+	}
 
 	if g.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -188,12 +193,41 @@ func (g *Gateway) Handler() http.Handler {
 	return r
 }
 
-// readyz answers 200 while JetStream can serve Usher's stream, 503 otherwise.
+// catchUp waits until this instance's view holds every presence event stored before it started, so that the first
+// snapshot it serves is complete. It is bounded by ViewCatchUp; past that the gateway serves anyway, and /readyz
+// answers 503 until the view has caught up.
+func (g *Gateway) catchUp(ctx context.Context) error {
+	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ps, err := g.js.Stream(ictx, bus.PresenceStream)
+	if err != nil {
+		return fmt.Errorf("presence stream: %w", err)
+	}
+	info, err := ps.Info(ictx)
+	if err != nil {
+		return fmt.Errorf("presence stream info: %w", err)
+	}
+	g.viewTarget = info.State.LastSeq
+	wctx, wcancel := context.WithTimeout(ctx, g.cfg.ViewCatchUp)
+	defer wcancel()
+	if err := g.view.waitSeq(wctx, g.viewTarget); err != nil {
+		g.log.Warn("serving before the presence view caught up", "err", err)
+	}
+	return nil
+}
+
+// readyz answers 200 while JetStream can serve Usher's streams and this instance's rosters are loaded, 503
+// otherwise.
 func (g *Gateway) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
 	if _, err := g.js.Stream(ctx, bus.NCSStream); err != nil {
 		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready", Message: "jetstream is not usable: " + err.Error()})
+		return
+	}
+	if seq := g.view.lastSeq(); seq < g.viewTarget {
+		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready",
+			Message: fmt.Sprintf("rosters are loading: at presence event %d of %d", seq, g.viewTarget)})
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"ok": true})
