@@ -24,6 +24,8 @@ const (
 	DefaultPresenceMaxAge = 24 * time.Hour
 	DefaultLeaseTTL       = 6 * time.Second
 	DefaultViewCatchUp    = 30 * time.Second
+	// DefaultTombstoneRetention is presence.DefaultRetention.
+	DefaultTombstoneRetention = presence.DefaultRetention
 	// MaxNCSBody is the largest NCS request body accepted; Agora's notifications are a few hundred bytes.
 	MaxNCSBody = 64 << 10
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
@@ -89,7 +91,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.NCSMaxAge, DefaultNCSMaxAge)
 	defDur(&c.PublishTimeout, DefaultPublishTimeout)
 	defDur(&c.ShutdownGrace, DefaultShutdownGrace)
-	defDur(&c.TombstoneRetention, presence.DefaultRetention)
+	defDur(&c.TombstoneRetention, DefaultTombstoneRetention)
 	defDur(&c.PresenceMaxAge, DefaultPresenceMaxAge)
 	defDur(&c.LeaseTTL, DefaultLeaseTTL)
 	defDur(&c.ViewCatchUp, DefaultViewCatchUp)

@@ -37,6 +37,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"bad duration", nil, func(m map[string]string) { m["USHER_DEDUP_WINDOW"] = "ten" }, "USHER_DEDUP_WINDOW"},
 		{"dedup window too short", nil, func(m map[string]string) { m["USHER_DEDUP_WINDOW"] = "1m" }, "USHER_DEDUP_WINDOW"},
 		{"flag wins over env", []string{"--dedup-window", "1m"}, func(map[string]string) {}, "USHER_DEDUP_WINDOW"},
+		{"retention too short", nil, func(m map[string]string) { m["USHER_TOMBSTONE_RETENTION"] = "10s" }, "USHER_TOMBSTONE_RETENTION"},
 		{"bad log level", nil, func(m map[string]string) { m["USHER_LOG_LEVEL"] = "loud" }, "USHER_LOG_LEVEL"},
 		{"bad NATS listen", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "nowhere" }, "USHER_NATS_LISTEN"},
 		{"missing secret file", nil, func(m map[string]string) {
@@ -66,7 +67,8 @@ func TestServeHelpListsEverySetting(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	for _, name := range []string{"PORT", "USHER_NCS_SECRETS", "USHER_JWT_SECRET", "USHER_NATS_URL", "USHER_DATA_DIR",
-		"USHER_NATS_LISTEN", "USHER_DEDUP_WINDOW", "USHER_NCS_MAX_AGE", "USHER_LOG_LEVEL", "--demo"} {
+		"USHER_NATS_LISTEN", "USHER_DEDUP_WINDOW", "USHER_NCS_MAX_AGE", "USHER_TOMBSTONE_RETENTION", "USHER_PRESENCE_MAX_AGE",
+		"USHER_LOG_LEVEL", "--demo"} {
 		if !strings.Contains(stderr.String(), name) {
 			t.Errorf("serve --help does not mention %s:\n%s", name, stderr.String())
 		}

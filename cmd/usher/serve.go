@@ -35,6 +35,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.String(&cfg.NATSListen, "nats-listen", "USHER_NATS_LISTEN", gateway.DefaultNATSListen, `where the embedded NATS server accepts other backend services, or "off"`)
 	s.Duration(&cfg.DedupWindow, "dedup-window", "USHER_DEDUP_WINDOW", gateway.DefaultDedupWindow, "window in which a repeated noticeId is stored once (at least 10m)")
 	s.Duration(&cfg.NCSMaxAge, "ncs-max-age", "USHER_NCS_MAX_AGE", gateway.DefaultNCSMaxAge, "how long stored notifications are kept in stream USHER_NCS")
+	s.Duration(&cfg.TombstoneRetention, "tombstone-retention", "USHER_TOMBSTONE_RETENTION", gateway.DefaultTombstoneRetention, "how long a leave is remembered against late, older joins; also the replay guard's window (same on every instance)")
+	s.Duration(&cfg.PresenceMaxAge, "presence-max-age", "USHER_PRESENCE_MAX_AGE", gateway.DefaultPresenceMaxAge, "how long stream USHER_PRESENCE keeps events: how far back clients can resume")
 	s.String(&logLevel, "log-level", "USHER_LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&demo, "demo", "make random secrets, print a console link, and feed a simulated Agora notification stream")
 	s.fs.Float64Var(&demoRate, "demo-rate", 5, "with --demo: simulated notifications per second")
