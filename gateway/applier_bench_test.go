@@ -121,4 +121,3 @@ func BenchmarkSnapshot100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "bytes/snapshot")
 }
-
