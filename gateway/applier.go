@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -31,6 +32,10 @@ const (
 	pruneEvery         = 1000
 	checkpointInterval = 10 * time.Second
 	effectTimeout      = 5 * time.Second
+	// maxInflight bounds the presence events published and not yet acknowledged. They are pipelined: each carries
+	// the exact sequence it must land at, so if one fails, every later one fails too, and the applier restarts
+	// from its checkpoint.
+	maxInflight = 256
 )
 
 // checkpoint is the applier's state after the notification at NCSSeq, when the last presence event was PresenceSeq.
@@ -157,10 +162,17 @@ func (a *applier) release(rev uint64) {
 
 // leader is the applier's working state while it holds the lease.
 type leader struct {
-	state  *presence.State
-	ncsSeq uint64 // last notification applied
-	last   uint64 // sequence of the last presence event derived
-	stored uint64 // USHER_PRESENCE's last sequence when this leader started
+	state    *presence.State
+	ncsSeq   uint64 // last notification applied
+	last     uint64 // sequence of the last presence event derived
+	stored   uint64 // USHER_PRESENCE's last sequence when this leader started
+	inflight []inflight
+}
+
+// inflight is a presence event published and not yet acknowledged.
+type inflight struct {
+	seq uint64
+	ack jetstream.PubAckFuture
 }
 
 // lead loads the latest checkpoint and applies notifications after it until ctx ends or an error. It returns the
@@ -198,33 +210,65 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	}
 	defer it.Stop()
 
-	current := func() *checkpoint { return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state} }
+	// current is the state to checkpoint: only once every event derived so far is acknowledged.
+	current := func() *checkpoint {
+		if err := a.settle(l); err != nil {
+			a.log.Warn("presence events not acknowledged; no checkpoint", "err", err)
+			return nil
+		}
+		return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state}
+	}
 	saved := time.Now()
 	dirty := false
 	for {
-		nctx, cancel := context.WithTimeout(ctx, time.Second)
+		nctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
 		msg, err := it.Next(jetstream.NextContext(nctx))
 		cancel()
 		if ctx.Err() != nil {
 			return current(), nil
 		}
 		if err == nil {
-			if err := a.applyMsg(ctx, l, msg); err != nil {
-				return nil, err // what was published is in the stream; the next leader starts from a checkpoint
+			if err := a.applyMsg(l, msg); err != nil {
+				// What was published is in the stream; the next leader starts from a checkpoint.
+				return nil, errors.Join(err, a.settle(l))
 			}
 			dirty = true
 		} else if !errors.Is(err, context.DeadlineExceeded) {
 			return current(), fmt.Errorf("ncs messages: %w", err)
+		} else if err := a.settle(l); err != nil { // idle: collect the acknowledgements
+			return nil, err
 		}
 		if dirty && time.Since(saved) > checkpointInterval {
-			a.saveCheckpoint(current())
+			if cp := current(); cp != nil {
+				a.saveCheckpoint(cp)
+			}
 			saved, dirty = time.Now(), false
 		}
 	}
 }
 
+// settle waits for every in-flight event's acknowledgement, each bounded by effectTimeout, and checks that it
+// landed at its sequence.
+func (a *applier) settle(l *leader) error {
+	defer func() { l.inflight = l.inflight[:0] }()
+	var first error
+	for _, f := range l.inflight {
+		select {
+		case ack := <-f.ack.Ok():
+			if ack.Duplicate || ack.Sequence != f.seq {
+				first = cmp.Or(first, fmt.Errorf("presence event %d stored as %d (duplicate %v)", f.seq, ack.Sequence, ack.Duplicate))
+			}
+		case err := <-f.ack.Err():
+			first = cmp.Or(first, fmt.Errorf("publish presence event %d: %w", f.seq, err))
+		case <-time.After(effectTimeout):
+			first = cmp.Or(first, fmt.Errorf("publish presence event %d: no acknowledgement within %s", f.seq, effectTimeout))
+		}
+	}
+	return first
+}
+
 // applyMsg applies one stored notification and publishes the events it derives that the stream does not hold yet.
-func (a *applier) applyMsg(ctx context.Context, l *leader, msg jetstream.Msg) error {
+func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 	meta, err := msg.Metadata()
 	if err != nil {
 		return fmt.Errorf("ncs message metadata: %w", err)
@@ -240,10 +284,17 @@ func (a *applier) applyMsg(ctx context.Context, l *leader, msg jetstream.Msg) er
 			if i > 0 {
 				id += ":" + strconv.Itoa(i)
 			}
-			if err := a.publish(ctx, e, id, seq, l.last); err != nil {
+			f, err := a.publish(e, id, seq, l.last)
+			if err != nil {
 				return err
 			}
+			l.inflight = append(l.inflight, inflight{seq: e.Seq, ack: f})
 			a.published.Add(1)
+			if len(l.inflight) >= maxInflight {
+				if err := a.settle(l); err != nil {
+					return err
+				}
+			}
 		}
 		l.last = e.Seq
 		l.state.Stored(e.Channel, e.Seq)
@@ -279,26 +330,21 @@ func noticeOf(msg jetstream.Msg) presence.Notice {
 	return presence.Notice{NoticeID: d.NoticeID, Type: d.EventType, Event: d.Event, NotifyMs: d.NotifyMs, ReceivedMs: received}
 }
 
-// publish stores one event at exactly sequence expectLast+1.
-func (a *applier) publish(ctx context.Context, e presence.Event, id string, ncsSeq, expectLast uint64) error {
+// publish sends one event to be stored at exactly sequence expectLast+1; settle collects the outcome.
+func (a *applier) publish(e presence.Event, id string, ncsSeq, expectLast uint64) (jetstream.PubAckFuture, error) {
 	body, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("encode presence event: %w", err)
+		return nil, fmt.Errorf("encode presence event: %w", err)
 	}
 	msg := nats.NewMsg(subject.Presence(e.Channel))
 	msg.Data = body
 	msg.Header.Set(HeaderNCSSeq, strconv.FormatUint(ncsSeq, 10))
-	pctx, cancel := context.WithTimeout(ctx, effectTimeout)
-	defer cancel()
-	ack, err := a.js.PublishMsg(pctx, msg, jetstream.WithMsgID(id),
+	f, err := a.js.PublishMsgAsync(msg, jetstream.WithMsgID(id),
 		jetstream.WithExpectLastSequence(expectLast), jetstream.WithExpectStream(bus.PresenceStream))
 	if err != nil {
-		return fmt.Errorf("publish presence event %d: %w", e.Seq, err)
+		return nil, fmt.Errorf("publish presence event %d: %w", e.Seq, err)
 	}
-	if ack.Duplicate || ack.Sequence != e.Seq {
-		return fmt.Errorf("publish presence event %d: stored as %d (duplicate %v)", e.Seq, ack.Sequence, ack.Duplicate)
-	}
-	return nil
+	return f, nil
 }
 
 // loadCheckpoint returns the latest checkpoint, or an empty state before the first notification.
