@@ -27,6 +27,7 @@ type memberJSON struct {
 	Member
 	Role      Role  `json:"role"`
 	ClientSeq int64 `json:"clientSeq"`
+	LastTs    int64 `json:"lastTs,omitempty"`
 }
 
 type tombJSON struct {
@@ -43,7 +44,7 @@ func (s *State) MarshalJSON() ([]byte, error) {
 		c := channelJSON{Name: name, Seq: ch.seq, CreatedTs: ch.createdTs, DestroyedTs: ch.destroyedTs, TouchedMs: ch.touchedMs}
 		for _, uid := range sortedUIDs(ch.members) {
 			m := ch.members[uid]
-			c.Members = append(c.Members, memberJSON{Member: m.Member, Role: m.role, ClientSeq: m.clientSeq})
+			c.Members = append(c.Members, memberJSON{Member: m.Member, Role: m.role, ClientSeq: m.clientSeq, LastTs: m.lastTs})
 		}
 		for _, uid := range sortedUIDs(ch.tombs) {
 			t := ch.tombs[uid]
@@ -55,13 +56,14 @@ func (s *State) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// UnmarshalJSON replaces the state's contents with a checkpoint's; the state keeps its Rules.
+// UnmarshalJSON replaces the state's contents with a checkpoint's; the state keeps its Rules. On error the state is
+// unchanged.
 func (s *State) UnmarshalJSON(b []byte) error {
 	var in stateJSON
 	if err := json.Unmarshal(b, &in); err != nil {
 		return fmt.Errorf("decode presence state: %w", err)
 	}
-	s.channels = make(map[string]*channelState, len(in.Channels))
+	channels := make(map[string]*channelState, len(in.Channels))
 	if s.rules == (Rules{}) {
 		s.rules = Rules{}.withDefaults()
 	}
@@ -76,12 +78,13 @@ func (s *State) UnmarshalJSON(b []byte) error {
 			default:
 				return fmt.Errorf("decode presence state: channel %q uid %d has role %q", c.Name, m.UID, m.Role)
 			}
-			ch.members[m.UID] = &entry{Member: m.Member, role: m.Role, clientSeq: m.ClientSeq}
+			ch.members[m.UID] = &entry{Member: m.Member, role: m.Role, clientSeq: m.ClientSeq, lastTs: m.LastTs}
 		}
 		for _, t := range c.Tombs {
 			ch.tombs[t.UID] = tomb{clientSeq: t.ClientSeq, atMs: t.AtMs}
 		}
-		s.channels[c.Name] = ch
+		channels[c.Name] = ch
 	}
+	s.channels = channels // only once all of it decoded: a bad checkpoint leaves the state as it was
 	return nil
 }

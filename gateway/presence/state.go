@@ -3,6 +3,7 @@ package presence
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/usher-presence/usher/gateway/ncs"
@@ -63,8 +64,13 @@ const (
 )
 
 func (o Outcome) String() string {
-	return [...]string{"applied", "stale", "replayed", "ignored"}[o]
+	if o < 0 || int(o) >= len(outcomeNames) {
+		return "outcome(" + strconv.Itoa(int(o)) + ")"
+	}
+	return outcomeNames[o]
 }
+
+var outcomeNames = [...]string{"applied", "stale", "replayed", "ignored"}
 
 // State is the applier's fold of notifications into rosters. It applies Agora's rules: per (channel, uid) an event
 // counts only if its clientSeq is greater than the last one applied; a leave keeps a tombstone; 101/102 order by ts
@@ -89,6 +95,7 @@ type entry struct {
 	Member
 	role      Role
 	clientSeq int64
+	lastTs    int64 // ts of the newest event applied to the entry
 }
 
 type tomb struct {
@@ -144,8 +151,9 @@ func (ch *channelState) create(n Notice) ([]Event, Outcome) {
 	return []Event{{Channel: n.Event.ChannelName, Event: ChannelCreate, Ts: ts, NoticeID: n.NoticeID, Source: SourceNCS}}, Applied
 }
 
-// destroy empties the channel of everyone who joined at or before the destroy; members whose join is newer (the
-// next life of the channel, delivered early) stay. Each removed member gets a leave event, then the destroy.
+// destroy empties the channel of every member whose newest event is older than the destroy; members with a newer
+// (or same-second) event belong to the channel's next life, delivered early, and stay. Each removed member gets a
+// leave event, then the destroy.
 func (ch *channelState) destroy(n Notice) ([]Event, Outcome) {
 	ev := n.Event
 	if ev.Ts <= ch.destroyedTs {
@@ -155,7 +163,7 @@ func (ch *channelState) destroy(n Notice) ([]Event, Outcome) {
 	var out []Event
 	for _, uid := range sortedUIDs(ch.members) {
 		m := ch.members[uid]
-		if m.Since > ev.Ts {
+		if max(m.Since, m.lastTs) >= ev.Ts {
 			continue
 		}
 		delete(ch.members, uid)
@@ -190,14 +198,14 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 	}
 	base := Event{
 		Channel: ev.ChannelName, UID: ev.UID, Account: ev.Account, Platform: platformPtr(ev.Platform),
-		Client: ev.ClientType, ClientSeq: ev.ClientSeq, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS,
+		Client: copyPtr(ev.ClientType), ClientSeq: ev.ClientSeq, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS,
 	}
 	m := ch.members[ev.UID]
 	switch {
 	case n.Type.IsJoin():
 		delete(ch.tombs, ev.UID)
-		e := &entry{role: roleOf(n.Type), clientSeq: ev.ClientSeq, Member: Member{
-			UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: ev.ClientType, Since: ev.Ts,
+		e := &entry{role: roleOf(n.Type), clientSeq: ev.ClientSeq, lastTs: ev.Ts, Member: Member{
+			UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: copyPtr(ev.ClientType), Since: ev.Ts,
 		}}
 		ch.members[ev.UID] = e
 		base.Event, base.Role = Join, e.role
@@ -217,18 +225,19 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 		role := roleOf(n.Type)
 		if m == nil {
 			delete(ch.tombs, ev.UID)
-			ch.members[ev.UID] = &entry{role: role, clientSeq: ev.ClientSeq, Member: Member{
-				UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: ev.ClientType, Since: ev.Ts,
+			ch.members[ev.UID] = &entry{role: role, clientSeq: ev.ClientSeq, lastTs: ev.Ts, Member: Member{
+				UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: copyPtr(ev.ClientType), Since: ev.Ts,
 			}}
 			base.Event, base.Role = RoleChange, role
 			return []Event{base}, Applied
 		}
 		m.clientSeq = ev.ClientSeq
-		if ev.Account != "" {
-			m.Account = ev.Account
-		}
+		m.lastTs = max(m.lastTs, ev.Ts)
 		if m.role == role {
 			return nil, Applied // already in that role: nothing a client would see changes
+		}
+		if ev.Account != "" {
+			m.Account = ev.Account
 		}
 		m.role = role
 		base.Event, base.Role = RoleChange, role
@@ -300,4 +309,12 @@ func sortedUIDs[V any](m map[uint32]V) []uint32 {
 	}
 	slices.SortFunc(uids, cmp.Compare)
 	return uids
+}
+
+func copyPtr[T any](p *T) *T {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

@@ -1,0 +1,174 @@
+package presence_test
+
+import (
+	"encoding/json"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/ncs/sim"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+// BenchmarkApply measures State.Apply over a realistic mix: the simulator's stream for 20 channels tending towards
+// 2 hosts and 200 audience (a quarter of them communication-profile channels), with its default delivery faults
+// (duplicates, resends, reordering), decoded as the applier decodes them. Decoding is not timed.
+func BenchmarkApply(b *testing.B) {
+	gen, err := sim.New(sim.Config{Channels: 20, Hosts: 2, Audience: 200, Seed: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	var ds []sim.Delivery
+	for len(ds) < 200_000 {
+		now = now.Add(5 * time.Millisecond)
+		if d, ok := gen.Next(now); ok {
+			ds = append(ds, d)
+		}
+	}
+	notices := simNotices(b, append(ds, gen.Flush(now)...))
+	for i := range notices {
+		notices[i].ReceivedMs = notices[i].NotifyMs
+	}
+
+	s := presence.NewState(presence.Rules{})
+	outcomes := map[presence.Outcome]int{}
+	n, i := 0, 0
+	for b.Loop() {
+		if i == len(notices) { // the stream is spent: start it again on a new state
+			s, i = presence.NewState(presence.Rules{}), 0
+		}
+		_, o := s.Apply(notices[i])
+		outcomes[o]++
+		i++
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "notices/s")
+	b.ReportMetric(100*float64(outcomes[presence.Stale])/float64(n), "%stale")
+}
+
+// bigAudience returns the events of n audience members joining one channel, with the simulator's account and
+// platform mix: 4 in 10 accounts "user-<base 36>", the rest the uid in decimal; Android, iOS, Web mostly, some
+// Linux recorders with a clientType.
+func bigAudience(n int) []presence.Event {
+	out := make([]presence.Event, n)
+	for i := range out {
+		u := uint32(100_000_000 + i*7919)
+		account := strconv.FormatUint(uint64(u), 10)
+		if i%10 < 4 {
+			account = "user-" + strconv.FormatUint(uint64(u)*2654435761%(1<<32), 36)
+		}
+		p := []int{1, 1, 1, 2, 2, 7, 5, 8, 0, 6}[i%10]
+		e := presence.Event{Seq: uint64(i + 1), Channel: "show-1", Event: presence.Join, Role: presence.Audience, UID: u,
+			Account: account, Platform: &p, ClientSeq: 1_625_051_030_000 + int64(i), Ts: 1_560_396_843 + int64(i/50),
+			NoticeID: "n", Source: "ncs"}
+		if p == 6 {
+			e.Client = ptr(10)
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// BenchmarkSnapshot100k measures serving a channel of 100,000 audience members: View.Snapshot alone, and Snapshot
+// plus its JSON encoding, as REST and WebSocket clients get it.
+func BenchmarkSnapshot100k(b *testing.B) {
+	const n = 100_000
+	v := presence.NewView()
+	for _, e := range bigAudience(n) {
+		v.Apply(e)
+	}
+	if c := v.Snapshot("show-1").Counts.Audience; c != n {
+		b.Fatalf("audience %d, want %d", c, n)
+	}
+	b.Run("snapshot", func(b *testing.B) {
+		for b.Loop() {
+			if s := v.Snapshot("show-1"); len(s.Audience) != n {
+				b.Fatal(len(s.Audience))
+			}
+		}
+	})
+	b.Run("snapshot+json", func(b *testing.B) {
+		size := 0
+		for b.Loop() {
+			data, err := json.Marshal(v.Snapshot("show-1"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			size = len(data)
+		}
+		b.ReportMetric(float64(size), "bytes/snapshot")
+	})
+}
+
+// heapInUse returns the bytes allocated on the heap and still reachable, after collecting garbage.
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkMemory100k measures the memory a channel of 100,000 audience members holds: in the applier's State
+// (members with their clientSeq; notices decoded one by one, as the applier does), and in a reader's View. The
+// figure that matters is B/member; the time per op is that of building the roster, with two garbage collections.
+func BenchmarkMemory100k(b *testing.B) {
+	const n = 100_000
+	b.Run("State", func(b *testing.B) {
+		var total uint64
+		runs := 0
+		for b.Loop() {
+			events := bigAudience(n)
+			before := heapInUse()
+			s := presence.NewState(presence.Rules{})
+			for i, e := range events {
+				// A fresh payload per notice, as ncs.Decode makes it.
+				ev := &ncs.ChannelEvent{ChannelName: e.Channel, UID: e.UID, ClientSeq: e.ClientSeq, Ts: e.Ts,
+					Account: string([]byte(e.Account)), Platform: ptr(ncs.Platform(*e.Platform))}
+				if e.Client != nil {
+					ev.ClientType = ptr(*e.Client)
+				}
+				s.Apply(presence.Notice{NoticeID: strconv.Itoa(i), Type: ncs.AudienceJoin, Event: ev,
+					NotifyMs: seedNotifyMs, ReceivedMs: seedNotifyMs})
+			}
+			after := heapInUse()
+			if _, m := s.Len(); m != n {
+				b.Fatalf("%d members, want %d", m, n)
+			}
+			runtime.KeepAlive(s)
+			runtime.KeepAlive(events) // allocated before the first reading: it must not be freed before the second
+			total += after - before
+			runs++
+		}
+		b.ReportMetric(float64(total)/float64(runs)/n, "B/member")
+	})
+	b.Run("View", func(b *testing.B) {
+		var total uint64
+		runs := 0
+		for b.Loop() {
+			events := bigAudience(n)
+			before := heapInUse()
+			v := presence.NewView()
+			for _, e := range events {
+				e.Account = string([]byte(e.Account)) // its own copy, as a decoded event has
+				e.Platform = ptr(*e.Platform)
+				if e.Client != nil {
+					e.Client = ptr(*e.Client)
+				}
+				v.Apply(e)
+			}
+			after := heapInUse()
+			if c := v.Snapshot("show-1").Counts.Audience; c != n {
+				b.Fatalf("audience %d, want %d", c, n)
+			}
+			runtime.KeepAlive(v)
+			runtime.KeepAlive(events) // allocated before the first reading: it must not be freed before the second
+			total += after - before
+			runs++
+		}
+		b.ReportMetric(float64(total)/float64(runs)/n, "B/member")
+	})
+}
