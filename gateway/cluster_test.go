@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,9 +92,8 @@ func matchesTruth(s presence.Snapshot, truth []sim.Member) (bool, string) {
 	return slices.Equal(got, want), fmt.Sprintf("channel %q at seq %d:\n got  %v\n want %v", s.Channel, s.Seq, got, want)
 }
 
-// deliver sends n simulated deliveries (then everything the generator still owes) round-robin to the bases.
-func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
-	t.Helper()
+// collect takes n deliveries from gen, then everything it still owes, on a clock that moves 10 ms a delivery.
+func collect(gen *sim.Generator, n int) []sim.Delivery {
 	var ds []sim.Delivery
 	now := time.Now()
 	for len(ds) < n {
@@ -105,21 +105,36 @@ func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
 		ds = append(ds, d)
 		now = now.Add(10 * time.Millisecond)
 	}
-	ds = append(ds, gen.Flush(now)...)
-	senders := make([]*sim.Sender, len(bases))
-	for i, b := range bases {
-		senders[i] = &sim.Sender{URL: b + "/v1/ncs", Secret: testSecret, Backoff: 50 * time.Millisecond}
+	return append(ds, gen.Flush(now)...)
+}
+
+// sendAll sends ds with 4 workers, round-robin over senders, and fails the test for any never acknowledged. When
+// midway is not nil it is closed once `after` deliveries were acknowledged.
+func sendAll(t testing.TB, ds []sim.Delivery, senders []*sim.Sender, after int, midway chan<- struct{}) {
+	t.Helper()
+	var (
+		wg    sync.WaitGroup
+		acked atomic.Int64
+		once  sync.Once
+	)
+	signal := func() {
+		if midway != nil {
+			once.Do(func() { close(midway) })
+		}
 	}
+	defer signal()
 	jobs := make(chan int)
-	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
 			for i := range jobs {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 				if _, err := senders[i%len(senders)].Send(ctx, ds[i]); err != nil {
-					t.Errorf("delivery %d: %v", i, err)
+					t.Errorf("notice %s never acknowledged: %v", ds[i].Notification.NoticeID, err)
 				}
 				cancel()
+				if acked.Add(1) == int64(after) {
+					signal()
+				}
 			}
 		})
 	}
@@ -128,6 +143,16 @@ func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
 	}
 	close(jobs)
 	wg.Wait()
+}
+
+// deliver sends n simulated deliveries (then everything the generator still owes) round-robin to the bases.
+func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
+	t.Helper()
+	senders := make([]*sim.Sender, len(bases))
+	for i, b := range bases {
+		senders[i] = &sim.Sender{URL: b + "/v1/ncs", Secret: testSecret, Backoff: 50 * time.Millisecond}
+	}
+	sendAll(t, collect(gen, n), senders, 0, nil)
 }
 
 // waitTruth waits until every base serves every channel as the generator's truth has it.

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -176,43 +175,6 @@ func TestKillDashNine(t *testing.T) {
 // deliverPatiently sends like deliver, but each notification is resent for up to 30 s, covering a restart. It closes
 // midway once `after` deliveries were acknowledged.
 func deliverPatiently(t *testing.T, gen *sim.Generator, base string, n, after int, midway chan<- struct{}) {
-	var ds []sim.Delivery
-	now := time.Now()
-	for len(ds) < n {
-		d, ok := gen.Next(now)
-		if !ok {
-			now = now.Add(time.Second)
-			continue
-		}
-		ds = append(ds, d)
-		now = now.Add(10 * time.Millisecond)
-	}
-	ds = append(ds, gen.Flush(now)...)
 	s := &sim.Sender{URL: base + "/v1/ncs", Secret: testSecret, Backoff: 100 * time.Millisecond, Resends: 12}
-	jobs := make(chan sim.Delivery)
-	var (
-		wg    sync.WaitGroup
-		acked atomic.Int64
-		once  sync.Once
-	)
-	defer once.Do(func() { close(midway) })
-	for range 4 {
-		wg.Go(func() {
-			for d := range jobs {
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				if _, err := s.Send(ctx, d); err != nil {
-					t.Errorf("notice %s never acknowledged: %v", d.Notification.NoticeID, err)
-				}
-				cancel()
-				if acked.Add(1) == int64(after) {
-					once.Do(func() { close(midway) })
-				}
-			}
-		})
-	}
-	for _, d := range ds {
-		jobs <- d
-	}
-	close(jobs)
-	wg.Wait()
+	sendAll(t, collect(gen, n), []*sim.Sender{s}, after, midway)
 }
