@@ -62,6 +62,18 @@ type Config struct {
 	LeaseTTL time.Duration
 	// ViewCatchUp bounds how long Start waits for this instance's rosters to load before it serves (default 30 s).
 	ViewCatchUp time.Duration
+	// AllowedOrigins are browser origins allowed to open WebSockets besides the server's own (host patterns, e.g.
+	// "console.example.com", "*.example.com").
+	AllowedOrigins []string
+	// MaxConnections is the most WebSocket connections this instance holds (default 20,000).
+	MaxConnections int
+	// MaxSubscriptions is the most channels one WebSocket connection may subscribe to (default 100).
+	MaxSubscriptions int
+	// SendQueue is how many frames may wait for one WebSocket client before it is closed as too slow (default 1024).
+	SendQueue int
+	// PingInterval is how often WebSocket peers are pinged; one that does not answer within it is dropped
+	// (default 30 s).
+	PingInterval time.Duration
 	// InstanceID names this instance in the lease; default: host name and process id.
 	InstanceID string
 	// PublishTimeout bounds the wait for JetStream's acknowledgement before answering 503 (default 2 s).

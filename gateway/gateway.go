@@ -21,6 +21,7 @@ import (
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/hub"
 )
 
 // Gateway is a running Usher server: its NATS connection (and embedded NATS server, if any) and its HTTP server.
@@ -38,6 +39,7 @@ type Gateway struct {
 
 	applier *applier
 	view    *liveView
+	hub     *hub.Hub
 	stop    context.CancelFunc // stops the applier and the view
 	// viewTarget is USHER_PRESENCE's last sequence when the gateway started: the view is ready once it holds it.
 	viewTarget uint64
@@ -57,6 +59,9 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		served: make(chan error, 1), stop: func() {}}
 	defer func() {
 		if err != nil {
+			if g.hub != nil {
+				g.hub.Close(context.Background())
+			}
 			g.stopWorkers()
 			g.closeNATS()
 		}
@@ -90,7 +95,11 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}
 	rules := presence.Rules{Retention: cfg.TombstoneRetention}
 	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID, log: g.log.With("component", "applier")}
-	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"))
+	g.hub = hub.New(hub.Config{
+		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, OriginPatterns: cfg.AllowedOrigins,
+		PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue, Logger: g.log.With("component", "hub"),
+	}, hubSource{g}, g.tokens)
+	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"), g.hub.Publish)
 	wctx, stop := context.WithCancel(context.Background())
 	g.stop = stop
 	g.workers.Go(func() { g.applier.run(wctx) })
@@ -144,6 +153,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		err = fmt.Errorf("http shutdown: %w", err)
 		_ = g.http.Close()
 	}
+	if g.hub != nil {
+		g.hub.Close(ctx) // WebSockets are hijacked: http.Server.Shutdown does not wait for them
+	}
 	g.stopWorkers()
 	g.closeNATS()
 	return err
@@ -185,6 +197,7 @@ func (g *Gateway) Handler() http.Handler {
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	r.GET("/readyz", g.readyz)
 	r.POST("/v1/ncs", g.postNCS)
+	r.GET("/v1/ws", gin.WrapH(g.hub))
 	api := r.Group("/v1", g.requireToken)
 	api.GET("/channels", g.getChannels)
 	api.GET("/channels/:channel/presence", g.getPresence)
@@ -237,3 +250,6 @@ func init() { gin.SetMode(gin.ReleaseMode) }
 
 // Applying reports whether this instance holds the applier lease now.
 func (g *Gateway) Applying() bool { return g.applier.leading.Load() }
+
+// HubStats returns the WebSocket hub's counters.
+func (g *Gateway) HubStats() hub.Stats { return g.hub.Stats() }

@@ -25,6 +25,8 @@ type liveView struct {
 	store jetstream.ObjectStore
 	rules presence.Rules
 	log   *slog.Logger
+	// publish is called with each event after the view applied it, in stream order, outside the view's lock.
+	publish func(presence.Event)
 
 	mu      sync.RWMutex
 	v       *presence.View
@@ -33,8 +35,8 @@ type liveView struct {
 	loaded  bool
 }
 
-func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger) *liveView {
-	return &liveView{js: js, store: store, rules: rules, log: log, v: presence.NewView(), changed: make(chan struct{})}
+func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger, publish func(presence.Event)) *liveView {
+	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{})}
 }
 
 // run follows the presence stream until ctx ends.
@@ -91,13 +93,14 @@ func (lv *liveView) follow(ctx context.Context) error {
 		}
 		e.Seq = meta.Sequence.Stream
 		lv.mu.Lock()
-		if e.Channel != "" {
-			lv.v.Apply(e)
-		}
+		applied := e.Channel != "" && lv.v.Apply(e)
 		lv.seq = e.Seq
 		close(lv.changed)
 		lv.changed = make(chan struct{})
 		lv.mu.Unlock()
+		if applied {
+			lv.publish(e)
+		}
 	}
 }
 
@@ -130,6 +133,13 @@ func (lv *liveView) waitSeq(ctx context.Context, seq uint64) error {
 		case <-ch:
 		}
 	}
+}
+
+// channelSeq is the last event of channel the view holds.
+func (lv *liveView) channelSeq(channel string) uint64 {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.v.Seq(channel)
 }
 
 // lastSeq is the last presence event the view holds.

@@ -1,0 +1,46 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/hub"
+)
+
+// hubSource gives the hub this instance's view and the stored presence events.
+type hubSource struct{ g *Gateway }
+
+var _ hub.Source = hubSource{}
+
+func (s hubSource) Snapshot(channel string) presence.Snapshot { return s.g.view.snapshot(channel) }
+func (s hubSource) Seq(channel string) uint64                 { return s.g.view.channelSeq(channel) }
+func (s hubSource) WaitSeq(ctx context.Context, seq uint64) error {
+	return s.g.view.waitSeq(ctx, seq)
+}
+
+func (s hubSource) Events(ctx context.Context, channel string, since, until uint64, limit int) ([]presence.Event, error) {
+	events, err := s.g.events(ctx, channel, since, limit)
+	if err != nil {
+		return nil, err
+	}
+	for i, e := range events {
+		if e.Seq > until {
+			return events[:i], nil
+		}
+	}
+	return events, nil
+}
+
+func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {
+	ps, err := s.g.js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		return 0, fmt.Errorf("presence stream: %w", err)
+	}
+	info, err := ps.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("presence stream info: %w", err)
+	}
+	return info.State.FirstSeq, nil
+}

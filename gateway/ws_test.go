@@ -1,0 +1,484 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/gateway/subject"
+)
+
+// frame is a server frame, decoded.
+type frame struct {
+	Type    string `json:"type"`
+	Channel string `json:"channel"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	presence.Event
+	Snapshot presence.Snapshot `json:"-"`
+	Raw      string            `json:"-"`
+}
+
+type wsClient struct {
+	t    testing.TB
+	conn *websocket.Conn
+}
+
+func wsURL(base string) string { return "ws" + strings.TrimPrefix(base, "http") + "/v1/ws" }
+
+// dial opens a WebSocket with the token in a header (or in ?token= when query is true).
+func dial(t testing.TB, base, tok string, query bool) (*wsClient, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u, opts := wsURL(base), &websocket.DialOptions{HTTPHeader: http.Header{}}
+	if query {
+		u += "?token=" + url.QueryEscape(tok)
+	} else if tok != "" {
+		opts.HTTPHeader.Set("Authorization", "Bearer "+tok)
+	}
+	c, resp, err := websocket.Dial(ctx, u, opts)
+	if err != nil {
+		return nil, resp, err
+	}
+	c.SetReadLimit(64 << 20)
+	t.Cleanup(func() { _ = c.CloseNow() })
+	return &wsClient{t: t, conn: c}, resp, nil
+}
+
+func mustDial(t testing.TB, base, tok string) *wsClient {
+	t.Helper()
+	c, _, err := dial(t, base, tok, false)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	return c
+}
+
+func (c *wsClient) send(v any) {
+	c.t.Helper()
+	b, _ := json.Marshal(v)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, b); err != nil {
+		c.t.Fatalf("send %s: %v", b, err)
+	}
+}
+
+func (c *wsClient) subscribe(channel string, since ...uint64) {
+	m := map[string]any{"op": "subscribe", "channel": channel}
+	if len(since) > 0 {
+		m["since"] = since[0]
+	}
+	c.send(m)
+}
+
+// next reads one frame, failing the test after timeout.
+func (c *wsClient) next(timeout time.Duration) frame {
+	c.t.Helper()
+	f, err := c.read(timeout)
+	if err != nil {
+		c.t.Fatalf("read: %v", err)
+	}
+	return f
+}
+
+func (c *wsClient) read(timeout time.Duration) (frame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, b, err := c.conn.Read(ctx)
+	if err != nil {
+		return frame{}, err
+	}
+	var f frame
+	if err := json.Unmarshal(b, &f); err != nil {
+		return frame{}, fmt.Errorf("frame %s: %w", b, err)
+	}
+	if f.Type == "snapshot" {
+		_ = json.Unmarshal(b, &f.Snapshot)
+	}
+	f.Raw = string(b)
+	return f, nil
+}
+
+// expect reads the next frame and checks its type (and channel, when given).
+func (c *wsClient) expect(typ, channel string) frame {
+	c.t.Helper()
+	f := c.next(10 * time.Second)
+	if f.Type != typ || (channel != "" && f.Channel != channel) {
+		c.t.Fatalf("got %s, want a %s frame for %q", f.Raw, typ, channel)
+	}
+	return f
+}
+
+// expectEvents reads presence frames until it has n, checking they follow each other in seq order.
+func (c *wsClient) expectEvents(channel string, n int, after uint64) []presence.Event {
+	c.t.Helper()
+	var out []presence.Event
+	for len(out) < n {
+		f := c.expect("presence", channel)
+		if f.Seq <= after {
+			c.t.Fatalf("event %d after %d: %s", f.Seq, after, f.Raw)
+		}
+		after = f.Seq
+		out = append(out, f.Event)
+	}
+	return out
+}
+
+// quiet checks that nothing but the answer to a ping comes next.
+func (c *wsClient) quiet() {
+	c.t.Helper()
+	c.send(map[string]string{"op": "ping"})
+	if f := c.next(10 * time.Second); f.Type != "pong" {
+		c.t.Fatalf("expected nothing but a pong, got %s", f.Raw)
+	}
+}
+
+func joinAudience(t testing.TB, base, channel string, uids ...uint32) {
+	t.Helper()
+	for _, uid := range uids {
+		body := userEvent(fmt.Sprintf("join-%s-%d-%d", channel, uid, rand.Int64()), ncs.AudienceJoin, channel, uid, int64(uid)*10+time.Now().UnixNano()%9+1, time.Now().Unix(), nil)
+		if a := postSigned(t, base, body); a.Status != 200 {
+			t.Fatalf("post: %d %s", a.Status, a.Raw)
+		}
+	}
+}
+
+func TestWSRefusesBadTokens(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	expired, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, auth.Claims{Channels: []string{"*"},
+		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}}).SignedString([]byte(testJWTSecret))
+	for _, tc := range []struct{ name, tok, code string }{
+		{"missing", "", "unauthorized"}, {"invalid", "abc.def.ghi", "invalid_token"}, {"expired", expired, "token_expired"},
+	} {
+		_, resp, err := dial(t, base, tc.tok, false)
+		if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("%s token: err %v, resp %v; want 401", tc.name, err, resp)
+		}
+		var body struct{ Error, Message string }
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		if body.Error != tc.code || body.Message == "" {
+			t.Fatalf("%s token: body %+v, want error %q", tc.name, body, tc.code)
+		}
+	}
+	// ?token= works for browsers.
+	c, _, err := dial(t, base, token(t, "show-1"), true)
+	if err != nil {
+		t.Fatalf("token in the query: %v", err)
+	}
+	c.quiet()
+}
+
+func TestWSGrants(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	c := mustDial(t, base, token(t, "show-*", "talk #3"))
+	c.subscribe("other")
+	if f := c.expect("error", "other"); f.Code != "forbidden" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	c.quiet() // forbidden, and nothing else
+	for _, ch := range []string{"show-1", "talk #3"} {
+		c.subscribe(ch)
+		c.expect("subscribed", ch)
+		if s := c.expect("snapshot", ch); s.Snapshot.Hosts == nil || s.Snapshot.Seq != 0 {
+			t.Fatalf("snapshot %s", s.Raw)
+		}
+	}
+	all := mustDial(t, base, token(t, "*"))
+	all.subscribe("anything.at>all")
+	all.expect("subscribed", "anything.at>all")
+	all.expect("snapshot", "anything.at>all")
+	all.subscribe("bad/name")
+	if f := all.expect("error", "bad/name"); f.Code != "bad_request" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	all.send("not an object")
+	if f := all.expect("error", ""); f.Code != "bad_request" {
+		t.Fatalf("got %s", f.Raw)
+	}
+}
+
+func TestWSSnapshotThenLive(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	const ch = "show-1"
+	joinAudience(t, base, ch, 1, 2)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
+
+	c := mustDial(t, base, token(t, ch))
+	c.subscribe(ch)
+	c.expect("subscribed", ch)
+	snap := c.expect("snapshot", ch).Snapshot
+	if snap.Counts.Audience != 2 || len(snap.Audience) != 2 {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	joinAudience(t, base, ch, 3, 4, 5)
+	events := c.expectEvents(ch, 3, snap.Seq)
+	for i, e := range events {
+		if e.Event != presence.Join || e.UID != uint32(3+i) {
+			t.Fatalf("event %d: %+v", i, e)
+		}
+	}
+	c.send(map[string]string{"op": "unsubscribe", "channel": ch})
+	joinAudience(t, base, ch, 6)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 6 })
+	c.quiet() // nothing after the unsubscribe
+}
+
+func TestWSResume(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	const ch = "show #1"
+	tok := token(t, ch)
+	c := mustDial(t, base, tok)
+	c.subscribe(ch)
+	c.expect("subscribed", ch)
+	c.expect("snapshot", ch)
+	joinAudience(t, base, ch, 1, 2, 3)
+	seen := c.expectEvents(ch, 3, 0)
+	last := seen[2].Seq
+	_ = c.conn.Close(websocket.StatusNormalClosure, "")
+
+	// Events happen while the client is away: on this channel and on another.
+	joinAudience(t, base, ch, 4, 5)
+	joinAudience(t, base, "elsewhere", 9)
+	joinAudience(t, base, ch, 6)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 6 })
+
+	c2 := mustDial(t, base, tok)
+	c2.subscribe(ch, last)
+	c2.expect("subscribed", ch)
+	missed := c2.expectEvents(ch, 3, last) // no snapshot: the three missed events, in order
+	if missed[0].UID != 4 || missed[1].UID != 5 || missed[2].UID != 6 {
+		t.Fatalf("resumed %+v", missed)
+	}
+	joinAudience(t, base, ch, 7)
+	if live := c2.expectEvents(ch, 1, missed[2].Seq); live[0].UID != 7 {
+		t.Fatalf("live after resume: %+v", live)
+	}
+	c2.quiet() // no duplicate
+
+	// A resume from before what the stream retains gets reset and a snapshot.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Purge(ctx, jetstream.WithPurgeSequence(last+1)); err != nil {
+		t.Fatal(err)
+	}
+	c3 := mustDial(t, base, tok)
+	c3.subscribe(ch, 1)
+	c3.expect("subscribed", ch)
+	c3.expect("reset", ch)
+	if s := c3.expect("snapshot", ch).Snapshot; s.Counts.Audience != 7 {
+		t.Fatalf("snapshot after reset: %+v", s)
+	}
+	joinAudience(t, base, ch, 8)
+	c3.expectEvents(ch, 1, 0)
+}
+
+// TestWSStalledClient: a client that stops reading is closed, and another client of the same channel keeps
+// receiving every event.
+func TestWSStalledClient(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	const ch = "busy"
+	stalled := mustDial(t, base, token(t, ch))
+	stalled.subscribe(ch)
+	reader := mustDial(t, base, token(t, ch))
+	reader.subscribe(ch)
+	reader.expect("subscribed", ch)
+	reader.expect("snapshot", ch)
+
+	// The reader reads all the time, into memory; it is checked afterwards.
+	frames := make(chan []byte, 1<<16)
+	go func() {
+		defer close(frames)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			_, b, err := reader.conn.Read(ctx)
+			cancel()
+			if err != nil {
+				return
+			}
+			frames <- b
+		}
+	}()
+
+	// Store notifications straight into USHER_NCS, faster than HTTP: the applier turns them into events of about
+	// 1 KB each (a long account), far more than socket buffers hold for the stalled client.
+	const n = 20000
+	account := strings.Repeat("x", 1000)
+	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	now := time.Now()
+	for i := range n {
+		m := nats.NewMsg(subject.NCS(ch))
+		m.Data = notification(fmt.Sprint("stall-", i), ncs.AudienceJoin, map[string]any{
+			"channelName": ch, "uid": i + 1, "clientSeq": 1, "ts": now.Unix(), "account": account})
+		m.Header.Set(gateway.HeaderReceivedMs, strconv.FormatInt(now.UnixMilli(), 10))
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+		if i%2048 == 2047 {
+			<-js.PublishAsyncComplete()
+		}
+	}
+	<-js.PublishAsyncComplete()
+
+	var got int
+	var after uint64
+	for b := range frames {
+		var f frame
+		if err := json.Unmarshal(b, &f); err != nil || f.Type != "presence" || f.Seq <= after {
+			t.Fatalf("reader got %.200s after seq %d", b, after)
+		}
+		after = f.Seq
+		if got++; got == n {
+			break
+		}
+	}
+	if got != n {
+		t.Fatalf("the reader received %d of %d events", got, n)
+	}
+	eventually(t, 20*time.Second, func() (bool, string) {
+		st := g.HubStats()
+		return st.SlowClosed >= 1, fmt.Sprintf("%+v", st)
+	})
+	// The stalled client, reading at last, finds its connection closed.
+	var closeErr error
+	for closeErr == nil {
+		_, closeErr = stalled.read(10 * time.Second)
+	}
+	if code := websocket.CloseStatus(closeErr); code != -1 && code != 4008 {
+		t.Fatalf("stalled client closed with %v, want 4008 or a dropped connection", closeErr)
+	}
+}
+
+func TestWSLimitsAndExpiry(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.MaxSubscriptions = 2
+	_, base := startGateway(t, cfg)
+	c := mustDial(t, base, token(t, "*"))
+	for _, ch := range []string{"a", "b"} {
+		c.subscribe(ch)
+		c.expect("subscribed", ch)
+		c.expect("snapshot", ch)
+	}
+	c.subscribe("c")
+	if f := c.expect("error", "c"); f.Code != "too_many_subscriptions" {
+		t.Fatalf("got %s", f.Raw)
+	}
+	// A frame over 4 KiB closes the connection (1009, message too big).
+	c.send(map[string]string{"op": "ping", "pad": strings.Repeat("x", 5000)})
+	_, err := c.read(10 * time.Second)
+	if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("after a 5 KB frame: %v, want close 1009", err)
+	}
+
+	// A token that expires closes the connection with 4001.
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, auth.Claims{Channels: []string{"*"},
+		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(1500 * time.Millisecond))}}).SignedString([]byte(testJWTSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := mustDial(t, base, tok)
+	_, err = e.read(10 * time.Second)
+	if websocket.CloseStatus(err) != 4001 {
+		t.Fatalf("expiring token: %v, want close 4001", err)
+	}
+}
+
+// TestWSGrantIsolation is a property test: clients with random grants subscribe to random channels while events
+// happen on all of them; no client ever receives a frame about a channel its token does not grant.
+func TestWSGrantIsolation(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	rng := rand.New(rand.NewPCG(1, 2))
+	channels := []string{"a", "a.b", "a.>", "ab", "a b", "b", "b*c", "show-1", "show-10", "show.1", "%41", "A"}
+	legal := func(ch string) bool { return ncs.ValidChannelName(ch) == nil }
+	grantsPool := []string{"a", "a*", "a.*", "show-1*", "b", "*", "%*", "A", "show.1"}
+
+	type client struct {
+		c      *wsClient
+		grants auth.Grants
+	}
+	var clients []client
+	for range 12 {
+		var g auth.Grants
+		for range 1 + rng.IntN(3) {
+			g = append(g, grantsPool[rng.IntN(len(grantsPool))])
+		}
+		cl := client{c: mustDial(t, base, token(t, g...)), grants: g}
+		for _, ch := range channels {
+			if rng.IntN(2) == 0 {
+				cl.c.subscribe(ch)
+			}
+		}
+		clients = append(clients, cl)
+	}
+	for _, ch := range channels {
+		if legal(ch) {
+			joinAudience(t, base, ch, 1, 2)
+		}
+	}
+	for _, ch := range channels {
+		if legal(ch) {
+			waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
+		}
+	}
+	var wg sync.WaitGroup
+	for _, cl := range clients {
+		wg.Go(func() {
+			cl.c.send(map[string]string{"op": "ping"})
+			for {
+				f, err := cl.c.read(10 * time.Second)
+				if err != nil {
+					t.Errorf("read: %v", err)
+					return
+				}
+				switch f.Type {
+				case "pong":
+					return
+				case "error":
+					if f.Code == "forbidden" && cl.grants.Allows(f.Channel) {
+						t.Errorf("grants %v: forbidden %q", cl.grants, f.Channel)
+					}
+				default:
+					if !cl.grants.Allows(f.Channel) {
+						t.Errorf("grants %v received %s", cl.grants, f.Raw)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}

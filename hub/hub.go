@@ -1,0 +1,276 @@
+// Package hub is Usher's WebSocket side: client sessions authorised by auth tokens, subscriptions to the channels a
+// token grants, and fan-out of presence events to them.
+//
+// Events reach the hub through Publish, called in stream order by the one goroutine that follows USHER_PRESENCE
+// on this instance (the gateway's view). The hub does not open NATS subscriptions of its own: the view already
+// receives every event once, in order and without gaps, so fanning out from it costs no extra NATS traffic, and a
+// snapshot and the live events after it come from the same ordered fold.
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+// Source is what the hub reads rosters and stored events from. The gateway implements it with its view and
+// USHER_PRESENCE.
+type Source interface {
+	// Snapshot is a channel's roster as of the last event passed to Publish for it.
+	Snapshot(channel string) presence.Snapshot
+	// Seq is the last event of channel passed to Publish, 0 if none.
+	Seq(channel string) uint64
+	// WaitSeq waits until the view has passed every event up to seq (any channel) to Publish.
+	WaitSeq(ctx context.Context, seq uint64) error
+	// Events returns up to limit stored events of channel with since < seq <= until, oldest first.
+	Events(ctx context.Context, channel string, since, until uint64, limit int) ([]presence.Event, error)
+	// FirstSeq is the oldest event still stored (any channel); events before it are gone.
+	FirstSeq(ctx context.Context) (uint64, error)
+}
+
+// Defaults of Config's zero values.
+const (
+	DefaultMaxConnections   = 20000
+	DefaultMaxSubscriptions = 100
+	DefaultSendQueue        = 1024
+	DefaultPingInterval     = 30 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultMaxReplay        = 10000
+	// MaxFrame is the largest frame a client may send.
+	MaxFrame = 4 << 10
+)
+
+// Config configures a Hub. Zero values mean the defaults.
+type Config struct {
+	// MaxConnections per instance; more are refused with 503.
+	MaxConnections int
+	// MaxSubscriptions per connection; more get a too_many_subscriptions error.
+	MaxSubscriptions int
+	// SendQueue is how many frames may wait for a client; a client that lets it fill is closed (CloseTooSlow).
+	SendQueue int
+	// PingInterval is how often the server pings; a peer that does not answer within it is dropped.
+	PingInterval time.Duration
+	// WriteTimeout bounds one batched write to a client; past it the client is closed (CloseTooSlow).
+	WriteTimeout time.Duration
+	// MaxReplay is the most events a resume replays; a resume further behind gets a reset and a snapshot.
+	MaxReplay int
+	// OriginPatterns are the browser origins allowed besides the server's own (coder/websocket host patterns).
+	OriginPatterns []string
+	// Logger receives the hub's log; nil discards it.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxConnections, DefaultMaxConnections)
+	def(&c.MaxSubscriptions, DefaultMaxSubscriptions)
+	def(&c.SendQueue, DefaultSendQueue)
+	def(&c.MaxReplay, DefaultMaxReplay)
+	if c.PingInterval <= 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Hub holds the sessions of this instance and fans events out to them.
+//
+// All methods may be called concurrently, except Publish, which one goroutine calls in stream order.
+type Hub struct {
+	cfg    Config
+	src    Source
+	tokens *auth.Verifier
+	log    *slog.Logger
+
+	mu       sync.RWMutex
+	channels map[string]*channel
+	sessions map[*session]struct{}
+	closing  bool
+
+	ctx      context.Context // ends when the hub closes
+	cancel   context.CancelFunc
+	sessWG   sync.WaitGroup // every session's goroutines
+	pingerWG sync.WaitGroup
+
+	nConns, nSubs, nSlow, nFrames atomic.Int64
+}
+
+// channel is the local subscribers of one channel.
+type channel struct {
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+}
+
+// New returns a Hub serving sessions from src, with tokens verified by tokens. Close stops it.
+func New(cfg Config, src Source, tokens *auth.Verifier) *Hub {
+	cfg = cfg.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{cfg: cfg, src: src, tokens: tokens, log: cfg.Logger, channels: map[string]*channel{},
+		sessions: map[*session]struct{}{}, ctx: ctx, cancel: cancel}
+	h.pingerWG.Go(h.pinger)
+	return h
+}
+
+// Publish fans an event out to the local subscribers of its channel. It never blocks on a client: a client whose
+// queue is full is closed. Events must come in stream order.
+func (h *Hub) Publish(e presence.Event) {
+	h.mu.RLock()
+	ch := h.channels[e.Channel]
+	h.mu.RUnlock()
+	if ch == nil {
+		return
+	}
+	frame := EncodeEvent(e)
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for sub := range ch.subs {
+		sub.deliver(e.Seq, frame)
+	}
+}
+
+// ServeHTTP upgrades GET /v1/ws to a WebSocket session. The token comes from Authorization: Bearer or ?token=.
+func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	tok := ""
+	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		tok = strings.TrimSpace(v)
+	} else {
+		tok = r.URL.Query().Get("token")
+	}
+	claims, err := h.tokens.Verify(tok)
+	if err != nil {
+		code := "invalid_token"
+		switch {
+		case errors.Is(err, auth.ErrNoToken):
+			code = "unauthorized"
+		case errors.Is(err, auth.ErrExpiredToken):
+			code = "token_expired"
+		}
+		writeError(w, http.StatusUnauthorized, code, err.Error())
+		return
+	}
+	h.mu.Lock()
+	full, closing := len(h.sessions) >= h.cfg.MaxConnections, h.closing
+	h.mu.Unlock()
+	if full || closing {
+		writeError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance holds as many connections as it may; retry another")
+		return
+	}
+	cork := &corkHijacker{ResponseWriter: w}
+	conn, err := websocket.Accept(cork, r, &websocket.AcceptOptions{
+		OriginPatterns:  h.cfg.OriginPatterns,
+		CompressionMode: websocket.CompressionDisabled,
+	})
+	if err != nil {
+		return // Accept has answered the client
+	}
+	conn.SetReadLimit(MaxFrame)
+	s := h.newSession(conn, cork.conn, claims)
+	if s == nil {
+		_ = conn.Close(websocket.StatusTryAgainLater, "server is shutting down")
+		return
+	}
+	s.readLoop()
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg})
+}
+
+// pinger pings every session once per PingInterval, a few at a time; a session that does not answer in time is
+// closed. One goroutine for the whole hub, not one per connection.
+func (h *Hub) pinger() {
+	t := time.NewTicker(h.cfg.PingInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.RLock()
+		all := make([]*session, 0, len(h.sessions))
+		for s := range h.sessions {
+			all = append(all, s)
+		}
+		h.mu.RUnlock()
+		work := make(chan *session)
+		var wg sync.WaitGroup
+		for range min(64, len(all)) {
+			wg.Go(func() {
+				for s := range work {
+					s.ping(h.cfg.PingInterval)
+				}
+			})
+		}
+	feed:
+		for _, s := range all {
+			select {
+			case work <- s:
+			case <-h.ctx.Done():
+				break feed
+			}
+		}
+		close(work)
+		wg.Wait()
+	}
+}
+
+// Close closes every session (close code 1001) and stops the hub, bounded by ctx.
+func (h *Hub) Close(ctx context.Context) {
+	h.mu.Lock()
+	h.closing = true
+	all := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	h.cancel()
+	for _, s := range all {
+		s.close(websocket.StatusGoingAway, "server shutting down")
+	}
+	done := make(chan struct{})
+	go func() { h.sessWG.Wait(); h.pingerWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		for _, s := range all {
+			_ = s.conn.CloseNow()
+		}
+		<-done
+	}
+}
+
+// Stats are the hub's counters.
+type Stats struct {
+	Connections   int64 // open sessions
+	Subscriptions int64 // active subscriptions
+	SlowClosed    int64 // sessions closed because they could not keep up
+	FramesSent    int64 // frames written to clients
+}
+
+// Stats returns the hub's counters now.
+func (h *Hub) Stats() Stats {
+	return Stats{Connections: h.nConns.Load(), Subscriptions: h.nSubs.Load(), SlowClosed: h.nSlow.Load(), FramesSent: h.nFrames.Load()}
+}

@@ -1,0 +1,397 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/ncs"
+)
+
+const (
+	pageSize      = 1000
+	resumeWait    = 2 * time.Second
+	replayTimeout = 10 * time.Second
+)
+
+// session is one WebSocket connection. Its read loop runs on the HTTP handler's goroutine; a writer goroutine runs
+// only while frames are queued, so an idle session holds no goroutine of its own.
+type session struct {
+	h      *Hub
+	conn   *websocket.Conn
+	cork   *corkConn
+	claims *auth.Claims
+	ctx    context.Context
+	cancel context.CancelFunc
+	expiry *time.Timer
+
+	mu      sync.Mutex
+	queue   [][]byte
+	writing bool
+	closed  bool
+	subs    map[string]*subscription
+	once    sync.Once
+	writers sync.WaitGroup
+}
+
+// subscription is one session's interest in one channel.
+type subscription struct {
+	s       *session
+	channel string
+
+	mu sync.Mutex
+	// after: frames with seq <= after are covered by what the client already has (snapshot or replay).
+	after uint64
+	// live is false while a resume replays stored events; live frames then wait in pending.
+	live    bool
+	pending []pendingFrame
+}
+
+type pendingFrame struct {
+	seq   uint64
+	frame []byte
+}
+
+func (h *Hub) newSession(conn *websocket.Conn, cork *corkConn, claims *auth.Claims) *session {
+	ctx, cancel := context.WithCancel(h.ctx)
+	s := &session{h: h, conn: conn, cork: cork, claims: claims, ctx: ctx, cancel: cancel, subs: map[string]*subscription{}}
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		cancel()
+		return nil
+	}
+	h.sessions[s] = struct{}{}
+	h.sessWG.Add(1)
+	h.mu.Unlock()
+	h.nConns.Add(1)
+	if claims.ExpiresAt != nil {
+		s.mu.Lock() // the timer may fire at once; close reads s.expiry under s.mu
+		s.expiry = time.AfterFunc(time.Until(claims.ExpiresAt.Time), func() { s.close(CloseTokenExpired, "token expired") })
+		s.mu.Unlock()
+	}
+	return s
+}
+
+// readLoop reads client frames until the connection ends. It runs on the HTTP handler's goroutine.
+func (s *session) readLoop() {
+	defer s.h.sessWG.Done()
+	defer s.close(websocket.StatusNormalClosure, "")
+	for {
+		typ, data, err := s.conn.Read(s.ctx)
+		if err != nil {
+			return // a close from either side, a frame over the limit, or a dead connection: none is logged
+		}
+		var req request
+		if typ != websocket.MessageText || json.Unmarshal(data, &req) != nil {
+			s.enqueue(encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}"))
+			continue
+		}
+		switch req.Op {
+		case opPing:
+			s.enqueue(pongFrame)
+		case opSubscribe:
+			s.subscribe(req)
+		case opUnsubscribe:
+			if err := ncs.ValidChannelName(req.Channel); err != nil {
+				s.enqueue(encodeError(CodeBadRequest, req.Channel, err.Error()))
+				continue
+			}
+			s.unsubscribe(req.Channel)
+		default:
+			s.enqueue(encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op)))
+		}
+	}
+}
+
+func (s *session) subscribe(req request) {
+	ch := req.Channel
+	if err := ncs.ValidChannelName(ch); err != nil {
+		s.enqueue(encodeError(CodeBadRequest, ch, err.Error()))
+		return
+	}
+	if !s.claims.Channels.Allows(ch) {
+		s.enqueue(encodeError(CodeForbidden, ch, "the token does not grant this channel"))
+		return
+	}
+	s.mu.Lock()
+	_, again := s.subs[ch]
+	n := len(s.subs)
+	s.mu.Unlock()
+	if again {
+		s.unsubscribe(ch) // a second subscribe starts over
+	} else if n >= s.h.cfg.MaxSubscriptions {
+		s.enqueue(encodeError(CodeTooManySubscriptions, ch, fmt.Sprintf("at most %d subscriptions per connection", s.h.cfg.MaxSubscriptions)))
+		return
+	}
+	sub := &subscription{s: s, channel: ch}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.subs[ch] = sub
+	s.mu.Unlock()
+	s.h.nSubs.Add(1)
+	s.enqueue(encodeChannel("subscribed", ch))
+	if req.Since == nil {
+		s.h.attach(sub, true)
+		return
+	}
+	if err := s.resume(sub, *req.Since); err != nil {
+		s.h.log.Warn("resume failed; sending a snapshot", "channel", ch, "err", err)
+		s.h.detach(sub)
+		s.enqueue(encodeChannel("reset", ch))
+		s.h.attach(sub, true)
+	}
+}
+
+// errTooOld sends a resume down the reset path.
+var errTooOld = errors.New("since is older than what is retained")
+
+// resume replays the channel's stored events after since, then goes live without a gap or a repeat.
+func (s *session) resume(sub *subscription, since uint64) error {
+	src := s.h.src
+	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
+	defer cancel()
+	if since > src.Seq(sub.channel) {
+		// The client may come from an instance whose view is a little ahead of ours: wait for ours.
+		wctx, wcancel := context.WithTimeout(ctx, resumeWait)
+		err := src.WaitSeq(wctx, since)
+		wcancel()
+		if err != nil {
+			return fmt.Errorf("since %d is ahead of this instance: %w", since, err)
+		}
+	}
+	first, err := src.FirstSeq(ctx)
+	if err != nil {
+		return err
+	}
+	if since+1 < first {
+		return errTooOld
+	}
+	until := s.h.attach(sub, false) // live frames now wait in sub.pending
+	last := since
+	for replayed := 0; last < until; {
+		events, err := src.Events(ctx, sub.channel, last, until, pageSize)
+		if err != nil {
+			return err
+		}
+		if len(events) == 0 {
+			break
+		}
+		replayed += len(events)
+		if replayed > s.h.cfg.MaxReplay {
+			return fmt.Errorf("%w: more than %d events to replay", errTooOld, s.h.cfg.MaxReplay)
+		}
+		for _, e := range events {
+			s.enqueue(EncodeEvent(e))
+			last = e.Seq
+		}
+	}
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	for _, p := range sub.pending {
+		if p.seq > last {
+			s.enqueue(p.frame)
+			last = p.seq
+		}
+	}
+	sub.pending, sub.after, sub.live = nil, max(last, until), true
+	return nil
+}
+
+// deliver passes a live frame to the subscription: dropped if the client has it, held while a resume replays.
+func (sub *subscription) deliver(seq uint64, frame []byte) {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if seq <= sub.after {
+		return
+	}
+	if !sub.live {
+		if len(sub.pending) >= sub.s.h.cfg.SendQueue {
+			sub.s.closeSlow()
+			return
+		}
+		sub.pending = append(sub.pending, pendingFrame{seq, frame})
+		return
+	}
+	sub.after = seq
+	sub.s.enqueue(frame)
+}
+
+// attach registers sub with its channel. With snapshot, the client gets the roster and then every later event;
+// without, the subscription waits (not live) and attach returns the last event the view has for the channel.
+func (h *Hub) attach(sub *subscription, snapshot bool) uint64 {
+	for {
+		h.mu.Lock()
+		ch := h.channels[sub.channel]
+		if ch == nil {
+			ch = &channel{subs: map[*subscription]struct{}{}}
+			h.channels[sub.channel] = ch
+		}
+		h.mu.Unlock()
+		ch.mu.Lock()
+		if ch.subs == nil { // emptied and dropped by detach meanwhile
+			ch.mu.Unlock()
+			continue
+		}
+		// Under ch.mu no event of this channel is being fanned out: what the view holds now and what Publish
+		// delivers next fit together exactly.
+		var seq uint64
+		sub.mu.Lock()
+		if snapshot {
+			snap := h.src.Snapshot(sub.channel)
+			seq, sub.after, sub.live = snap.Seq, snap.Seq, true
+			sub.s.enqueue(encodeSnapshot(snap))
+		} else {
+			seq = h.src.Seq(sub.channel)
+			sub.live, sub.pending = false, nil
+		}
+		sub.mu.Unlock()
+		ch.subs[sub] = struct{}{}
+		if sub.s.isClosed() { // closed meanwhile: its close may have run its detach already
+			delete(ch.subs, sub)
+		}
+		ch.mu.Unlock()
+		return seq
+	}
+}
+
+// detach removes sub from its channel, dropping the channel when it has no subscriber left.
+func (h *Hub) detach(sub *subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ch := h.channels[sub.channel]
+	if ch == nil {
+		return
+	}
+	ch.mu.Lock()
+	delete(ch.subs, sub)
+	if len(ch.subs) == 0 {
+		ch.subs = nil
+		delete(h.channels, sub.channel)
+	}
+	ch.mu.Unlock()
+}
+
+func (s *session) unsubscribe(channel string) {
+	s.mu.Lock()
+	sub := s.subs[channel]
+	delete(s.subs, channel)
+	s.mu.Unlock()
+	if sub != nil {
+		s.h.detach(sub)
+		s.h.nSubs.Add(-1)
+	}
+}
+
+// enqueue queues a frame for the client and starts the writer if it is not running. It never blocks: a client
+// whose queue is full is closed.
+func (s *session) enqueue(frame []byte) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.queue) >= s.h.cfg.SendQueue {
+		s.mu.Unlock()
+		s.closeSlow()
+		return
+	}
+	s.queue = append(s.queue, frame)
+	if !s.writing {
+		s.writing = true
+		s.writers.Add(1)
+		go s.writeLoop()
+	}
+	s.mu.Unlock()
+}
+
+// writeLoop writes what is queued, each batch corked into as few syscalls as it fits, and exits when the queue is
+// empty.
+func (s *session) writeLoop() {
+	defer s.writers.Done()
+	var batch [][]byte
+	for {
+		s.mu.Lock()
+		batch, s.queue = s.queue, batch[:0]
+		if len(batch) == 0 || s.closed {
+			s.writing = false
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.cork.cork()
+		for _, f := range batch {
+			if err := s.conn.Write(s.ctx, websocket.MessageText, f); err != nil {
+				_ = s.cork.flush(s.h.cfg.WriteTimeout)
+				s.close(websocket.StatusInternalError, "write failed")
+				return
+			}
+		}
+		if err := s.cork.flush(s.h.cfg.WriteTimeout); err != nil {
+			s.closeSlow()
+			return
+		}
+		s.h.nFrames.Add(int64(len(batch)))
+		clear(batch)
+	}
+}
+
+func (s *session) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// ping checks that the peer answers within timeout, and drops it if not.
+func (s *session) ping(timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(s.ctx, timeout)
+	defer cancel()
+	if err := s.conn.Ping(ctx); err != nil && s.ctx.Err() == nil {
+		s.h.log.Debug("peer did not answer a ping; dropped", "err", err)
+		s.close(websocket.StatusGoingAway, "no pong")
+	}
+}
+
+func (s *session) closeSlow() {
+	s.h.nSlow.Add(1)
+	s.close(CloseTooSlow, "too slow: the client did not read its frames in time")
+}
+
+// close ends the session once. It may be called with a channel's lock held (by Publish, for a slow client), so
+// everything that takes registry locks or waits on the peer runs in the background, owned by the hub.
+func (s *session) close(code websocket.StatusCode, reason string) {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.queue = nil
+		subs := s.subs
+		s.subs = map[string]*subscription{}
+		expiry := s.expiry
+		s.mu.Unlock()
+		if expiry != nil {
+			expiry.Stop()
+		}
+		s.h.nConns.Add(-1)
+		s.h.nSubs.Add(-int64(len(subs)))
+		s.h.sessWG.Go(func() {
+			for _, sub := range subs {
+				s.h.detach(sub)
+			}
+			s.h.mu.Lock()
+			delete(s.h.sessions, s)
+			s.h.mu.Unlock()
+			_ = s.conn.Close(code, reason)
+			s.cancel()
+			s.writers.Wait()
+		})
+	})
+}
