@@ -187,6 +187,22 @@ func TestWSRefusesBadTokens(t *testing.T) {
 		t.Fatalf("token in the query: %v", err)
 	}
 	c.quiet()
+	// So does a "bearer.<token>" subprotocol, which keeps the token out of URLs; the server answers "usher".
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, _, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{Subprotocols: []string{"usher", "bearer." + token(t, "show-1")}})
+	if err != nil {
+		t.Fatalf("token in the subprotocol: %v", err)
+	}
+	defer p.CloseNow()
+	if p.Subprotocol() != "usher" {
+		t.Fatalf("subprotocol %q, want usher", p.Subprotocol())
+	}
+	(&wsClient{t: t, conn: p}).quiet()
+	_, resp, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{Subprotocols: []string{"usher", "bearer.nope"}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("bad token in the subprotocol: %v %v, want 401", err, resp)
+	}
 }
 
 func TestWSGrants(t *testing.T) {

@@ -148,14 +148,10 @@ func (h *Hub) Publish(e presence.Event) {
 	}
 }
 
-// ServeHTTP upgrades GET /v1/ws to a WebSocket session. The token comes from Authorization: Bearer or ?token=.
+// ServeHTTP upgrades GET /v1/ws to a WebSocket session. The token comes from Authorization: Bearer, a
+// "bearer.<token>" subprotocol, or ?token=.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	tok := ""
-	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		tok = strings.TrimSpace(v)
-	} else {
-		tok = r.URL.Query().Get("token")
-	}
+	tok := bearer(r)
 	claims, err := h.tokens.Verify(tok)
 	if err != nil {
 		code := "invalid_token"
@@ -177,6 +173,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	cork := &corkHijacker{ResponseWriter: w}
 	conn, err := websocket.Accept(cork, r, &websocket.AcceptOptions{
+		Subprotocols:    []string{Subprotocol},
 		OriginPatterns:  h.cfg.OriginPatterns,
 		CompressionMode: websocket.CompressionDisabled,
 	})
@@ -190,6 +187,25 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.readLoop()
+}
+
+// Subprotocol is the WebSocket subprotocol Usher speaks. A client may offer it together with "bearer.<token>" to
+// carry its token without putting it in a URL (usher.js does).
+const Subprotocol = "usher"
+
+// bearer finds the client's token: Authorization: Bearer, then a "bearer.<token>" subprotocol, then ?token=.
+func bearer(r *http.Request) string {
+	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(v)
+	}
+	for _, line := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(line, ",") {
+			if tok, ok := strings.CutPrefix(strings.TrimSpace(p), "bearer."); ok {
+				return tok
+			}
+		}
+	}
+	return r.URL.Query().Get("token")
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {

@@ -38,6 +38,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"dedup window too short", nil, func(m map[string]string) { m["USHER_DEDUP_WINDOW"] = "1m" }, "USHER_DEDUP_WINDOW"},
 		{"flag wins over env", []string{"--dedup-window", "1m"}, func(map[string]string) {}, "USHER_DEDUP_WINDOW"},
 		{"retention too short", nil, func(m map[string]string) { m["USHER_TOMBSTONE_RETENTION"] = "10s" }, "USHER_TOMBSTONE_RETENTION"},
+		{"zero max connections", nil, func(m map[string]string) { m["USHER_MAX_CONNECTIONS"] = "0" }, "USHER_MAX_CONNECTIONS"},
 		{"bad log level", nil, func(m map[string]string) { m["USHER_LOG_LEVEL"] = "loud" }, "USHER_LOG_LEVEL"},
 		{"bad NATS listen", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "nowhere" }, "USHER_NATS_LISTEN"},
 		{"missing secret file", nil, func(m map[string]string) {
@@ -68,7 +69,7 @@ func TestServeHelpListsEverySetting(t *testing.T) {
 	}
 	for _, name := range []string{"PORT", "USHER_NCS_SECRETS", "USHER_JWT_SECRET", "USHER_NATS_URL", "USHER_DATA_DIR",
 		"USHER_NATS_LISTEN", "USHER_DEDUP_WINDOW", "USHER_NCS_MAX_AGE", "USHER_TOMBSTONE_RETENTION", "USHER_PRESENCE_MAX_AGE",
-		"USHER_LOG_LEVEL", "--demo"} {
+		"USHER_ALLOWED_ORIGINS", "USHER_MAX_CONNECTIONS", "USHER_MAX_SUBSCRIPTIONS", "USHER_LOG_LEVEL", "--demo"} {
 		if !strings.Contains(stderr.String(), name) {
 			t.Errorf("serve --help does not mention %s:\n%s", name, stderr.String())
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/hub"
 )
 
 // serve runs the gateway until ctx ends or the server fails.
@@ -23,6 +24,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		cfg                  gateway.Config
 		port                 int
 		ncsSecrets, logLevel string
+		origins              string
 		demo                 bool
 		demoRate             float64
 	)
@@ -37,6 +39,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.Duration(&cfg.NCSMaxAge, "ncs-max-age", "USHER_NCS_MAX_AGE", gateway.DefaultNCSMaxAge, "how long stored notifications are kept in stream USHER_NCS")
 	s.Duration(&cfg.TombstoneRetention, "tombstone-retention", "USHER_TOMBSTONE_RETENTION", gateway.DefaultTombstoneRetention, "how long a leave is remembered against late, older joins; also the replay guard's window (same on every instance)")
 	s.Duration(&cfg.PresenceMaxAge, "presence-max-age", "USHER_PRESENCE_MAX_AGE", gateway.DefaultPresenceMaxAge, "how long stream USHER_PRESENCE keeps events: how far back clients can resume")
+	s.String(&origins, "allowed-origins", "USHER_ALLOWED_ORIGINS", "", "comma-separated browser origins (host patterns such as console.example.com or *.example.com) allowed to open WebSockets besides Usher's own")
+	s.Int(&cfg.MaxConnections, "max-connections", "USHER_MAX_CONNECTIONS", hub.DefaultMaxConnections, "WebSocket connections this instance holds at most")
+	s.Int(&cfg.MaxSubscriptions, "max-subscriptions", "USHER_MAX_SUBSCRIPTIONS", hub.DefaultMaxSubscriptions, "channels one WebSocket connection may subscribe to")
 	s.String(&logLevel, "log-level", "USHER_LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&demo, "demo", "make random secrets, print a console link, and feed a simulated Agora notification stream")
 	s.fs.Float64Var(&demoRate, "demo-rate", 5, "with --demo: simulated notifications per second")
@@ -52,6 +57,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	cfg.Addr = ":" + strconv.Itoa(port)
 	cfg.NCSSecrets = splitList(ncsSecrets)
+	cfg.AllowedOrigins = splitList(origins)
+	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 {
+		return fmt.Errorf("USHER_MAX_CONNECTIONS and USHER_MAX_SUBSCRIPTIONS must be at least 1")
+	}
 	cfg.Logger = log
 	if demo {
 		if len(cfg.NCSSecrets) == 0 {

@@ -6,5 +6,5 @@ import "embed"
 
 // FS holds the files of this directory that are served.
 //
-//go:embed index.html
+//go:embed index.html usher.js
 var FS embed.FS

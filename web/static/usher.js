@@ -1,0 +1,154 @@
+// usher.js: a small, dependency-free client for Usher's WebSocket presence stream (GET /v1/ws).
+// Works in browsers and React Native (anything with a standard WebSocket).
+//
+//   const usher = new UsherClient({ url: "wss://usher.example.com/v1/ws", token });
+//   usher.onstate = (state, info) => console.log(state, info);   // connecting, live, reconnecting, closed
+//   usher.subscribe("show-1", {
+//     snapshot(s) { ... },   // the roster: {channel, seq, hosts, audience, users, counts}
+//     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
+//     reset() { ... },       // the server could not resume: a snapshot follows
+//     error(err) { ... },    // {code, message}, e.g. forbidden
+//   });
+//
+// It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
+// subscription from its last seq: no event is lost or repeated. By default the token travels in the WebSocket
+// subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
+// tokenIn: "query" to use ?token= instead.
+(function (root) {
+  "use strict";
+
+  function UsherClient(opts) {
+    if (!opts || !opts.url || !opts.token) throw new Error("UsherClient: url and token are required");
+    this.url = opts.url;
+    this.token = opts.token;
+    this.tokenIn = opts.tokenIn || "protocol";
+    this.minDelay = opts.minDelay || 500;
+    this.maxDelay = opts.maxDelay || 30000;
+    this.WebSocket = opts.WebSocket || root.WebSocket;
+    this.onstate = null;
+    this.subs = {}; // channel -> {handlers, seq}
+    this.ws = null;
+    this.attempt = 0;
+    this.closed = false;
+    this.timer = null;
+    this.everLive = false;
+    this._connect();
+  }
+
+  UsherClient.prototype._state = function (state, info) {
+    this.state = state;
+    if (this.onstate) this.onstate(state, info || {});
+  };
+
+  UsherClient.prototype._connect = function () {
+    var self = this;
+    var url = this.url, protocols = ["usher"];
+    if (this.tokenIn === "query") {
+      url += (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(this.token);
+    } else {
+      protocols.push("bearer." + this.token);
+    }
+    this._state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    var ws = new this.WebSocket(url, protocols);
+    this.ws = ws;
+    ws.onopen = function () {
+      var resumed = self.everLive;
+      self.attempt = 0;
+      self.everLive = true;
+      for (var ch in self.subs) self._sendSubscribe(ch);
+      self._state("live", { resumed: resumed });
+    };
+    ws.onmessage = function (m) {
+      var f;
+      try { f = JSON.parse(m.data); } catch (e) { return; }
+      self._frame(f);
+    };
+    ws.onclose = function (ev) {
+      if (self.ws !== ws) return;
+      self.ws = null;
+      if (self.closed) { self._state("closed", { code: ev.code, reason: ev.reason }); return; }
+      // 4001: the token expired; 1008/4003-like refusals would loop, so stop on 4001 and let the app renew.
+      if (ev.code === 4001) { self.closed = true; self._state("closed", { code: ev.code, reason: ev.reason }); return; }
+      self._retry(ev);
+    };
+    ws.onerror = function () { /* onclose follows */ };
+  };
+
+  UsherClient.prototype._retry = function (ev) {
+    var self = this;
+    this.attempt++;
+    // Exponential backoff with full jitter, so that many clients do not reconnect in step.
+    var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, this.attempt - 1));
+    var delay = Math.round(cap / 2 + Math.random() * cap / 2);
+    this._state("reconnecting", { attempt: this.attempt, delay: delay, code: ev && ev.code });
+    this.timer = setTimeout(function () { self.timer = null; if (!self.closed) self._connect(); }, delay);
+  };
+
+  UsherClient.prototype._frame = function (f) {
+    var sub = f.channel !== undefined ? this.subs[f.channel] : null;
+    switch (f.type) {
+      case "snapshot":
+        if (!sub) return;
+        sub.seq = f.seq;
+        call(sub.handlers.snapshot, f);
+        break;
+      case "presence":
+        if (!sub || f.seq <= sub.seq) return; // never apply an event twice
+        sub.seq = f.seq;
+        call(sub.handlers.event, f);
+        break;
+      case "reset":
+        if (sub) { sub.seq = null; call(sub.handlers.reset, f); }
+        break;
+      case "error":
+        if (sub) {
+          if (f.code === "forbidden" || f.code === "too_many_subscriptions") delete this.subs[f.channel];
+          call(sub.handlers.error, f);
+        }
+        break;
+      case "subscribed":
+        if (sub) call(sub.handlers.subscribed, f);
+        break;
+    }
+  };
+
+  UsherClient.prototype._send = function (obj) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(obj));
+  };
+
+  UsherClient.prototype._sendSubscribe = function (channel) {
+    var sub = this.subs[channel];
+    var msg = { op: "subscribe", channel: channel };
+    if (sub.seq !== null && sub.seq !== undefined) msg.since = sub.seq; // resume: only what was missed
+    this._send(msg);
+  };
+
+  // subscribe starts watching a channel; handlers: snapshot, event, reset, error, subscribed (all optional).
+  UsherClient.prototype.subscribe = function (channel, handlers) {
+    this.subs[channel] = { handlers: handlers || {}, seq: null };
+    this._sendSubscribe(channel);
+  };
+
+  UsherClient.prototype.unsubscribe = function (channel) {
+    if (!this.subs[channel]) return;
+    delete this.subs[channel];
+    this._send({ op: "unsubscribe", channel: channel });
+  };
+
+  // lastSeq is the seq of the last snapshot or event applied for channel (null before the first).
+  UsherClient.prototype.lastSeq = function (channel) {
+    return this.subs[channel] ? this.subs[channel].seq : null;
+  };
+
+  UsherClient.prototype.close = function () {
+    this.closed = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (this.ws) this.ws.close(1000, "bye");
+    else this._state("closed", {});
+  };
+
+  function call(fn, arg) { if (typeof fn === "function") fn(arg); }
+
+  if (typeof module === "object" && module.exports) module.exports = UsherClient;
+  else root.UsherClient = UsherClient;
+})(typeof self !== "undefined" ? self : this);
