@@ -151,4 +151,4 @@
 
   if (typeof module === "object" && module.exports) module.exports = UsherClient;
   else root.UsherClient = UsherClient;
-})(typeof self !== "undefined" ? self : this);
+})(typeof globalThis !== "undefined" ? globalThis : typeof self !== "undefined" ? self : this);

@@ -1,0 +1,182 @@
+package gateway_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+// cutProxy forwards TCP connections to a target; cut drops every connection and refuses new ones until restore.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	down   bool
+	wg     sync.WaitGroup
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	p.wg.Go(p.serve)
+	t.Cleanup(func() { _ = ln.Close(); p.cut(); p.wg.Wait() })
+	return p
+}
+
+func (p *cutProxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		p.wg.Go(func() { _, _ = io.Copy(up, c); _ = up.Close() })
+		p.wg.Go(func() { _, _ = io.Copy(c, up); _ = c.Close() })
+	}
+}
+
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = true
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *cutProxy) restore() {
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+type driveLine struct {
+	Kind     string
+	State    string
+	Info     map[string]any
+	Seq      uint64
+	Event    string
+	UID      uint32
+	Audience []uint32
+	Code     string
+}
+
+// TestUsherJSResumes runs web/static/usher.js in Node against the real server through a proxy, cuts the
+// connection while events happen, and checks that the client resumes from its last seq with no gap and no repeat.
+func TestUsherJSResumes(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not installed; usher.js is tested in a browser by the console test")
+	}
+	if exec.Command(node, "--experimental-websocket", "--no-warnings", "-e", "process.exit(typeof WebSocket === 'function' ? 0 : 1)").Run() != nil {
+		t.Skip("this node has no WebSocket (it needs Node 20.10 or later)")
+	}
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	const ch = "show #1"
+	joinAudience(t, base, ch, 1, 2)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
+
+	proxy := newCutProxy(t, base[len("http://"):])
+	script, _ := filepath.Abs("testdata/usher-drive.cjs")
+	lib, _ := filepath.Abs("../web/static/usher.js")
+	cmd := exec.Command(node, "--experimental-websocket", "--no-warnings", script,
+		"ws://"+proxy.ln.Addr().String()+"/v1/ws", token(t, ch), ch, lib)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stdin.Close(); _ = cmd.Wait() })
+	lines := make(chan driveLine, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var l driveLine
+			if json.Unmarshal(sc.Bytes(), &l) == nil {
+				lines <- l
+			}
+		}
+	}()
+	next := func(kind string) driveLine {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("the client ended while waiting for %s", kind)
+				}
+				if l.Kind == kind {
+					return l
+				}
+				if l.Kind == "event" || l.Kind == "snapshot" || l.Kind == "reset" || l.Kind == "error" {
+					t.Fatalf("got %+v while waiting for %s", l, kind)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("no %s within 20 s", kind)
+			}
+		}
+	}
+
+	if s := next("snapshot"); len(s.Audience) != 2 {
+		t.Fatalf("snapshot %+v", s)
+	}
+	joinAudience(t, base, ch, 3)
+	last := next("event")
+	if last.UID != 3 {
+		t.Fatalf("event %+v", last)
+	}
+
+	proxy.cut()
+	joinAudience(t, base, ch, 4, 5) // happen while the client is cut off
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 })
+	proxy.restore()
+	for {
+		l := next("state")
+		if l.State == "live" {
+			if l.Info["resumed"] != true {
+				t.Fatalf("live again but not resumed: %+v", l)
+			}
+			break
+		}
+	}
+	for _, uid := range []uint32{4, 5} { // the missed events, in order, and no snapshot
+		if e := next("event"); e.UID != uid || e.Seq <= last.Seq {
+			t.Fatalf("after the cut: %+v, want uid %d after seq %d", e, uid, last.Seq)
+		} else {
+			last = e
+		}
+	}
+	joinAudience(t, base, ch, 6)
+	if e := next("event"); e.UID != 6 || e.Seq <= last.Seq {
+		t.Fatalf("live after resume: %+v", e)
+	}
+}
