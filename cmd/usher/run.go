@@ -18,6 +18,9 @@ Usage:
   usher serve --demo        run with random secrets and a simulated Agora notification stream
   usher token --channel NAME [--channel NAME ...] [--ttl 1h] [--sub ID]
                             print a client token signed with USHER_JWT_SECRET
+  usher bench [flags]       the load tool: signed notifications at a fixed rate, WebSocket subscribers, delivery
+                            and latency figures; usher bench --help
+  usher baseline [--port N] the bare WebSocket fan-out server usher bench compares Usher with
 `
 
 // run is main without the process: arguments, environment and output are passed in, the exit code returned.
@@ -34,6 +37,14 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		err = serve(ctx, args, getenv, stdout, stderr)
 	case "token":
 		err = token(args, getenv, stdout, stderr)
+	case "bench", "baseline":
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if cmd == "bench" {
+			err = bench(ctx, args, getenv, stdout, stderr)
+		} else {
+			err = baseline(ctx, args, getenv, stderr)
+		}
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+
+	"github.com/usher-presence/usher/hub/loadtest"
+)
+
+// bench runs the load tool: against a running server (--url), or against servers it starts itself (--spawn), in
+// which case it can read their CPU time and memory.
+func bench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var (
+		cfg             loadtest.Config
+		target, url     string
+		spawn, idle     bool
+		findMax, ingest bool
+		rate            float64
+		duration        time.Duration
+		pid             int
+	)
+	s := newSettings("bench", getenv, stderr)
+	s.fs.StringVar(&target, "target", "usher", "usher, baseline (the bare fan-out server), or both (the same run against each, for a ratio)")
+	s.fs.StringVar(&url, "url", "", "base URL of a running server; empty with --spawn")
+	s.fs.BoolVar(&spawn, "spawn", true, "start the server(s) as child processes (so their CPU and memory can be read)")
+	s.fs.IntVar(&pid, "pid", 0, "with --url: the server's process id, to read its CPU time and memory")
+	s.Secret(&cfg.NCSSecret, "ncs-secret", "USHER_NCS_SECRETS", "NCS secret of the running Usher (--url)")
+	s.Secret(&cfg.JWTSecret, "jwt-secret", "USHER_JWT_SECRET", "JWT secret of the running Usher (--url)")
+	s.fs.IntVar(&cfg.Channels, "channels", 1, "channels")
+	s.fs.IntVar(&cfg.Subscribers, "subscribers", 100, "WebSocket subscribers, spread over the channels")
+	s.fs.Float64Var(&rate, "rate", 100, "notifications per second (each makes one presence event)")
+	s.fs.DurationVar(&duration, "duration", 10*time.Second, "how long to send")
+	s.fs.DurationVar(&cfg.Drain, "drain", 10*time.Second, "how long to wait for the last events")
+	s.fs.IntVar(&cfg.Senders, "senders", 32, "webhook requests in flight at most")
+	s.fs.BoolVar(&findMax, "find-max", false, "search the highest rate with >= 99.9% delivered and p99 < 250 ms")
+	s.fs.BoolVar(&idle, "idle", false, "only hold the connections and report the server's KiB per connection")
+	s.fs.BoolVar(&ingest, "ingest", false, "send as fast as the server acknowledges (--rate is the ceiling) and report acknowledged notifications per second")
+	if err := s.Parse(args); err != nil {
+		return err
+	}
+	targets := []string{target}
+	if target == "both" {
+		targets = []string{loadtest.TargetUsher, loadtest.TargetBaseline}
+	}
+	var reports []loadtest.Report
+	for _, t := range targets {
+		c := cfg
+		c.Target, c.Log = t, stderr
+		c.URL, c.ServerPID = url, pid
+		if spawn && url == "" {
+			srv, err := spawnServer(ctx, t)
+			if err != nil {
+				return err
+			}
+			defer srv.stop()
+			c.URL, c.ServerPID, c.NCSSecret, c.JWTSecret = srv.url, srv.cmd.Process.Pid, srv.ncs, srv.jwt
+		}
+		if c.URL == "" {
+			return errors.New("give --url, or --spawn")
+		}
+		before := loadtest.ServerRSS(c.ServerPID)
+		fmt.Fprintf(stderr, "%s: connecting %d subscribers over %d channels\n", t, c.Subscribers, c.Channels)
+		fleet, err := loadtest.Connect(ctx, c)
+		if err != nil {
+			return err
+		}
+		switch {
+		case idle:
+			time.Sleep(3 * time.Second) // let the server settle (bounded; measuring, not synchronising)
+			kib, rss := fleet.IdleKiB(before)
+			fmt.Fprintf(stdout, "%s: %d idle connections: %.1f KiB per connection (server RSS %d -> %d KiB)\n", t, c.Subscribers, kib, before, rss)
+		case findMax:
+			r, err := search(ctx, fleet, rate, duration, stdout)
+			if err != nil {
+				fleet.Close()
+				return err
+			}
+			reports = append(reports, r)
+		default:
+			r, err := fleet.Run(ctx, rate, duration)
+			if err != nil {
+				fleet.Close()
+				return err
+			}
+			if ingest {
+				fmt.Fprintf(stdout, "%s: %.0f notifications/s acknowledged (asked %.0f/s, %d in flight)\n", t, r.AckedPerSec, rate, c.Senders)
+			}
+			fmt.Fprintln(stdout, r)
+			reports = append(reports, r)
+		}
+		fleet.Close()
+	}
+	if len(reports) == 2 && reports[1].CPUPer1000 > 0 && reports[1].P99 > 0 {
+		u, b := reports[0], reports[1]
+		fmt.Fprintf(stdout, "usher/baseline: CPU per delivery %.2fx, p99 %.2fx, rate %.2fx\n",
+			float64(u.CPUPer1000)/float64(b.CPUPer1000), float64(u.P99)/float64(b.P99), u.Rate/b.Rate)
+	}
+	return nil
+}
+
+// search doubles the rate while runs pass, then bisects three times between the last pass and the first failure.
+func search(ctx context.Context, f *loadtest.Fleet, start float64, d time.Duration, out io.Writer) (loadtest.Report, error) {
+	var best loadtest.Report
+	lo, hi := 0.0, 0.0
+	for rate := start; hi == 0 && rate < 1e6; rate *= 2 {
+		r, err := f.Run(ctx, rate, d)
+		if err != nil {
+			return best, err
+		}
+		fmt.Fprintf(out, "  %s pass=%v\n", r, r.Pass())
+		if r.Pass() {
+			lo, best = rate, r
+		} else {
+			hi = rate
+		}
+	}
+	for range 3 {
+		if hi == 0 || lo == 0 {
+			break
+		}
+		rate := (lo + hi) / 2
+		r, err := f.Run(ctx, rate, d)
+		if err != nil {
+			return best, err
+		}
+		fmt.Fprintf(out, "  %s pass=%v\n", r, r.Pass())
+		if r.Pass() {
+			lo, best = rate, r
+		} else {
+			hi = rate
+		}
+	}
+	fmt.Fprintf(out, "highest passing rate: %.0f/s\n%s\n", lo, best)
+	return best, nil
+}
+
+// spawned is a server the bench started.
+type spawned struct {
+	cmd      *exec.Cmd
+	url      string
+	ncs, jwt string
+	dir      string
+}
+
+func spawnServer(ctx context.Context, target string) (*spawned, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	s := &spawned{url: "http://127.0.0.1:" + strconv.Itoa(port), ncs: randomSecret(), jwt: randomSecret()}
+	if s.dir, err = os.MkdirTemp("", "usher-bench-"); err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	sub := "serve"
+	if target == loadtest.TargetBaseline {
+		sub = "baseline"
+	}
+	s.cmd = exec.Command(self, sub, "--port", strconv.Itoa(port))
+	s.cmd.Env = append(os.Environ(), "USHER_NCS_SECRETS="+s.ncs, "USHER_JWT_SECRET="+s.jwt, "USHER_DATA_DIR="+s.dir,
+		"USHER_NATS_LISTEN=off", "USHER_LOG_LEVEL=warn", "USHER_MAX_CONNECTIONS=25000")
+	s.cmd.Stderr = os.Stderr
+	if err := s.cmd.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 || target == loadtest.TargetBaseline {
+				return s, nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.stop()
+			return nil, fmt.Errorf("%s did not start within 30 s", target)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *spawned) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+	_ = os.RemoveAll(s.dir)
+}
+
+// baseline serves the bare fan-out server the load tool compares Usher with.
+func baseline(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	var port int
+	s := newSettings("baseline", getenv, stderr)
+	s.Int(&port, "port", "PORT", 8081, "HTTP listen port")
+	if err := s.Parse(args); err != nil {
+		return err
+	}
+	srv := &http.Server{Addr: ":" + strconv.Itoa(port), Handler: loadtest.NewBaseline(), ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}
+}

@@ -1,0 +1,418 @@
+package loadtest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/ncs"
+)
+
+// Targets.
+const (
+	TargetUsher    = "usher"
+	TargetBaseline = "baseline"
+)
+
+// Config is one load run.
+type Config struct {
+	// Target is TargetUsher (POST /v1/ncs, GET /v1/ws) or TargetBaseline (POST /publish, GET /ws).
+	Target string
+	// URL is the server's base URL, e.g. http://127.0.0.1:8080.
+	URL string
+	// NCSSecret signs notifications and JWTSecret signs the subscribers' token (Usher only).
+	NCSSecret, JWTSecret string
+	// Channels and Subscribers: Subscribers WebSocket connections, spread round-robin over Channels channels.
+	Channels, Subscribers int
+	// Rate is notifications per second; Duration how long they are sent. Each notification makes one event.
+	Rate     float64
+	Duration time.Duration
+	// Drain bounds the wait for the last events after sending stops (default 10 s).
+	Drain time.Duration
+	// Senders is how many webhook requests are in flight at most (default 32).
+	Senders int
+	// ServerPID, when known, lets the run read the server's CPU time and memory from /proc.
+	ServerPID int
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Report is what a run measured.
+type Report struct {
+	Target                string
+	Channels, Subscribers int
+	Rate                  float64 // asked
+	SentRate              float64 // achieved
+	AckedPerSec           float64 // notifications answered 200, per second of sending
+	Sent, Acked           int
+	Expected, Delivered   int64
+	Fraction              float64 // Delivered / Expected
+	DeliveredPerSec       float64
+	P50, P90, P99, Max    time.Duration
+	ServerCPU             time.Duration
+	CPUPer1000            time.Duration // server CPU time per 1,000 deliveries
+	ServerRSSKiB          int64
+}
+
+func (r Report) String() string {
+	return fmt.Sprintf("%s: %d ch x %d subs, rate %.0f/s (sent %.0f/s, acked %.0f/s), acked %d/%d, delivered %d/%d (%.4f%%), %.0f deliveries/s, "+
+		"latency p50 %s p90 %s p99 %s max %s, server CPU %s (%s per 1000 deliveries), server RSS %d KiB",
+		r.Target, r.Channels, r.Subscribers, r.Rate, r.SentRate, r.AckedPerSec, r.Acked, r.Sent, r.Delivered, r.Expected, 100*r.Fraction,
+		r.DeliveredPerSec, r.P50.Round(100*time.Microsecond), r.P90.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond),
+		r.Max.Round(time.Millisecond), r.ServerCPU.Round(time.Millisecond), r.CPUPer1000.Round(10*time.Microsecond), r.ServerRSSKiB)
+}
+
+// Pass reports whether the run meets the delivery goal: at least 99.9 % delivered and p99 under 250 ms.
+func (r Report) Pass() bool { return r.Fraction >= 0.999 && r.P99 < 250*time.Millisecond }
+
+// Fleet is a set of subscriber connections held open across runs.
+type Fleet struct {
+	cfg   Config
+	subs  []*subscriber
+	perCh []int // subscribers per channel
+	run   atomic.Pointer[runState]
+	wg    sync.WaitGroup
+}
+
+type subscriber struct {
+	conn    *websocket.Conn
+	channel int
+	hist    *histogram
+	mu      sync.Mutex
+	n       int64
+}
+
+// runState is what readers need to time the frames of the current run.
+type runState struct {
+	prefix string
+	sentAt []atomic.Int64
+}
+
+func (c Config) channelName(i int) string { return "bench-" + strconv.Itoa(i) }
+
+// Connect opens cfg.Subscribers connections, each subscribed to its channel, dialling 64 at a time. Close them
+// with Close.
+func Connect(ctx context.Context, cfg Config) (*Fleet, error) {
+	if cfg.Channels < 1 {
+		cfg.Channels = 1
+	}
+	f := &Fleet{cfg: cfg, perCh: make([]int, cfg.Channels)}
+	tok := ""
+	if cfg.Target == TargetUsher {
+		var err error
+		if tok, err = auth.Issue(cfg.JWTSecret, []string{"bench-*"}, 24*time.Hour, "bench"); err != nil {
+			return nil, err
+		}
+	}
+	f.subs = make([]*subscriber, cfg.Subscribers)
+	sem := make(chan struct{}, 64)
+	var (
+		wg    sync.WaitGroup
+		first atomic.Pointer[error]
+	)
+	for i := range f.subs {
+		if first.Load() != nil || ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			s, err := f.dial(ctx, i%cfg.Channels, tok)
+			if err != nil {
+				first.CompareAndSwap(nil, &err)
+				return
+			}
+			f.subs[i] = s
+		})
+	}
+	wg.Wait()
+	if e := first.Load(); e != nil || ctx.Err() != nil {
+		f.Close()
+		return nil, errors.Join(ctx.Err(), deref(e))
+	}
+	for _, s := range f.subs {
+		f.perCh[s.channel]++
+		f.wg.Go(func() { f.read(s) })
+	}
+	return f, nil
+}
+
+func deref(e *error) error {
+	if e == nil {
+		return nil
+	}
+	return *e
+}
+
+func (f *Fleet) dial(ctx context.Context, ch int, tok string) (*subscriber, error) {
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	base := "ws" + strings.TrimPrefix(f.cfg.URL, "http")
+	name := f.cfg.channelName(ch)
+	var (
+		c   *websocket.Conn
+		err error
+	)
+	if f.cfg.Target == TargetUsher {
+		c, _, err = websocket.Dial(dctx, base+"/v1/ws", &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + tok}}})
+		if err == nil {
+			b, _ := json.Marshal(map[string]string{"op": "subscribe", "channel": name})
+			err = c.Write(dctx, websocket.MessageText, b)
+		}
+	} else {
+		c, _, err = websocket.Dial(dctx, base+"/ws?channel="+url.QueryEscape(name), nil)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dial subscriber: %w", err)
+	}
+	c.SetReadLimit(64 << 20)
+	// Wait until attached: Usher sends subscribed then a snapshot, the baseline a subscribed frame.
+	want := "snapshot"
+	if f.cfg.Target == TargetBaseline {
+		want = "subscribed"
+	}
+	for {
+		_, b, err := c.Read(dctx)
+		if err != nil {
+			_ = c.CloseNow()
+			return nil, fmt.Errorf("subscribe: %w", err)
+		}
+		if bytes.Contains(b, []byte(`"type":"`+want+`"`)) {
+			break
+		}
+	}
+	return &subscriber{conn: c, channel: ch}, nil
+}
+
+// read times every frame of the current run.
+func (f *Fleet) read(s *subscriber) {
+	for {
+		_, b, err := s.conn.Read(context.Background())
+		if err != nil {
+			return
+		}
+		now := time.Now().UnixNano()
+		rs := f.run.Load()
+		if rs == nil {
+			continue
+		}
+		i := noticeIndex(b, rs.prefix)
+		if i < 0 || i >= len(rs.sentAt) {
+			continue
+		}
+		sent := rs.sentAt[i].Load()
+		s.mu.Lock()
+		if s.hist == nil {
+			s.hist = &histogram{}
+		}
+		if sent > 0 {
+			s.hist.add(time.Duration(now - sent))
+		}
+		s.n++
+		s.mu.Unlock()
+	}
+}
+
+// noticeIndex finds `"noticeId":"<prefix><n>"` in a frame and returns n, or -1.
+func noticeIndex(b []byte, prefix string) int {
+	key := []byte(`"noticeId":"` + prefix)
+	at := bytes.Index(b, key)
+	if at < 0 {
+		return -1
+	}
+	rest := b[at+len(key):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return -1
+	}
+	n, err := strconv.Atoi(string(rest[:end]))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+// Close closes every connection and waits for the readers.
+func (f *Fleet) Close() {
+	for _, s := range f.subs {
+		if s != nil {
+			_ = s.conn.CloseNow()
+		}
+	}
+	f.wg.Wait()
+}
+
+// Run sends cfg.Rate notifications a second for cfg.Duration, spread over the channels, and measures their
+// delivery to the fleet. Every loop is bounded by the notification count and by ctx.
+func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (Report, error) {
+	cfg := f.cfg
+	total := int(rate * duration.Seconds())
+	if total < 1 {
+		return Report{}, errors.New("rate x duration is less than one notification")
+	}
+	senders := cfg.Senders
+	if senders <= 0 {
+		senders = 32
+	}
+	drain := cfg.Drain
+	if drain <= 0 {
+		drain = 10 * time.Second
+	}
+	rs := &runState{prefix: fmt.Sprintf("b%x-", rand.Uint32()), sentAt: make([]atomic.Int64, total)}
+	for _, s := range f.subs {
+		s.mu.Lock()
+		s.hist, s.n = nil, 0
+		s.mu.Unlock()
+	}
+	f.run.Store(rs)
+	cpu0, _, _ := procStats(cfg.ServerPID)
+
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
+	defer client.CloseIdleConnections()
+	var (
+		acked    atomic.Int64
+		expected atomic.Int64
+		wg       sync.WaitGroup
+	)
+	jobs := make(chan int, senders)
+	for range senders {
+		wg.Go(func() {
+			for i := range jobs {
+				ch := i % cfg.Channels
+				if ok := f.send(ctx, client, rs, i, ch); ok {
+					acked.Add(1)
+					expected.Add(int64(f.perCh[ch]))
+				}
+			}
+		})
+	}
+	start := time.Now()
+	interval := time.Duration(float64(time.Second) / rate)
+	next := start
+	sent := 0
+pace:
+	for ; sent < total; sent++ {
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-ctx.Done():
+				break pace
+			case <-time.After(d):
+			}
+		}
+		select {
+		case jobs <- sent:
+		case <-ctx.Done():
+			break pace
+		}
+		next = next.Add(interval)
+	}
+	close(jobs)
+	wg.Wait()
+	sendTime := time.Since(start)
+
+	// Wait for the last events, bounded by the drain time.
+	deadline := time.Now().Add(drain)
+	for time.Now().Before(deadline) && f.delivered() < expected.Load() && ctx.Err() == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	cpu1, rss, _ := procStats(cfg.ServerPID)
+	f.run.Store(nil)
+
+	h := &histogram{}
+	for _, s := range f.subs {
+		s.mu.Lock()
+		if s.hist != nil {
+			h.merge(s.hist)
+		}
+		s.mu.Unlock()
+	}
+	r := Report{Target: cfg.Target, Channels: cfg.Channels, Subscribers: len(f.subs), Rate: rate,
+		SentRate: float64(sent) / sendTime.Seconds(), Sent: sent, Acked: int(acked.Load()),
+		Expected: expected.Load(), Delivered: f.delivered(),
+		P50: h.quantile(0.50), P90: h.quantile(0.90), P99: h.quantile(0.99), Max: h.max, ServerRSSKiB: rss}
+	if r.Expected > 0 {
+		r.Fraction = float64(r.Delivered) / float64(r.Expected)
+	}
+	r.DeliveredPerSec = float64(r.Delivered) / elapsed.Seconds()
+	r.AckedPerSec = float64(r.Acked) / sendTime.Seconds()
+	if cfg.ServerPID > 0 {
+		r.ServerCPU = cpu1 - cpu0
+		if r.Delivered > 0 {
+			r.CPUPer1000 = r.ServerCPU * 1000 / time.Duration(r.Delivered)
+		}
+	}
+	return r, ctx.Err()
+}
+
+func (f *Fleet) delivered() int64 {
+	var n int64
+	for _, s := range f.subs {
+		s.mu.Lock()
+		n += s.n
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// send posts notification i for channel ch: a join of a new uid, so that every notification makes one event.
+func (f *Fleet) send(ctx context.Context, client *http.Client, rs *runState, i, ch int) bool {
+	cfg := f.cfg
+	name := cfg.channelName(ch)
+	now := time.Now()
+	body, _ := json.Marshal(ncs.Notification{
+		NoticeID: rs.prefix + strconv.Itoa(i), ProductID: ncs.ProductRTC, EventType: ncs.AudienceJoin,
+		NotifyMs: now.UnixMilli(), Sid: "bench",
+		Payload: mustPayload(name, uint32(i+1), now),
+	})
+	var req *http.Request
+	if cfg.Target == TargetUsher {
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+"/v1/ncs", bytes.NewReader(body))
+		ncs.Sign(req.Header, cfg.NCSSecret, body)
+	} else {
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPost, cfg.URL+"/publish?channel="+url.QueryEscape(name), bytes.NewReader(body))
+	}
+	req.Header.Set("Content-Type", "application/json")
+	rs.sentAt[i].Store(time.Now().UnixNano())
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func mustPayload(channel string, uid uint32, now time.Time) json.RawMessage {
+	b, _ := json.Marshal(ncs.ChannelEvent{ChannelName: channel, UID: uid, ClientSeq: now.UnixMilli(), Ts: now.Unix(), Account: "bench"})
+	return b
+}
+
+// IdleKiB holds the fleet and reports the server's resident memory per connection: (RSS with the fleet - before)
+// / connections. before is the server's RSS before the fleet connected.
+func (f *Fleet) IdleKiB(before int64) (float64, int64) {
+	runtime.GC()
+	_, rss, _ := procStats(f.cfg.ServerPID)
+	return float64(rss-before) / float64(len(f.subs)), rss
+}
+
+// ServerRSS reads the server's resident memory in KiB.
+func ServerRSS(pid int) int64 {
+	_, rss, _ := procStats(pid)
+	return rss
+}
