@@ -138,6 +138,10 @@ func search(ctx context.Context, f *loadtest.Fleet, start float64, d time.Durati
 			hi = rate
 		}
 	}
+	if lo == 0 {
+		fmt.Fprintf(out, "no rate from %.0f/s up passed: start lower (--rate)\n", start)
+		return best, nil
+	}
 	fmt.Fprintf(out, "highest passing rate: %.0f/s\n%s\n", lo, best)
 	return best, nil
 }

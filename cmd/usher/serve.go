@@ -24,7 +24,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		cfg                  gateway.Config
 		port                 int
 		ncsSecrets, logLevel string
-		origins              string
+		origins, debugAddr   string
 		demo                 bool
 		demoRate             float64
 	)
@@ -42,6 +42,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.String(&origins, "allowed-origins", "USHER_ALLOWED_ORIGINS", "", "comma-separated browser origins (host patterns such as console.example.com or *.example.com) allowed to open WebSockets besides Usher's own")
 	s.Int(&cfg.MaxConnections, "max-connections", "USHER_MAX_CONNECTIONS", hub.DefaultMaxConnections, "WebSocket connections this instance holds at most")
 	s.Int(&cfg.MaxSubscriptions, "max-subscriptions", "USHER_MAX_SUBSCRIPTIONS", hub.DefaultMaxSubscriptions, "channels one WebSocket connection may subscribe to")
+	s.String(&debugAddr, "debug-addr", "USHER_DEBUG_ADDR", "", "host:port for Go's /debug/pprof profiles (keep it on loopback); unset: off")
 	s.String(&logLevel, "log-level", "USHER_LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&demo, "demo", "make random secrets, print a console link, and feed a simulated Agora notification stream")
 	s.fs.Float64Var(&demoRate, "demo-rate", 5, "with --demo: simulated notifications per second")
@@ -74,6 +75,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	g, err := gateway.Start(ctx, cfg)
 	if err != nil {
 		return err
+	}
+	if debugAddr != "" {
+		stopDebug, err := serveDebug(debugAddr, log)
+		if err != nil {
+			_ = g.Shutdown(context.Background())
+			return err
+		}
+		defer stopDebug()
 	}
 	var wg sync.WaitGroup
 	demoCtx, stopDemo := context.WithCancel(ctx)
