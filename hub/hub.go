@@ -186,7 +186,9 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = conn.Close(websocket.StatusTryAgainLater, "server is shutting down")
 		return
 	}
-	s.readLoop()
+	// The read loop gets a goroutine of its own, owned by the hub, and this handler returns: its deep stack, the
+	// request and gin's context are released instead of being held for the life of the connection.
+	go s.readLoop()
 }
 
 // Subprotocol is the WebSocket subprotocol Usher speaks. A client may offer it together with "bearer.<token>" to

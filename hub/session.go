@@ -20,8 +20,7 @@ const (
 	replayTimeout = 10 * time.Second
 )
 
-// session is one WebSocket connection. Its read loop runs on the HTTP handler's goroutine; a writer goroutine runs
-// only while frames are queued, so an idle session holds no goroutine of its own.
+// session is one WebSocket connection: one read goroutine, and a writer goroutine only while frames are queued.
 type session struct {
 	h      *Hub
 	conn   *websocket.Conn
@@ -79,7 +78,7 @@ func (h *Hub) newSession(conn *websocket.Conn, cork *corkConn, claims *auth.Clai
 	return s
 }
 
-// readLoop reads client frames until the connection ends. It runs on the HTTP handler's goroutine.
+// readLoop reads client frames until the connection ends. newSession counted it in the hub's WaitGroup.
 func (s *session) readLoop() {
 	defer s.h.sessWG.Done()
 	defer s.close(websocket.StatusNormalClosure, "")
