@@ -110,32 +110,27 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 func search(ctx context.Context, f *loadtest.Fleet, start float64, d time.Duration, out io.Writer) (loadtest.Report, error) {
 	var best loadtest.Report
 	lo, hi := 0.0, 0.0
-	for rate := start; hi == 0 && rate < 1e6; rate *= 2 {
+	try := func(rate float64) error {
 		r, err := f.Run(ctx, rate, d)
 		if err != nil {
-			return best, err
+			return err
 		}
 		fmt.Fprintf(out, "  %s pass=%v\n", r, r.Pass())
 		if r.Pass() {
 			lo, best = rate, r
 		} else {
 			hi = rate
+		}
+		return nil
+	}
+	for rate := start; hi == 0 && rate < 1e6; rate *= 2 {
+		if err := try(rate); err != nil {
+			return best, err
 		}
 	}
-	for range 3 {
-		if hi == 0 || lo == 0 {
-			break
-		}
-		rate := (lo + hi) / 2
-		r, err := f.Run(ctx, rate, d)
-		if err != nil {
+	for i := 0; i < 3 && lo > 0 && hi > 0; i++ {
+		if err := try((lo + hi) / 2); err != nil {
 			return best, err
-		}
-		fmt.Fprintf(out, "  %s pass=%v\n", r, r.Pass())
-		if r.Pass() {
-			lo, best = rate, r
-		} else {
-			hi = rate
 		}
 	}
 	if lo == 0 {
