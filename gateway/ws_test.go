@@ -498,3 +498,61 @@ func TestWSGrantIsolation(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+func TestWSConnectionLimitAndOrigins(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.MaxConnections = 2
+	cfg.AllowedOrigins = []string{"console.example.com"}
+	g, base := startGateway(t, cfg)
+	tok := token(t, "*")
+	mustDial(t, base, tok).quiet()
+	mustDial(t, base, tok).quiet()
+	_, resp, err := dial(t, base, tok, false)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("third connection with a limit of 2: %v %v, want 503", err, resp)
+	}
+	if st := g.HubStats(); st.Connections != 2 {
+		t.Fatalf("stats %+v, want 2 connections", st)
+	}
+
+	cfg2 := testConfig(t, t.TempDir())
+	cfg2.AllowedOrigins = []string{"console.example.com"}
+	_, base2 := startGateway(t, cfg2)
+	for _, c := range []struct {
+		origin string
+		ok     bool
+	}{{"http://console.example.com", true}, {"http://evil.example.com", false}, {base2, true}} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		conn, resp, err := websocket.Dial(ctx, wsURL(base2), &websocket.DialOptions{HTTPHeader: http.Header{
+			"Authorization": {"Bearer " + tok}, "Origin": {c.origin}}})
+		cancel()
+		if c.ok != (err == nil) {
+			t.Errorf("origin %s: err %v, want allowed %v", c.origin, err, c.ok)
+		}
+		if err == nil {
+			_ = conn.CloseNow()
+		} else if resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Errorf("origin %s refused with %v, want 403", c.origin, resp)
+		}
+	}
+}
+
+// TestWSDeadPeerDropped: a peer that does not answer pings (here: a client that never reads, so its library never
+// sends a pong) is dropped after about two ping intervals.
+func TestWSDeadPeerDropped(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.PingInterval = 300 * time.Millisecond
+	g, base := startGateway(t, cfg)
+	c := mustDial(t, base, token(t, "*"))
+	c.send(map[string]string{"op": "subscribe", "channel": "a"}) // written, never read
+	eventually(t, 15*time.Second, func() (bool, string) {
+		st := g.HubStats()
+		return st.Subscriptions == 1, fmt.Sprintf("%+v", st)
+	})
+	eventually(t, 15*time.Second, func() (bool, string) {
+		st := g.HubStats()
+		return st.Connections == 0, fmt.Sprintf("%+v", st)
+	})
+}
