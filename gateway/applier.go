@@ -64,8 +64,7 @@ type applier struct {
 	id      string
 	log     *slog.Logger
 
-	applied, stale, replayed, ignored, published atomic.Int64
-	leading                                      atomic.Bool
+	leading atomic.Bool
 }
 
 // run applies notifications while it holds the lease, until ctx ends.
@@ -275,8 +274,7 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 	}
 	seq := meta.Sequence.Stream
 	n := noticeOf(msg)
-	events, outcome := l.state.Apply(n)
-	a.count(outcome)
+	events, _ := l.state.Apply(n)
 	for i, e := range events {
 		e.Seq = l.last + 1
 		if e.Seq > l.stored {
@@ -289,7 +287,6 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 				return err
 			}
 			l.inflight = append(l.inflight, inflight{seq: e.Seq, ack: f})
-			a.published.Add(1)
 			if len(l.inflight) >= maxInflight {
 				if err := a.settle(l); err != nil {
 					return err
@@ -304,19 +301,6 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 	}
 	l.ncsSeq = seq
 	return nil
-}
-
-func (a *applier) count(o presence.Outcome) {
-	switch o {
-	case presence.Applied:
-		a.applied.Add(1)
-	case presence.Stale:
-		a.stale.Add(1)
-	case presence.Replayed:
-		a.replayed.Add(1)
-	default:
-		a.ignored.Add(1)
-	}
 }
 
 // noticeOf decodes a stored notification. One that does not decode (it passed Decode when it was accepted, so only
