@@ -38,12 +38,7 @@ type claimsKey struct{}
 
 // requireToken verifies the bearer token and keeps its claims for the handler.
 func (g *Gateway) requireToken(c *gin.Context) {
-	h := c.GetHeader("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
-		tok = ""
-	}
-	claims, err := g.tokens.Verify(strings.TrimSpace(tok))
+	claims, err := g.tokens.Verify(bearerHeader(c))
 	if err != nil {
 		_ = c.Error(err)
 		c.Abort()
@@ -51,6 +46,15 @@ func (g *Gateway) requireToken(c *gin.Context) {
 	}
 	c.Set(claimsKey{}, claims)
 	c.Next()
+}
+
+// bearerHeader is the token of an "Authorization: Bearer" header, or "".
+func bearerHeader(c *gin.Context) string {
+	tok, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }
 
 // claimsOf returns the claims requireToken verified.

@@ -63,6 +63,7 @@ type applier struct {
 	ttl     time.Duration
 	id      string
 	log     *slog.Logger
+	metrics *metrics
 
 	leading atomic.Bool
 }
@@ -274,7 +275,11 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 	}
 	seq := meta.Sequence.Stream
 	n := noticeOf(msg)
-	events, _ := l.state.Apply(n)
+	replaying := l.last < l.stored // re-deriving what an earlier leader published: not counted again
+	events, outcome := l.state.Apply(n)
+	if !replaying {
+		a.metrics.notices[outcome].Inc()
+	}
 	for i, e := range events {
 		e.Seq = l.last + 1
 		if e.Seq > l.stored {
@@ -287,6 +292,7 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 				return err
 			}
 			l.inflight = append(l.inflight, inflight{seq: e.Seq, ack: f})
+			a.metrics.events.Inc()
 			if len(l.inflight) >= maxInflight {
 				if err := a.settle(l); err != nil {
 					return err

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -26,10 +27,19 @@ const (
 	DefaultViewCatchUp    = 30 * time.Second
 	// DefaultTombstoneRetention is presence.DefaultRetention.
 	DefaultTombstoneRetention = presence.DefaultRetention
-	// MaxNCSBody is the largest NCS request body accepted; Agora's notifications are a few hundred bytes.
-	MaxNCSBody = 64 << 10
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
 	MinDedupWindow = 10 * time.Minute
+
+	DefaultMaxBodyBytes      = 64 << 10
+	DefaultMaxHeaderBytes    = 16 << 10
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	// DefaultUpgradeRate and DefaultUpgradeBurst limit WebSocket upgrades per client address: a burst for an office
+	// behind one NAT reconnecting after a restart, then a steady rate.
+	DefaultUpgradeRate  = 20.0
+	DefaultUpgradeBurst = 200
 )
 
 // Config configures a Gateway. Its zero values mean the documented defaults; Validate reports the first bad
@@ -69,6 +79,28 @@ type Config struct {
 	MaxConnections int
 	// MaxSubscriptions is the most channels one WebSocket connection may subscribe to (default 100).
 	MaxSubscriptions int
+	// MaxPerSubject is the most WebSocket connections one token subject may hold on this instance (default 100).
+	MaxPerSubject int
+	// UpgradeRate is how many WebSocket upgrades per second one client address may make, after a burst of
+	// UpgradeBurst (defaults 20/s and 200).
+	UpgradeRate  float64
+	UpgradeBurst int
+	// MaxBodyBytes is the largest request body accepted (default 64 KiB; Agora's notifications are a few hundred
+	// bytes). MaxHeaderBytes is the most request header bytes (default 16 KiB).
+	MaxBodyBytes   int64
+	MaxHeaderBytes int
+	// HTTP server timeouts; none may be zero (defaults 5s, 30s, 30s, 120s). ReadTimeout bounds reading a whole
+	// request with its body; WriteTimeout, writing a response. WebSockets are not bound by them once upgraded.
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// TLSCert and TLSKey are PEM files; with both set the server speaks HTTPS only.
+	TLSCert, TLSKey string
+	// MetricsToken, when set, is the bearer token GET /metrics requires.
+	MetricsToken string
+	// NCSAllowCIDRs, when set, are the only networks (CIDRs or single addresses) POST /v1/ncs is taken from.
+	NCSAllowCIDRs []string
+	// TrustedProxies are the networks whose X-Forwarded-For / X-Real-IP headers name the client's address; from any
+	// other peer those headers are ignored. Empty: the peer's address is the client's.
+	TrustedProxies []string
 	// SendQueue is how many frames may wait for one WebSocket client before it is closed as too slow (default 1024).
 	SendQueue int
 	// PingInterval is how often WebSocket peers are pinged; one that does not answer within it is dropped
@@ -107,6 +139,22 @@ func (c Config) withDefaults() Config {
 	defDur(&c.PresenceMaxAge, DefaultPresenceMaxAge)
 	defDur(&c.LeaseTTL, DefaultLeaseTTL)
 	defDur(&c.ViewCatchUp, DefaultViewCatchUp)
+	defDur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	defDur(&c.ReadTimeout, DefaultReadTimeout)
+	defDur(&c.WriteTimeout, DefaultWriteTimeout)
+	defDur(&c.IdleTimeout, DefaultIdleTimeout)
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.UpgradeRate == 0 {
+		c.UpgradeRate = DefaultUpgradeRate
+	}
+	if c.UpgradeBurst == 0 {
+		c.UpgradeBurst = DefaultUpgradeBurst
+	}
 	if c.InstanceID == "" {
 		host, _ := os.Hostname()
 		c.InstanceID = fmt.Sprintf("%s-%d", host, os.Getpid())
@@ -147,6 +195,41 @@ func (c Config) Validate() error {
 		return fmt.Errorf("publish timeout is %s: it must be positive", c.PublishTimeout)
 	case c.NATSURL == "" && c.NATSListen != bus.ListenOff && !strings.Contains(c.NATSListen, ":"):
 		return fmt.Errorf("USHER_NATS_LISTEN is %q: give host:port or \"off\"", c.NATSListen)
+	case c.ReadHeaderTimeout < 0, c.ReadTimeout < 0, c.WriteTimeout < 0, c.IdleTimeout < 0:
+		return errors.New("USHER_READ_HEADER_TIMEOUT, USHER_READ_TIMEOUT, USHER_WRITE_TIMEOUT and USHER_IDLE_TIMEOUT must be positive")
+	case c.MaxBodyBytes < 1024:
+		return fmt.Errorf("USHER_MAX_BODY_BYTES is %d: it must be at least 1024", c.MaxBodyBytes)
+	case c.MaxHeaderBytes < 1024:
+		return fmt.Errorf("USHER_MAX_HEADER_BYTES is %d: it must be at least 1024", c.MaxHeaderBytes)
+	case c.UpgradeRate < 0 || c.UpgradeBurst < 0:
+		return errors.New("USHER_WS_UPGRADE_RATE and USHER_WS_UPGRADE_BURST must be positive")
+	case c.MaxPerSubject < 0:
+		return fmt.Errorf("USHER_MAX_CONNECTIONS_PER_SUBJECT is %d: it must be positive", c.MaxPerSubject)
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return errors.New("USHER_TLS_CERT and USHER_TLS_KEY go together: set both, or neither")
+	}
+	if _, err := parseNets("USHER_NCS_ALLOW_CIDRS", c.NCSAllowCIDRs); err != nil {
+		return err
+	}
+	if _, err := parseNets("USHER_TRUSTED_PROXIES", c.TrustedProxies); err != nil {
+		return err
 	}
 	return nil
+}
+
+// parseNets parses CIDRs and single addresses (as /32 or /128), naming the setting in its error.
+func parseNets(setting string, list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is neither a CIDR (10.0.0.0/8) nor an address", setting, s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }

@@ -12,11 +12,14 @@ import (
 
 // Errors of the HTTP layer that are not the ncs package's.
 var (
-	errBodyTooLarge = errors.New("request body is larger than 64 KiB")
+	errBodyTooLarge = errors.New("request body is too large")
 	errReadBody     = errors.New("request body could not be read")
 	errUnavailable  = errors.New("the notification could not be stored now; retry")
 	errNotFound     = errors.New("no such endpoint")
 	errMethod       = errors.New("method not allowed on this endpoint")
+	errMetricsToken = errors.New("give USHER_METRICS_TOKEN as Authorization: Bearer <token>")
+	errSource       = errors.New("this address may not post notifications (USHER_NCS_ALLOW_CIDRS)")
+	errRateLimited  = errors.New("too many WebSocket upgrades from this address; retry after a pause")
 )
 
 // apiError is the JSON body of every error answer.
@@ -44,6 +47,12 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_channel"
 	case errors.Is(err, ncs.ErrInvalidPayload):
 		return http.StatusBadRequest, "invalid_payload"
+	case errors.Is(err, errMetricsToken):
+		return http.StatusUnauthorized, "unauthorized"
+	case errors.Is(err, errSource):
+		return http.StatusForbidden, "forbidden_source"
+	case errors.Is(err, errRateLimited):
+		return http.StatusTooManyRequests, "rate_limited"
 	case errors.Is(err, auth.ErrNoToken):
 		return http.StatusUnauthorized, "unauthorized"
 	case errors.Is(err, auth.ErrExpiredToken):

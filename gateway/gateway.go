@@ -4,11 +4,13 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -37,6 +39,11 @@ type Gateway struct {
 	ncs    *ncs.Verifier
 	tokens *auth.Verifier
 
+	metrics  *metrics
+	ncsNets  []netip.Prefix // USHER_NCS_ALLOW_CIDRS, nil: any source
+	proxies  []string       // USHER_TRUSTED_PROXIES
+	upgrades *addrLimiter
+
 	applier *applier
 	view    *liveView
 	hub     *hub.Hub
@@ -56,7 +63,19 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}
 	cfg = cfg.withDefaults()
 	g = &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
-		served: make(chan error, 1), stop: func() {}}
+		served: make(chan error, 1), stop: func() {}, metrics: newMetrics(), proxies: cfg.TrustedProxies,
+		upgrades: newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst)}
+	if len(cfg.NCSAllowCIDRs) > 0 {
+		g.ncsNets, _ = parseNets("USHER_NCS_ALLOW_CIDRS", cfg.NCSAllowCIDRs) // Validate checked them
+	}
+	var tlsCfg *tls.Config
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("USHER_TLS_CERT/USHER_TLS_KEY: %w", err)
+		}
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
 	defer func() {
 		if err != nil {
 			if g.hub != nil {
@@ -94,12 +113,15 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		return nil, err
 	}
 	rules := presence.Rules{Retention: cfg.TombstoneRetention}
-	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID, log: g.log.With("component", "applier")}
+	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID,
+		log: g.log.With("component", "applier"), metrics: g.metrics}
 	g.hub = hub.New(hub.Config{
-		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, OriginPatterns: cfg.AllowedOrigins,
-		PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue, Logger: g.log.With("component", "hub"),
+		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, MaxPerSubject: cfg.MaxPerSubject,
+		OriginPatterns: cfg.AllowedOrigins, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
+		DeliveryLatency: g.metrics.delivery, Logger: g.log.With("component", "hub"),
 	}, hubSource{g}, g.tokens)
 	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"), g.hub.Publish)
+	g.metrics.observeState(g)
 	wctx, stop := context.WithCancel(context.Background())
 	g.stop = stop
 	g.workers.Go(func() { g.applier.run(wctx) })
@@ -113,21 +135,27 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}
 	g.http = &http.Server{
 		Handler:           g.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		TLSConfig:         tlsCfg,
 		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 	go func() {
-		err := g.http.Serve(g.ln)
+		var err error
+		if tlsCfg != nil {
+			err = g.http.ServeTLS(g.ln, "", "")
+		} else {
+			err = g.http.Serve(g.ln)
+		}
 		if errors.Is(err, http.ErrServerClosed) {
 			err = nil
 		}
 		g.served <- err
 	}()
-	g.log.Info("usher listening", "addr", g.ln.Addr().String())
+	g.log.Info("usher listening", "addr", g.ln.Addr().String(), "tls", tlsCfg != nil)
 	return g, nil
 }
 
@@ -190,14 +218,20 @@ func (g *Gateway) closeNATS() {
 // Handler is the gateway's HTTP API.
 func (g *Gateway) Handler() http.Handler {
 	r := gin.New()
-	r.Use(gin.Recovery(), errorJSON)
+	_ = r.SetTrustedProxies(g.proxies) // Validate checked them; nil trusts no proxy
+	r.Use(g.requestLog, g.recovery, errorJSON)
 	r.HandleMethodNotAllowed = true
 	r.NoRoute(func(c *gin.Context) { _ = c.Error(errNotFound) })
 	r.NoMethod(func(c *gin.Context) { _ = c.Error(errMethod) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })
 	r.GET("/readyz", g.readyz)
-	r.POST("/v1/ncs", g.postNCS)
-	r.GET("/v1/ws", gin.WrapH(g.hub))
+	r.GET("/metrics", g.serveMetrics())
+	if g.ncsNets != nil {
+		r.POST("/v1/ncs", g.allowSources(g.ncsNets), g.postNCS)
+	} else {
+		r.POST("/v1/ncs", g.postNCS)
+	}
+	r.GET("/v1/ws", g.limitUpgrades(g.upgrades), gin.WrapH(g.hub))
 	api := r.Group("/v1", g.requireToken)
 	api.GET("/channels", g.getChannels)
 	api.GET("/channels/:channel/presence", g.getPresence)

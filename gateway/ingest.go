@@ -26,7 +26,9 @@ const (
 
 // postNCS is Agora's NCS callback: limit, verify, decode, store, and answer 200 only after JetStream's PubAck.
 func (g *Gateway) postNCS(c *gin.Context) {
-	body, err := readBody(c.Request, MaxNCSBody)
+	start := time.Now()
+	g.metrics.received.Inc()
+	body, err := readBody(c.Request, g.cfg.MaxBodyBytes)
 	if err != nil {
 		g.reject(c, err)
 		return
@@ -50,20 +52,25 @@ func (g *Gateway) postNCS(c *gin.Context) {
 	// The store outcome must not depend on whether Agora hangs up early: bound the wait, but not by the request.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), g.cfg.PublishTimeout)
 	defer cancel()
-	if _, err := g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(d.NoticeID), jetstream.WithExpectStream(bus.NCSStream)); err != nil {
-		g.log.Error("ncs notification not stored", "noticeId", d.NoticeID, "eventType", int(d.EventType), "err", err)
+	ack, err := g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(d.NoticeID), jetstream.WithExpectStream(bus.NCSStream))
+	if err != nil {
+		g.logOf(c).Error("ncs notification not stored", "noticeId", d.NoticeID, "eventType", int(d.EventType), "err", err)
 		g.reject(c, errUnavailable)
 		return
 	}
+	g.metrics.accepted.Inc()
+	if ack.Duplicate {
+		g.metrics.duplicates.Inc()
+	}
+	g.metrics.ingest.Observe(time.Since(start).Seconds())
 	c.JSON(http.StatusOK, gin.H{"ok": true})
 }
 
-// reject records err for the JSON error middleware, and logs it without the body or the signature.
+// reject counts a refused notification by its error code and records err for the JSON error middleware; the
+// request log line tells the code (never the body or the signature).
 func (g *Gateway) reject(c *gin.Context, err error) {
-	status, code := classify(err)
-	if status < http.StatusInternalServerError {
-		g.log.Warn("ncs notification rejected", "status", status, "error", code, "remote", c.ClientIP())
-	}
+	_, code := classify(err)
+	g.metrics.rejected.WithLabelValues(code).Inc()
 	_ = c.Error(err)
 }
 
@@ -78,14 +85,14 @@ func subjectOf(d *ncs.Decoded) string {
 // readBody reads at most limit bytes of the request body.
 func readBody(r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
-		return nil, errBodyTooLarge
+		return nil, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, limit)
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", errReadBody, err)
 	}
 	if int64(len(body)) > limit {
-		return nil, errBodyTooLarge
+		return nil, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, limit)
 	}
 	return body, nil
 }

@@ -113,7 +113,7 @@ func TestRejections(t *testing.T) {
 	g, base := startGateway(t, testConfig(t, t.TempDir()))
 
 	huge := audienceJoin("huge", "big", 1, 1)
-	huge = append(huge[:len(huge)-1], []byte(`,"padding":"`+strings.Repeat("x", gateway.MaxNCSBody)+`"}`)...)
+	huge = append(huge[:len(huge)-1], []byte(`,"padding":"`+strings.Repeat("x", gateway.DefaultMaxBodyBytes)+`"}`)...)
 	long := strings.Repeat("c", ncs.MaxChannelNameLength+1)
 	cases := []struct {
 		name   string

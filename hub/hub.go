@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/presence"
@@ -43,6 +45,7 @@ type Source interface {
 const (
 	DefaultMaxConnections   = 20000
 	DefaultMaxSubscriptions = 100
+	DefaultMaxPerSubject    = 100
 	DefaultSendQueue        = 1024
 	DefaultPingInterval     = 30 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
@@ -65,8 +68,13 @@ type Config struct {
 	WriteTimeout time.Duration
 	// MaxReplay is the most events a resume replays; a resume further behind gets a reset and a snapshot.
 	MaxReplay int
+	// MaxPerSubject is the most connections one token subject (the JWT "sub") may hold on this instance; more are
+	// refused with 429. Tokens without a subject are limited only by MaxConnections.
+	MaxPerSubject int
 	// OriginPatterns are the browser origins allowed besides the server's own (coder/websocket host patterns).
 	OriginPatterns []string
+	// DeliveryLatency, if set, observes for each live event frame written the seconds from the event's notifyMs.
+	DeliveryLatency prometheus.Observer
 	// Logger receives the hub's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -79,6 +87,7 @@ func (c Config) withDefaults() Config {
 	}
 	def(&c.MaxConnections, DefaultMaxConnections)
 	def(&c.MaxSubscriptions, DefaultMaxSubscriptions)
+	def(&c.MaxPerSubject, DefaultMaxPerSubject)
 	def(&c.SendQueue, DefaultSendQueue)
 	def(&c.MaxReplay, DefaultMaxReplay)
 	if c.PingInterval <= 0 {
@@ -102,17 +111,20 @@ type Hub struct {
 	tokens *auth.Verifier
 	log    *slog.Logger
 
-	mu       sync.RWMutex
-	channels map[string]*channel
-	sessions map[*session]struct{}
-	closing  bool
+	mu        sync.RWMutex
+	channels  map[string]*channel
+	sessions  map[*session]struct{}
+	reserved  int            // connections admitted: sessions, and upgrades in progress
+	bySubject map[string]int // admitted connections per token subject
+	closing   bool
 
 	ctx      context.Context // ends when the hub closes
 	cancel   context.CancelFunc
 	sessWG   sync.WaitGroup // every session's goroutines
 	pingerWG sync.WaitGroup
 
-	nConns, nSubs, nSlow, nFrames atomic.Int64
+	nConns, nSubs, nSlow, nFrames                atomic.Int64
+	nRefusedToken, nRefusedFull, nRefusedSubject atomic.Int64
 }
 
 // channel is the local subscribers of one channel.
@@ -126,7 +138,7 @@ func New(cfg Config, src Source, tokens *auth.Verifier) *Hub {
 	cfg = cfg.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{cfg: cfg, src: src, tokens: tokens, log: cfg.Logger, channels: map[string]*channel{},
-		sessions: map[*session]struct{}{}, ctx: ctx, cancel: cancel}
+		sessions: map[*session]struct{}{}, bySubject: map[string]int{}, ctx: ctx, cancel: cancel}
 	h.pingerWG.Go(h.pinger)
 	return h
 }
@@ -140,7 +152,7 @@ func (h *Hub) Publish(e presence.Event) {
 	if ch == nil {
 		return
 	}
-	frame := EncodeEvent(e)
+	frame := outFrame{data: EncodeEvent(e), notifyMs: e.NotifyMs}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	for sub := range ch.subs {
@@ -161,14 +173,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, auth.ErrExpiredToken):
 			code = "token_expired"
 		}
+		h.nRefusedToken.Add(1)
 		writeError(w, http.StatusUnauthorized, code, err.Error())
 		return
 	}
-	h.mu.Lock()
-	full, closing := len(h.sessions) >= h.cfg.MaxConnections, h.closing
-	h.mu.Unlock()
-	if full || closing {
-		writeError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance holds as many connections as it may; retry another")
+	if !h.admit(w, claims.Subject) {
 		return
 	}
 	cork := &corkHijacker{ResponseWriter: w}
@@ -178,17 +187,63 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		CompressionMode: websocket.CompressionDisabled,
 	})
 	if err != nil {
+		h.release(claims.Subject)
 		return // Accept has answered the client
 	}
 	conn.SetReadLimit(MaxFrame)
 	s := h.newSession(conn, cork.conn, claims)
 	if s == nil {
+		h.release(claims.Subject)
 		_ = conn.Close(websocket.StatusTryAgainLater, "server is shutting down")
 		return
 	}
 	// The read loop gets a goroutine of its own, owned by the hub, and this handler returns: its deep stack, the
 	// request and gin's context are released instead of being held for the life of the connection.
 	go s.readLoop()
+}
+
+// admit reserves a connection for a token subject, or answers why it cannot: 503 when this instance is full (the
+// client should try another), 429 when the subject holds as many connections as it may. A reservation ends with
+// release, which the session's close calls.
+func (h *Hub) admit(w http.ResponseWriter, subject string) bool {
+	h.mu.Lock()
+	full, closing := h.reserved >= h.cfg.MaxConnections, h.closing
+	perSubject := subject != "" && h.bySubject[subject] >= h.cfg.MaxPerSubject
+	if !full && !closing && !perSubject {
+		h.reserved++
+		if subject != "" {
+			h.bySubject[subject]++
+		}
+	}
+	h.mu.Unlock()
+	switch {
+	case full || closing:
+		h.nRefusedFull.Add(1)
+		writeError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance holds as many connections as it may; retry another")
+		return false
+	case perSubject:
+		h.nRefusedSubject.Add(1)
+		writeError(w, http.StatusTooManyRequests, "too_many_connections_for_subject",
+			fmt.Sprintf("this token's subject holds %d connections, the most allowed; close one first", h.cfg.MaxPerSubject))
+		return false
+	}
+	return true
+}
+
+// release ends a reservation made by admit.
+func (h *Hub) release(subject string) {
+	h.mu.Lock()
+	h.releaseLocked(subject)
+	h.mu.Unlock()
+}
+
+func (h *Hub) releaseLocked(subject string) {
+	h.reserved--
+	if subject != "" {
+		if h.bySubject[subject]--; h.bySubject[subject] <= 0 {
+			delete(h.bySubject, subject)
+		}
+	}
 }
 
 // Subprotocol is the WebSocket subprotocol Usher speaks. A client may offer it together with "bearer.<token>" to
@@ -282,13 +337,18 @@ func (h *Hub) Close(ctx context.Context) {
 
 // Stats are the hub's counters.
 type Stats struct {
-	Connections   int64 // open sessions
-	Subscriptions int64 // active subscriptions
-	SlowClosed    int64 // sessions closed because they could not keep up
-	FramesSent    int64 // frames written to clients
+	Connections    int64 // open sessions
+	Subscriptions  int64 // active subscriptions
+	SlowClosed     int64 // sessions closed because they could not keep up
+	FramesSent     int64 // frames written to clients
+	RefusedToken   int64 // upgrades refused: no token, or an invalid or expired one (401)
+	RefusedFull    int64 // upgrades refused: the instance was full or shutting down (503)
+	RefusedSubject int64 // upgrades refused: the token's subject held its most connections (429)
 }
 
 // Stats returns the hub's counters now.
 func (h *Hub) Stats() Stats {
-	return Stats{Connections: h.nConns.Load(), Subscriptions: h.nSubs.Load(), SlowClosed: h.nSlow.Load(), FramesSent: h.nFrames.Load()}
+	return Stats{Connections: h.nConns.Load(), Subscriptions: h.nSubs.Load(), SlowClosed: h.nSlow.Load(),
+		FramesSent: h.nFrames.Load(), RefusedToken: h.nRefusedToken.Load(), RefusedFull: h.nRefusedFull.Load(),
+		RefusedSubject: h.nRefusedSubject.Load()}
 }

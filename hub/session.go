@@ -31,7 +31,7 @@ type session struct {
 	expiry *time.Timer
 
 	mu      sync.Mutex
-	queue   [][]byte
+	queue   []outFrame
 	writing bool
 	closed  bool
 	subs    map[string]*subscription
@@ -54,7 +54,14 @@ type subscription struct {
 
 type pendingFrame struct {
 	seq   uint64
-	frame []byte
+	frame outFrame
+}
+
+// outFrame is a frame waiting to be written. notifyMs, when set, is the notifyMs of the live event it carries:
+// the start of the end-to-end latency observed when it is written.
+type outFrame struct {
+	data     []byte
+	notifyMs int64
 }
 
 func (h *Hub) newSession(conn *websocket.Conn, cork *corkConn, claims *auth.Claims) *session {
@@ -198,7 +205,7 @@ func (s *session) resume(sub *subscription, since uint64) error {
 	defer sub.mu.Unlock()
 	for _, p := range sub.pending {
 		if p.seq > last {
-			s.enqueue(p.frame)
+			s.enqueueFrame(p.frame)
 			last = p.seq
 		}
 	}
@@ -207,7 +214,7 @@ func (s *session) resume(sub *subscription, since uint64) error {
 }
 
 // deliver passes a live frame to the subscription: dropped if the client has it, held while a resume replays.
-func (sub *subscription) deliver(seq uint64, frame []byte) {
+func (sub *subscription) deliver(seq uint64, frame outFrame) {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	if seq <= sub.after {
@@ -222,7 +229,7 @@ func (sub *subscription) deliver(seq uint64, frame []byte) {
 		return
 	}
 	sub.after = seq
-	sub.s.enqueue(frame)
+	sub.s.enqueueFrame(frame)
 }
 
 // attach registers sub with its channel. With snapshot, the client gets the roster and then every later event;
@@ -293,7 +300,9 @@ func (s *session) unsubscribe(channel string) {
 
 // enqueue queues a frame for the client and starts the writer if it is not running. It never blocks: a client
 // whose queue is full is closed.
-func (s *session) enqueue(frame []byte) {
+func (s *session) enqueue(frame []byte) { s.enqueueFrame(outFrame{data: frame}) }
+
+func (s *session) enqueueFrame(frame outFrame) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -317,7 +326,7 @@ func (s *session) enqueue(frame []byte) {
 // empty.
 func (s *session) writeLoop() {
 	defer s.writers.Done()
-	var batch [][]byte
+	var batch []outFrame
 	for {
 		s.mu.Lock()
 		batch, s.queue = s.queue, batch[:0]
@@ -329,7 +338,7 @@ func (s *session) writeLoop() {
 		s.mu.Unlock()
 		s.cork.cork()
 		for _, f := range batch {
-			if err := s.conn.Write(s.ctx, websocket.MessageText, f); err != nil {
+			if err := s.conn.Write(s.ctx, websocket.MessageText, f.data); err != nil {
 				_ = s.cork.flush(s.h.cfg.WriteTimeout)
 				s.close(websocket.StatusInternalError, "write failed")
 				return
@@ -340,6 +349,14 @@ func (s *session) writeLoop() {
 			return
 		}
 		s.h.nFrames.Add(int64(len(batch)))
+		if lat := s.h.cfg.DeliveryLatency; lat != nil {
+			now := time.Now().UnixMilli()
+			for _, f := range batch {
+				if f.notifyMs > 0 {
+					lat.Observe(float64(now-f.notifyMs) / 1000)
+				}
+			}
+		}
 		clear(batch)
 	}
 }
@@ -387,6 +404,7 @@ func (s *session) close(code websocket.StatusCode, reason string) {
 			}
 			s.h.mu.Lock()
 			delete(s.h.sessions, s)
+			s.h.releaseLocked(s.claims.Subject)
 			s.h.mu.Unlock()
 			_ = s.conn.Close(code, reason)
 			s.cancel()

@@ -29,7 +29,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	)
 	s := newSettings("bench", getenv, stderr)
 	s.fs.StringVar(&target, "target", "usher", "usher, baseline (the bare fan-out server), or both (the same run against each, for a ratio)")
-	s.fs.StringVar(&url, "url", "", "base URL of a running server; empty with --spawn")
+	s.fs.StringVar(&url, "url", "", "base URL of a running server; empty with --spawn. Its USHER_WS_UPGRADE_RATE and _BURST must let the fleet dial from one address")
 	s.fs.BoolVar(&spawn, "spawn", true, "start the server(s) as child processes (so their CPU and memory can be read)")
 	s.fs.IntVar(&pid, "pid", 0, "with --url: the server's process id, to read its CPU time and memory")
 	s.Secret(&cfg.NCSSecret, "ncs-secret", "USHER_NCS_SECRETS", "NCS secret of the running Usher (--url)")
@@ -170,7 +170,9 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 	}
 	s.cmd = exec.Command(self, sub, "--port", strconv.Itoa(port))
 	s.cmd.Env = append(os.Environ(), "USHER_NCS_SECRETS="+s.ncs, "USHER_JWT_SECRET="+s.jwt, "USHER_DATA_DIR="+s.dir,
-		"USHER_NATS_LISTEN=off", "USHER_LOG_LEVEL=warn", "USHER_MAX_CONNECTIONS=25000")
+		"USHER_NATS_LISTEN=off", "USHER_LOG_LEVEL=warn", "USHER_MAX_CONNECTIONS=25000",
+		// The fleet dials thousands of connections from one address: lift the per-address upgrade limit.
+		"USHER_WS_UPGRADE_RATE=1000000", "USHER_WS_UPGRADE_BURST=1000000")
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
 		return nil, err

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,18 +62,45 @@ func TestServeRefusesBadSettings(t *testing.T) {
 	}
 }
 
+// TestServeHelpListsEverySetting checks that `usher serve --help` and README's configuration table name the same
+// settings, each with its flag, and that every setting's help gives its environment variable.
 func TestServeHelpListsEverySetting(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	if code := run([]string{"serve", "--help"}, env(nil), &stdout, &stderr); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	for _, name := range []string{"PORT", "USHER_NCS_SECRETS", "USHER_JWT_SECRET", "USHER_NATS_URL", "USHER_DATA_DIR",
-		"USHER_NATS_LISTEN", "USHER_DEDUP_WINDOW", "USHER_NCS_MAX_AGE", "USHER_TOMBSTONE_RETENTION", "USHER_PRESENCE_MAX_AGE",
-		"USHER_ALLOWED_ORIGINS", "USHER_MAX_CONNECTIONS", "USHER_MAX_SUBSCRIPTIONS", "USHER_LOG_LEVEL", "--demo"} {
-		if !strings.Contains(stderr.String(), name) {
-			t.Errorf("serve --help does not mention %s:\n%s", name, stderr.String())
+	help := stderr.String()
+	inHelp := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\(env ([A-Z_]+)`).FindAllStringSubmatch(help, -1) {
+		inHelp[m[1]] = true
+	}
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inReadme := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([A-Z_]+)` \\| `(--[a-z-]+)`").FindAllStringSubmatch(string(readme), -1) {
+		inReadme[m[1]] = true
+		if !strings.Contains(help, "  -"+strings.TrimPrefix(m[2], "--")+" ") {
+			t.Errorf("README gives flag %s for %s; serve --help has no such flag", m[2], m[1])
 		}
+	}
+	if len(inReadme) < 20 || len(inHelp) < 20 {
+		t.Fatalf("found %d settings in README's table and %d in help: the patterns no longer match", len(inReadme), len(inHelp))
+	}
+	for name := range inHelp {
+		if !inReadme[name] {
+			t.Errorf("%s is in serve --help but not in README's configuration table", name)
+		}
+	}
+	for name := range inReadme {
+		if !inHelp[name] {
+			t.Errorf("%s is in README's configuration table but serve --help does not give it as (env %s...)", name, name)
+		}
+	}
+	if !strings.Contains(help, "-demo") {
+		t.Error("serve --help does not mention --demo")
 	}
 }
 

@@ -25,6 +25,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		port                 int
 		ncsSecrets, logLevel string
 		origins, debugAddr   string
+		allowCIDRs, proxies  string
+		maxBody              int
 		demo                 bool
 		demoRate             float64
 	)
@@ -42,6 +44,20 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.String(&origins, "allowed-origins", "USHER_ALLOWED_ORIGINS", "", "comma-separated browser origins (host patterns such as console.example.com or *.example.com) allowed to open WebSockets besides Usher's own")
 	s.Int(&cfg.MaxConnections, "max-connections", "USHER_MAX_CONNECTIONS", hub.DefaultMaxConnections, "WebSocket connections this instance holds at most")
 	s.Int(&cfg.MaxSubscriptions, "max-subscriptions", "USHER_MAX_SUBSCRIPTIONS", hub.DefaultMaxSubscriptions, "channels one WebSocket connection may subscribe to")
+	s.Int(&cfg.MaxPerSubject, "max-connections-per-subject", "USHER_MAX_CONNECTIONS_PER_SUBJECT", hub.DefaultMaxPerSubject, "WebSocket connections one token subject (JWT sub) may hold on this instance; more get 429")
+	s.Float(&cfg.UpgradeRate, "ws-upgrade-rate", "USHER_WS_UPGRADE_RATE", gateway.DefaultUpgradeRate, "WebSocket upgrades per second one client address may make after its burst; more get 429")
+	s.Int(&cfg.UpgradeBurst, "ws-upgrade-burst", "USHER_WS_UPGRADE_BURST", gateway.DefaultUpgradeBurst, "WebSocket upgrades one client address may make at once")
+	s.Int(&maxBody, "max-body-bytes", "USHER_MAX_BODY_BYTES", gateway.DefaultMaxBodyBytes, "largest request body accepted; larger get 413")
+	s.Int(&cfg.MaxHeaderBytes, "max-header-bytes", "USHER_MAX_HEADER_BYTES", gateway.DefaultMaxHeaderBytes, "most request header bytes; more get 431")
+	s.Duration(&cfg.ReadHeaderTimeout, "read-header-timeout", "USHER_READ_HEADER_TIMEOUT", gateway.DefaultReadHeaderTimeout, "time a client has to send its request headers")
+	s.Duration(&cfg.ReadTimeout, "read-timeout", "USHER_READ_TIMEOUT", gateway.DefaultReadTimeout, "time a client has to send a whole request, body included")
+	s.Duration(&cfg.WriteTimeout, "write-timeout", "USHER_WRITE_TIMEOUT", gateway.DefaultWriteTimeout, "time to write a response (not WebSocket frames)")
+	s.Duration(&cfg.IdleTimeout, "idle-timeout", "USHER_IDLE_TIMEOUT", gateway.DefaultIdleTimeout, "how long an idle keep-alive connection is kept")
+	s.String(&cfg.TLSCert, "tls-cert", "USHER_TLS_CERT", "", "PEM certificate chain; with USHER_TLS_KEY the server speaks HTTPS only")
+	s.String(&cfg.TLSKey, "tls-key", "USHER_TLS_KEY", "", "PEM private key of USHER_TLS_CERT")
+	s.Secret(&cfg.MetricsToken, "metrics-token", "USHER_METRICS_TOKEN", "bearer token GET /metrics requires; unset: /metrics is open")
+	s.String(&allowCIDRs, "ncs-allow-cidrs", "USHER_NCS_ALLOW_CIDRS", "", "comma-separated networks (CIDRs or addresses) POST /v1/ncs accepts; unset: any")
+	s.String(&proxies, "trusted-proxies", "USHER_TRUSTED_PROXIES", "", "comma-separated networks of load balancers whose X-Forwarded-For names the client; unset: none")
 	s.String(&debugAddr, "debug-addr", "USHER_DEBUG_ADDR", "", "host:port for Go's /debug/pprof profiles (keep it on loopback); unset: off")
 	s.String(&logLevel, "log-level", "USHER_LOG_LEVEL", "info", "debug, info, warn or error")
 	s.Bool(&demo, "demo", "make random secrets, print a console link, and feed a simulated Agora notification stream")
@@ -59,9 +75,21 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	cfg.Addr = ":" + strconv.Itoa(port)
 	cfg.NCSSecrets = splitList(ncsSecrets)
 	cfg.AllowedOrigins = splitList(origins)
-	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 {
-		return fmt.Errorf("USHER_MAX_CONNECTIONS and USHER_MAX_SUBSCRIPTIONS must be at least 1")
+	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 || cfg.MaxPerSubject < 1 {
+		return fmt.Errorf("USHER_MAX_CONNECTIONS, USHER_MAX_SUBSCRIPTIONS and USHER_MAX_CONNECTIONS_PER_SUBJECT must be at least 1")
 	}
+	if cfg.UpgradeRate <= 0 || cfg.UpgradeBurst < 1 {
+		return fmt.Errorf("USHER_WS_UPGRADE_RATE must be above 0 and USHER_WS_UPGRADE_BURST at least 1")
+	}
+	for name, d := range map[string]time.Duration{"USHER_READ_HEADER_TIMEOUT": cfg.ReadHeaderTimeout,
+		"USHER_READ_TIMEOUT": cfg.ReadTimeout, "USHER_WRITE_TIMEOUT": cfg.WriteTimeout, "USHER_IDLE_TIMEOUT": cfg.IdleTimeout} {
+		if d <= 0 {
+			return fmt.Errorf("%s is %s: it must be positive (a server without timeouts can be held open by anyone)", name, d)
+		}
+	}
+	cfg.MaxBodyBytes = int64(maxBody)
+	cfg.NCSAllowCIDRs = splitList(allowCIDRs)
+	cfg.TrustedProxies = splitList(proxies)
 	cfg.Logger = log
 	if demo {
 		if len(cfg.NCSSecrets) == 0 {

@@ -95,6 +95,18 @@ func (s *settings) Duration(p *time.Duration, flagName, env string, def time.Dur
 	s.fs.DurationVar(p, flagName, v, help(text, env, def.String()))
 }
 
+func (s *settings) Float(p *float64, flagName, env string, def float64, text string) {
+	v := def
+	if raw, ok := s.env(env, false); ok {
+		f, err := strconv.ParseFloat(raw, 64)
+		if err != nil {
+			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a number", env, raw))
+		}
+		v = f
+	}
+	s.fs.Float64Var(p, flagName, v, help(text, env, strconv.FormatFloat(def, 'g', -1, 64)))
+}
+
 func (s *settings) Bool(p *bool, flagName, text string) { s.fs.BoolVar(p, flagName, false, text) }
 
 // Parse parses args and reports the first bad environment variable or flag in one line.

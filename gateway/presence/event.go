@@ -58,6 +58,9 @@ type Event struct {
 	Duration  *int64 `json:"duration,omitempty"`
 	NoticeID  string `json:"noticeId"`
 	Source    string `json:"source"`
+	// NotifyMs is when Agora sent the notification (its notifyMs, Unix milliseconds): what end-to-end latency is
+	// measured from.
+	NotifyMs int64 `json:"notifyMs,omitempty"`
 }
 
 // Member is one user in a roster, as snapshots show it.

@@ -37,9 +37,9 @@ func ExampleState_Apply() {
 	fmt.Println(string(b))
 	// Output:
 	// applied
-	// {"seq":0,"channel":"test_webhook","event":"join","role":"audience","uid":12121212,"account":"test","platform":1,"clientSeq":1625051035346,"ts":1560396843,"noticeId":"n1","source":"ncs"}
+	// {"seq":0,"channel":"test_webhook","event":"join","role":"audience","uid":12121212,"account":"test","platform":1,"clientSeq":1625051035346,"ts":1560396843,"noticeId":"n1","source":"ncs","notifyMs":1611566412672}
 	// stale
 	// applied
-	// {"seq":0,"channel":"test_webhook","event":"role.change","role":"host","uid":12121212,"account":"test","platform":1,"clientSeq":1625051035469,"ts":1560396850,"noticeId":"n2","source":"ncs"}
+	// {"seq":0,"channel":"test_webhook","event":"role.change","role":"host","uid":12121212,"account":"test","platform":1,"clientSeq":1625051035469,"ts":1560396850,"noticeId":"n2","source":"ncs","notifyMs":1611566416000}
 	// {"channel":"test_webhook","seq":0,"hosts":[{"uid":12121212,"account":"test","platform":1,"since":1560396843}],"audience":[],"users":[],"counts":{"hosts":1,"audience":0,"users":0}}
 }

@@ -139,6 +139,9 @@ func (s *State) Apply(n Notice) ([]Event, Outcome) {
 	if outcome == Applied {
 		ch.touchedMs = max(ch.touchedMs, n.ReceivedMs)
 	}
+	for i := range out {
+		out[i].NotifyMs = n.NotifyMs
+	}
 	return out, outcome
 }
 

@@ -2,6 +2,7 @@ package presence_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -67,7 +68,12 @@ func runRuleCases(t *testing.T, cases []ruleCase) {
 				if outcome != st.outcome {
 					t.Errorf("step %d (%d %s): outcome %v, want %v", i, st.n.Type, st.n.NoticeID, outcome, st.outcome)
 				}
-				equal(t, fmt.Sprintf("step %d (%d %s): events", i, st.n.Type, st.n.NoticeID), got, st.want)
+				// Every event carries its notification's notifyMs, the start of end-to-end latency.
+				want := slices.Clone(st.want)
+				for j := range want {
+					want[j].NotifyMs = st.n.NotifyMs
+				}
+				equal(t, fmt.Sprintf("step %d (%d %s): events", i, st.n.Type, st.n.NoticeID), got, want)
 			}
 			final := tc.final
 			if final == nil {

@@ -116,12 +116,12 @@ func Connect(ctx context.Context, cfg Config) (*Fleet, error) {
 		cfg.Channels = 1
 	}
 	f := &Fleet{cfg: cfg, perCh: make([]int, cfg.Channels)}
-	tok := ""
-	if cfg.Target == TargetUsher {
-		var err error
-		if tok, err = auth.Issue(cfg.JWTSecret, []string{"bench-*"}, 24*time.Hour, "bench"); err != nil {
-			return nil, err
+	// Each subscriber has a token of its own subject, as real clients do (Usher limits connections per subject).
+	token := func(i int) (string, error) {
+		if cfg.Target != TargetUsher {
+			return "", nil
 		}
+		return auth.Issue(cfg.JWTSecret, []string{"bench-*"}, 24*time.Hour, "bench-"+strconv.Itoa(i))
 	}
 	f.subs = make([]*subscriber, cfg.Subscribers)
 	sem := make(chan struct{}, 64)
@@ -136,7 +136,11 @@ func Connect(ctx context.Context, cfg Config) (*Fleet, error) {
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			s, err := f.dial(ctx, i%cfg.Channels, tok)
+			tok, err := token(i)
+			var s *subscriber
+			if err == nil {
+				s, err = f.dial(ctx, i%cfg.Channels, tok)
+			}
 			if err != nil {
 				first.CompareAndSwap(nil, &err)
 				return

@@ -1,0 +1,198 @@
+package gateway
+
+import (
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"golang.org/x/time/rate"
+)
+
+// HeaderRequestID carries a request's id: taken from the client (a load balancer's) when it is sane, made up
+// otherwise, and sent back on the response. Every log line about the request carries it as "req".
+const HeaderRequestID = "X-Request-Id"
+
+type loggerKey struct{}
+
+// requestLog gives each request an id and a logger that carries it, then logs one line when it ends: method, route,
+// path (never the query string, where a browser's token may be), status, duration and client address. The
+// high-volume successes (notifications, health checks, scrapes) are logged at debug level, everything else at
+// info, failures at warn.
+func (g *Gateway) requestLog(c *gin.Context) {
+	start := time.Now()
+	id := c.GetHeader(HeaderRequestID)
+	if !saneID(id) {
+		id = strconv.FormatUint(rand.Uint64(), 36)
+	}
+	c.Header(HeaderRequestID, id)
+	log := g.log.With("req", id)
+	c.Set(loggerKey{}, log)
+	c.Next()
+
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	status := c.Writer.Status()
+	g.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case status >= 400:
+		level = slog.LevelWarn
+	case route == "/v1/ncs" || route == "/healthz" || route == "/readyz" || route == "/metrics":
+		level = slog.LevelDebug
+	}
+	if !log.Enabled(c, level) {
+		return
+	}
+	attrs := []slog.Attr{slog.String("method", c.Request.Method), slog.String("route", route),
+		slog.String("path", c.Request.URL.Path), slog.Int("status", status),
+		slog.Float64("ms", float64(time.Since(start).Microseconds())/1000), slog.String("remote", c.ClientIP())}
+	if len(c.Errors) > 0 {
+		_, code := classify(c.Errors.Last().Err)
+		attrs = append(attrs, slog.String("error", code))
+	}
+	log.LogAttrs(c, level, "http request", attrs...)
+}
+
+// saneID accepts a client's request id of up to 64 letters, digits, '-', '_' and '.', so that nothing odd reaches
+// the log.
+func saneID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// logOf is the request's logger.
+func (g *Gateway) logOf(c *gin.Context) *slog.Logger {
+	if v, ok := c.Get(loggerKey{}); ok {
+		return v.(*slog.Logger)
+	}
+	return g.log
+}
+
+// clientAddr is the client's address: the peer's, or what a trusted proxy says (gin's ClientIP with the
+// engine's trusted proxies).
+func clientAddr(c *gin.Context) netip.Addr {
+	a, err := netip.ParseAddr(c.ClientIP())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
+}
+
+// allowSources refuses requests from outside nets with 403 forbidden_source.
+func (g *Gateway) allowSources(nets []netip.Prefix) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		a := clientAddr(c)
+		for _, p := range nets {
+			if p.Contains(a) {
+				c.Next()
+				return
+			}
+		}
+		g.metrics.received.Inc()
+		g.reject(c, errSource)
+		c.Abort()
+	}
+}
+
+// limitUpgrades refuses WebSocket upgrades past the per-address rate with 429 and a Retry-After.
+func (g *Gateway) limitUpgrades(l *addrLimiter) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if l.allow(clientAddr(c), time.Now()) {
+			c.Next()
+			return
+		}
+		g.metrics.rateLimited.Inc()
+		c.Header("Retry-After", strconv.Itoa(max(1, int(1/float64(l.rate)+0.999))))
+		_ = c.Error(errRateLimited)
+		c.Abort()
+	}
+}
+
+// addrLimiter is a token bucket per client address (IPv6 by /64, since one host usually holds a whole /64).
+// Buckets idle long enough to have refilled are dropped by a sweep at most once a minute, so memory follows the
+// addresses seen in the last minutes; past maxAddrs distinct addresses the newest share one bucket.
+type addrLimiter struct {
+	rate  rate.Limit
+	burst int
+
+	mu        sync.Mutex
+	buckets   map[netip.Addr]*bucket
+	overflow  *rate.Limiter
+	lastSweep time.Time
+}
+
+type bucket struct {
+	lim  *rate.Limiter
+	seen time.Time
+}
+
+const maxAddrs = 100_000
+
+func newAddrLimiter(perSecond float64, burst int) *addrLimiter {
+	return &addrLimiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[netip.Addr]*bucket{},
+		overflow: rate.NewLimiter(rate.Limit(perSecond), burst), lastSweep: time.Now()}
+}
+
+func (l *addrLimiter) allow(a netip.Addr, now time.Time) bool {
+	if a.Is6() {
+		p, _ := a.Prefix(64)
+		a = p.Addr()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.lastSweep) > time.Minute {
+		l.sweep(now)
+	}
+	b := l.buckets[a]
+	if b == nil {
+		if len(l.buckets) >= maxAddrs {
+			return l.overflow.AllowN(now, 1)
+		}
+		b = &bucket{lim: rate.NewLimiter(l.rate, l.burst)}
+		l.buckets[a] = b
+	}
+	b.seen = now
+	return b.lim.AllowN(now, 1)
+}
+
+// sweep drops buckets unused for longer than a full refill takes (plus a minute): a new bucket would be the same.
+func (l *addrLimiter) sweep(now time.Time) {
+	l.lastSweep = now
+	idle := time.Minute + time.Duration(float64(l.burst)/float64(l.rate)*float64(time.Second))
+	for a, b := range l.buckets {
+		if now.Sub(b.seen) > idle {
+			delete(l.buckets, a)
+		}
+	}
+}
+
+// recovery answers a panicking handler with 500 and logs the panic, without the request's headers (gin's own
+// recovery would print them, tokens included).
+func (g *Gateway) recovery(c *gin.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			g.logOf(c).Error("handler panicked", "panic", p, "route", c.FullPath())
+			c.AbortWithStatusJSON(http.StatusInternalServerError, apiError{Error: "internal", Message: "internal error"})
+		}
+	}()
+	c.Next()
+}
