@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
@@ -198,4 +200,16 @@ func describe(msgs []stored) string {
 		fmt.Fprintf(&b, "%s %s\n", m.Subject, m.Data)
 	}
 	return b.String()
+}
+
+// expiredToken is a token for every channel, signed with the test secret, that expired a minute ago.
+func expiredToken(t testing.TB) string {
+	t.Helper()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, auth.Claims{Channels: []string{"*"},
+		RegisteredClaims: jwt.RegisteredClaims{Subject: "tester", ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}}).
+		SignedString([]byte(testJWTSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }

@@ -339,6 +339,10 @@ func TestUnavailableJetStream(t *testing.T) {
 	if code := getStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
 		t.Fatalf("/readyz with JetStream off: %d, want 503", code)
 	}
+	if m := scrape(t, base, ""); m[`usher_ncs_rejected_total{reason="unavailable"}`] != 1 || m["usher_ncs_accepted_total"] != 0 {
+		t.Errorf("metrics: rejected{unavailable} %v, accepted %v; want 1 and 0",
+			m[`usher_ncs_rejected_total{reason="unavailable"}`], m["usher_ncs_accepted_total"])
+	}
 	if code := getStatus(t, base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz with JetStream off: %d, want 200 (the process is up)", code)
 	}

@@ -166,8 +166,7 @@ func joinAudience(t testing.TB, base, channel string, uids ...uint32) {
 func TestWSRefusesBadTokens(t *testing.T) {
 	t.Parallel()
 	_, base := startGateway(t, testConfig(t, t.TempDir()))
-	expired, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, auth.Claims{Channels: []string{"*"},
-		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(-time.Minute))}}).SignedString([]byte(testJWTSecret))
+	expired := expiredToken(t)
 	for _, tc := range []struct{ name, tok, code string }{
 		{"missing", "", "unauthorized"}, {"invalid", "abc.def.ghi", "invalid_token"}, {"expired", expired, "token_expired"},
 	} {
@@ -388,6 +387,10 @@ func TestWSStalledClient(t *testing.T) {
 		st := g.HubStats()
 		return st.SlowClosed >= 1, fmt.Sprintf("%+v", st)
 	})
+	if m := scrape(t, base, ""); m["usher_ws_slow_clients_dropped_total"] != 1 || m["usher_ws_frames_sent_total"] < n {
+		t.Errorf("metrics: slow clients dropped %v (want 1), frames sent %v (want at least %d)",
+			m["usher_ws_slow_clients_dropped_total"], m["usher_ws_frames_sent_total"], n)
+	}
 	// The stalled client, reading at last, finds its connection closed.
 	var closeErr error
 	for closeErr == nil {

@@ -377,15 +377,19 @@ func (s *session) ping(timeout time.Duration) {
 	}
 }
 
+// closeSlow closes a client that does not keep up, and counts it once (a writer failing on the connection closed
+// here would otherwise count it again).
 func (s *session) closeSlow() {
-	s.h.nSlow.Add(1)
-	s.close(CloseTooSlow, "too slow: the client did not read its frames in time")
+	if s.close(CloseTooSlow, "too slow: the client did not read its frames in time") {
+		s.h.nSlow.Add(1)
+	}
 }
 
-// close ends the session once. It may be called with a channel's lock held (by Publish, for a slow client), so
+// close ends the session once, and reports whether this call did. It may be called with a channel's lock held (by Publish, for a slow client), so
 // everything that takes registry locks or waits on the peer runs in the background, owned by the hub.
-func (s *session) close(code websocket.StatusCode, reason string) {
+func (s *session) close(code websocket.StatusCode, reason string) (closed bool) {
 	s.once.Do(func() {
+		closed = true
 		s.mu.Lock()
 		s.closed = true
 		s.queue = nil
@@ -411,4 +415,5 @@ func (s *session) close(code websocket.StatusCode, reason string) {
 			s.writers.Wait()
 		})
 	})
+	return closed
 }

@@ -42,6 +42,17 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"zero max connections", nil, func(m map[string]string) { m["USHER_MAX_CONNECTIONS"] = "0" }, "USHER_MAX_CONNECTIONS"},
 		{"bad log level", nil, func(m map[string]string) { m["USHER_LOG_LEVEL"] = "loud" }, "USHER_LOG_LEVEL"},
 		{"bad NATS listen", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "nowhere" }, "USHER_NATS_LISTEN"},
+		{"zero read header timeout", nil, func(m map[string]string) { m["USHER_READ_HEADER_TIMEOUT"] = "0s" }, "USHER_READ_HEADER_TIMEOUT"},
+		{"zero idle timeout", nil, func(m map[string]string) { m["USHER_IDLE_TIMEOUT"] = "0s" }, "USHER_IDLE_TIMEOUT"},
+		{"bad upgrade rate", nil, func(m map[string]string) { m["USHER_WS_UPGRADE_RATE"] = "fast" }, "USHER_WS_UPGRADE_RATE"},
+		{"zero per-subject limit", nil, func(m map[string]string) { m["USHER_MAX_CONNECTIONS_PER_SUBJECT"] = "0" }, "USHER_MAX_CONNECTIONS_PER_SUBJECT"},
+		{"tiny body limit", nil, func(m map[string]string) { m["USHER_MAX_BODY_BYTES"] = "10" }, "USHER_MAX_BODY_BYTES"},
+		{"bad allow-list", nil, func(m map[string]string) { m["USHER_NCS_ALLOW_CIDRS"] = "10.0.0.0/8,agora" }, "USHER_NCS_ALLOW_CIDRS"},
+		{"bad trusted proxy", nil, func(m map[string]string) { m["USHER_TRUSTED_PROXIES"] = "lb" }, "USHER_TRUSTED_PROXIES"},
+		{"cert without key", nil, func(m map[string]string) { m["USHER_TLS_CERT"] = "/etc/hostname" }, "USHER_TLS_KEY"},
+		{"unreadable cert", nil, func(m map[string]string) {
+			m["USHER_TLS_CERT"], m["USHER_TLS_KEY"] = "/nonexistent/cert.pem", "/nonexistent/key.pem"
+		}, "USHER_TLS_CERT"},
 		{"missing secret file", nil, func(m map[string]string) {
 			delete(m, "USHER_NCS_SECRETS")
 			m["USHER_NCS_SECRETS_FILE"] = "/nonexistent/secret"

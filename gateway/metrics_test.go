@@ -1,0 +1,193 @@
+package gateway_test
+
+import (
+	"bufio"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usher-presence/usher/gateway/ncs"
+)
+
+// scrape GETs /metrics with the given bearer token ("" for none) and returns the samples by their full name with
+// labels as the exposition prints them, e.g. `usher_ncs_rejected_total{reason="bad_signature"}`.
+func scrape(t testing.TB, base, tok string) map[string]float64 {
+	t.Helper()
+	status, body := getMetrics(t, base, tok)
+	if status != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %s", status, body)
+	}
+	samples := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("metrics line %q: %v", line, err)
+		}
+		samples[line[:i]] = v
+	}
+	return samples
+}
+
+func getMetrics(t testing.TB, base, tok string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/metrics", nil)
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET /metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// delta is how much each named sample moved between two scrapes.
+func delta(before, after map[string]float64, name string) float64 { return after[name] - before[name] }
+
+func TestMetricsCountTraffic(t *testing.T) {
+	t.Parallel()
+	const metricsToken = "scrape-me-0123456789"
+	cfg := testConfig(t, t.TempDir())
+	cfg.MetricsToken = metricsToken
+	cfg.MaxBodyBytes = 2048
+	_, base := startGateway(t, cfg)
+
+	for _, tok := range []string{"", "wrong-token"} {
+		if status, body := getMetrics(t, base, tok); status != http.StatusUnauthorized || !strings.Contains(body, `"error":"unauthorized"`) {
+			t.Fatalf("GET /metrics with token %q: %d %s, want 401 unauthorized", tok, status, body)
+		}
+	}
+	before := scrape(t, base, metricsToken)
+	for _, name := range []string{"go_goroutines", "process_resident_memory_bytes", "usher_nats_connected",
+		`usher_ncs_rejected_total{reason="forbidden_source"}`, `usher_presence_notices_total{outcome="stale"}`} {
+		if _, ok := before[name]; !ok {
+			t.Errorf("the first scrape has no %s", name)
+		}
+	}
+	if before["usher_nats_connected"] != 1 {
+		t.Errorf("usher_nats_connected = %v, want 1", before["usher_nats_connected"])
+	}
+
+	// A watcher, so that live frames are written and their latency observed.
+	const ch = "metered"
+	w := mustDial(t, base, token(t, ch))
+	w.subscribe(ch)
+	w.expect("subscribed", ch)
+	w.expect("snapshot", ch)
+
+	// Three joins accepted, one resent (a duplicate), one sent again under a new noticeId (stale for the roster).
+	for i, uid := range []uint32{1, 2, 3} {
+		if a := postSigned(t, base, audienceJoin("m-"+strconv.Itoa(i), ch, uid, 1)); a.Status != 200 {
+			t.Fatalf("join %d: %d %s", uid, a.Status, a.Raw)
+		}
+	}
+	resend := audienceJoin("m-dup", ch, 4, 1)
+	for range 2 {
+		if a := postSigned(t, base, resend); a.Status != 200 {
+			t.Fatalf("resend: %d %s", a.Status, a.Raw)
+		}
+	}
+	if a := postSigned(t, base, audienceJoin("m-again", ch, 4, 1)); a.Status != 200 {
+		t.Fatalf("join under a new noticeId: %d %s", a.Status, a.Raw)
+	}
+	w.expectEvents(ch, 4, 0)
+
+	// One notification refused for each reason this gateway can meet.
+	valid := audienceJoin("m-bad", ch, 9, 1)
+	badSig := signed(testSecret, valid)
+	badSig.Set(ncs.HeaderSignatureV2, strings.Repeat("0", 64))
+	bigBody := audienceJoin("m-big", ch, 9, 1)
+	bigBody = append(bigBody[:len(bigBody)-1], []byte(`,"pad":"`+strings.Repeat("x", 3000)+`"}`)...)
+	rejects := []struct {
+		reason string
+		body   []byte
+		header http.Header
+	}{
+		{"missing_signature", valid, http.Header{}},
+		{"bad_signature", valid, badSig},
+		{"body_too_large", bigBody, signed(testSecret, bigBody)},
+		{"invalid_json", []byte("not json"), signed(testSecret, []byte("not json"))},
+		{"missing_field", []byte(`{"productId":1}`), signed(testSecret, []byte(`{"productId":1}`))},
+		{"invalid_channel", audienceJoin("m-ch", "a/b", 1, 1), nil},
+		{"invalid_payload", notification("m-pl", ncs.AudienceJoin, map[string]any{"channelName": ch, "uid": "one", "clientSeq": 1}), nil},
+	}
+	for _, r := range rejects {
+		h := r.header
+		if h == nil {
+			h = signed(testSecret, r.body)
+		}
+		if a := post(t, http.DefaultClient, base+"/v1/ncs", r.body, h); a.Error != r.reason {
+			t.Fatalf("%s: got %d %s", r.reason, a.Status, a.Raw)
+		}
+	}
+
+	// Counters move as they should: eventually, since the applier and the hub work after the answers.
+	var after map[string]float64
+	eventually(t, 10*time.Second, func() (bool, string) {
+		after = scrape(t, base, metricsToken)
+		return delta(before, after, "usher_delivery_seconds_count") >= 4, "no end-to-end latency observed for the 4 events"
+	})
+	want := map[string]float64{
+		"usher_ncs_received_total":                              6 + float64(len(rejects)),
+		"usher_ncs_accepted_total":                              6,
+		"usher_ncs_duplicates_total":                            1,
+		"usher_ncs_ingest_seconds_count":                        6,
+		`usher_presence_notices_total{outcome="applied"}`:       4,
+		`usher_presence_notices_total{outcome="stale"}`:         1,
+		"usher_presence_events_total":                           4,
+		"usher_ws_connections":                                  1,
+		"usher_ws_subscriptions":                                1,
+		"usher_delivery_seconds_count":                          4,
+		`usher_http_requests_total{code="200",route="/v1/ncs"}`: 6,
+	}
+	for _, r := range rejects {
+		want[`usher_ncs_rejected_total{reason="`+r.reason+`"}`] = 1
+	}
+	for name, n := range want {
+		if d := delta(before, after, name); d != n {
+			t.Errorf("%s moved by %v, want %v", name, d, n)
+		}
+	}
+	// subscribed, snapshot and 4 events at least.
+	if d := delta(before, after, "usher_ws_frames_sent_total"); d < 6 {
+		t.Errorf("usher_ws_frames_sent_total moved by %v, want at least 6", d)
+	}
+	// The latency of a frame written within seconds of notifyMs lands in the low buckets.
+	if d := delta(before, after, `usher_delivery_seconds_bucket{le="5"}`); d != 4 {
+		t.Errorf("%v of 4 deliveries within 5 s", d)
+	}
+
+	// Refused upgrades are counted by reason.
+	if _, resp, err := dial(t, base, "not-a-token", false); err == nil || resp == nil || resp.StatusCode != 401 {
+		t.Fatalf("dial with a bad token: %v", err)
+	}
+	expired := expiredToken(t)
+	if _, _, err := dial(t, base, expired, false); err == nil {
+		t.Fatal("dial with an expired token succeeded")
+	}
+	last := scrape(t, base, metricsToken)
+	if d := delta(after, last, `usher_ws_upgrades_refused_total{reason="token"}`); d != 2 {
+		t.Errorf("usher_ws_upgrades_refused_total{reason=token} moved by %v, want 2", d)
+	}
+}
+
+// TestMetricsOpenWithoutToken checks that /metrics needs no token when USHER_METRICS_TOKEN is unset.
+func TestMetricsOpenWithoutToken(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	if s := scrape(t, base, ""); s["usher_ncs_received_total"] != 0 || s["usher_nats_connected"] != 1 {
+		t.Fatalf("fresh gateway: received %v, nats connected %v", s["usher_ncs_received_total"], s["usher_nats_connected"])
+	}
+}
