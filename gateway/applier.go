@@ -64,6 +64,8 @@ type applier struct {
 	id      string
 	log     *slog.Logger
 	metrics *metrics
+	decoded *handoff[*ncs.Decoded]   // from this instance's ingest
+	events  *handoff[presence.Event] // to this instance's view
 
 	leading atomic.Bool
 }
@@ -274,7 +276,7 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 		return fmt.Errorf("ncs message metadata: %w", err)
 	}
 	seq := meta.Sequence.Stream
-	n := noticeOf(msg)
+	n := a.noticeOf(msg, seq)
 	replaying := l.last < l.stored // re-deriving what an earlier leader published: not counted again
 	events, outcome := l.state.Apply(n)
 	if !replaying {
@@ -309,13 +311,17 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 	return nil
 }
 
-// noticeOf decodes a stored notification. One that does not decode (it passed Decode when it was accepted, so only
-// a foreign publisher could have put it there) becomes a notice with no event, which Apply ignores.
-func noticeOf(msg jetstream.Msg) presence.Notice {
+// noticeOf is a stored notification as a notice: decoded by this instance's ingest when it was stored here, decoded
+// now otherwise. One that does not decode (it passed Decode when it was accepted, so only a foreign publisher could
+// have put it there) becomes a notice with no event, which Apply ignores.
+func (a *applier) noticeOf(msg jetstream.Msg, seq uint64) presence.Notice {
 	received, _ := strconv.ParseInt(msg.Headers().Get(HeaderReceivedMs), 10, 64)
-	d, err := ncs.Decode(msg.Data())
-	if err != nil {
-		return presence.Notice{ReceivedMs: received}
+	d, ok := a.decoded.take(seq, msg.Data())
+	if !ok {
+		var err error
+		if d, err = ncs.Decode(msg.Data()); err != nil {
+			return presence.Notice{ReceivedMs: received}
+		}
 	}
 	return presence.Notice{NoticeID: d.NoticeID, Type: d.EventType, Event: d.Event, NotifyMs: d.NotifyMs, ReceivedMs: received}
 }
@@ -326,6 +332,7 @@ func (a *applier) publish(e presence.Event, id string, ncsSeq, expectLast uint64
 	if err != nil {
 		return nil, fmt.Errorf("encode presence event: %w", err)
 	}
+	a.events.put(e.Seq, body, e) // for this instance's view, if the stream stores it at e.Seq
 	msg := nats.NewMsg(subject.Presence(e.Channel))
 	msg.Data = body
 	msg.Header.Set(HeaderNCSSeq, strconv.FormatUint(ncsSeq, 10))

@@ -39,10 +39,12 @@ type Gateway struct {
 	ncs    *ncs.Verifier
 	tokens *auth.Verifier
 
-	metrics  *metrics
-	ncsNets  []netip.Prefix // USHER_NCS_ALLOW_CIDRS, nil: any source
-	proxies  []string       // USHER_TRUSTED_PROXIES
-	upgrades *addrLimiter
+	metrics     *metrics
+	handNotices *handoff[*ncs.Decoded]   // notifications stored by this instance's ingest, for its applier
+	handEvents  *handoff[presence.Event] // events published by this instance's applier, for its view
+	ncsNets     []netip.Prefix           // USHER_NCS_ALLOW_CIDRS, nil: any source
+	proxies     []string                 // USHER_TRUSTED_PROXIES
+	upgrades    *addrLimiter
 
 	applier *applier
 	view    *liveView
@@ -64,7 +66,8 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	cfg = cfg.withDefaults()
 	g = &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
 		served: make(chan error, 1), stop: func() {}, metrics: newMetrics(), proxies: cfg.TrustedProxies,
-		upgrades: newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst)}
+		upgrades:    newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		handNotices: newHandoff[*ncs.Decoded](handoffSize), handEvents: newHandoff[presence.Event](handoffSize)}
 	if len(cfg.NCSAllowCIDRs) > 0 {
 		g.ncsNets, _ = parseNets("USHER_NCS_ALLOW_CIDRS", cfg.NCSAllowCIDRs) // Validate checked them
 	}
@@ -114,13 +117,14 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	}
 	rules := presence.Rules{Retention: cfg.TombstoneRetention}
 	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID,
-		log: g.log.With("component", "applier"), metrics: g.metrics}
+		log: g.log.With("component", "applier"), metrics: g.metrics, decoded: g.handNotices, events: g.handEvents}
 	g.hub = hub.New(hub.Config{
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, MaxPerSubject: cfg.MaxPerSubject,
 		OriginPatterns: cfg.AllowedOrigins, PingInterval: cfg.PingInterval, SendQueue: cfg.SendQueue,
 		DeliveryLatency: g.metrics.delivery, Logger: g.log.With("component", "hub"),
 	}, hubSource{g}, g.tokens)
 	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"), g.hub.Publish)
+	g.view.events = g.handEvents
 	g.metrics.observeState(g)
 	wctx, stop := context.WithCancel(context.Background())
 	g.stop = stop

@@ -45,7 +45,7 @@ func (g *Gateway) postNCS(c *gin.Context) {
 	msg := nats.NewMsg(subjectOf(d))
 	msg.Data = body
 	msg.Header.Set(HeaderEventType, strconv.Itoa(int(d.EventType)))
-	msg.Header.Set(HeaderReceivedMs, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	msg.Header.Set(HeaderReceivedMs, strconv.FormatInt(start.UnixMilli(), 10))
 	if d.Channel != "" {
 		msg.Header.Set(HeaderChannel, d.Channel)
 	}
@@ -57,6 +57,9 @@ func (g *Gateway) postNCS(c *gin.Context) {
 		g.logOf(c).Error("ncs notification not stored", "noticeId", d.NoticeID, "eventType", int(d.EventType), "err", err)
 		g.reject(c, errUnavailable)
 		return
+	}
+	if d.Channel != "" {
+		g.handNotices.put(ack.Sequence, body, d) // the applier, if it is on this instance, need not decode it again
 	}
 	g.metrics.accepted.Inc()
 	if ack.Duplicate {

@@ -26,7 +26,9 @@ type liveView struct {
 	rules presence.Rules
 	log   *slog.Logger
 	// publish is called with each event after the view applied it, in stream order, outside the view's lock.
-	publish func(presence.Event)
+	publish func(e presence.Event, raw []byte)
+	// events are the events this instance's applier published, already decoded (nil: none).
+	events *handoff[presence.Event]
 
 	mu      sync.RWMutex
 	v       *presence.View
@@ -35,7 +37,7 @@ type liveView struct {
 	loaded  bool
 }
 
-func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger, publish func(presence.Event)) *liveView {
+func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger, publish func(presence.Event, []byte)) *liveView {
 	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{})}
 }
 
@@ -87,9 +89,16 @@ func (lv *liveView) follow(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("presence message metadata: %w", err)
 		}
-		var e presence.Event
-		if err := json.Unmarshal(msg.Data(), &e); err != nil {
-			lv.log.Warn("presence message is not an event; skipped", "seq", meta.Sequence.Stream, "err", err)
+		raw := msg.Data()
+		e, ok := lv.events.take(meta.Sequence.Stream, raw)
+		if !ok {
+			e = presence.Event{}
+			if err := json.Unmarshal(raw, &e); err != nil {
+				lv.log.Warn("presence message is not an event; skipped", "seq", meta.Sequence.Stream, "err", err)
+			}
+		}
+		if e.Seq != meta.Sequence.Stream {
+			raw = nil // not as the applier stores events: clients get it encoded with its stream sequence
 		}
 		e.Seq = meta.Sequence.Stream
 		lv.mu.Lock()
@@ -99,7 +108,7 @@ func (lv *liveView) follow(ctx context.Context) error {
 		lv.changed = make(chan struct{})
 		lv.mu.Unlock()
 		if applied {
-			lv.publish(e)
+			lv.publish(e, raw)
 		}
 	}
 }

@@ -143,16 +143,17 @@ func New(cfg Config, src Source, tokens *auth.Verifier) *Hub {
 	return h
 }
 
-// Publish fans an event out to the local subscribers of its channel. It never blocks on a client: a client whose
-// queue is full is closed. Events must come in stream order.
-func (h *Hub) Publish(e presence.Event) {
+// Publish fans an event out to the local subscribers of its channel. raw, when not nil, is the event's JSON as
+// stored (json.Marshal of e), which the frame is built from without encoding again. It never blocks on a client: a
+// client whose queue is full is closed. Events must come in stream order.
+func (h *Hub) Publish(e presence.Event, raw []byte) {
 	h.mu.RLock()
 	ch := h.channels[e.Channel]
 	h.mu.RUnlock()
 	if ch == nil {
 		return
 	}
-	frame := outFrame{data: EncodeEvent(e), notifyMs: e.NotifyMs}
+	frame := outFrame{data: EventFrame(e, raw), notifyMs: e.NotifyMs}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	for sub := range ch.subs {

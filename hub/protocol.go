@@ -71,6 +71,20 @@ func mustJSON(v any) []byte {
 // EncodeEvent is the frame of a presence event, encoded once and sent to every subscriber.
 func EncodeEvent(e presence.Event) []byte { return mustJSON(presenceFrame{Type: "presence", Event: e}) }
 
+// presencePrefix starts every presence frame; the event's own fields follow.
+const presencePrefix = `{"type":"presence",`
+
+// EventFrame is EncodeEvent(e) built from raw, e's JSON encoding as stored in USHER_PRESENCE, by putting the type in
+// front instead of encoding the event again. With raw nil (or not an encoded object), it encodes e.
+func EventFrame(e presence.Event, raw []byte) []byte {
+	if len(raw) < 3 || raw[0] != '{' || raw[len(raw)-1] != '}' {
+		return EncodeEvent(e)
+	}
+	f := make([]byte, 0, len(presencePrefix)+len(raw)-1)
+	f = append(f, presencePrefix...)
+	return append(f, raw[1:]...)
+}
+
 func encodeSnapshot(s presence.Snapshot) []byte {
 	return mustJSON(snapshotFrame{Type: "snapshot", Snapshot: s})
 }
