@@ -64,8 +64,8 @@ type applier struct {
 	id      string
 	log     *slog.Logger
 	metrics *metrics
-	decoded *handoff[*ncs.Decoded]   // from this instance's ingest
-	events  *handoff[presence.Event] // to this instance's view
+	decoded *handoff[string, *ncs.Decoded]   // from this instance's ingest, by noticeId
+	events  *handoff[uint64, presence.Event] // to this instance's view, by presence sequence
 
 	leading atomic.Bool
 }
@@ -276,7 +276,7 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 		return fmt.Errorf("ncs message metadata: %w", err)
 	}
 	seq := meta.Sequence.Stream
-	n := a.noticeOf(msg, seq)
+	n := a.noticeOf(msg)
 	replaying := l.last < l.stored // re-deriving what an earlier leader published: not counted again
 	events, outcome := l.state.Apply(n)
 	if !replaying {
@@ -314,9 +314,9 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
 // noticeOf is a stored notification as a notice: decoded by this instance's ingest when it was stored here, decoded
 // now otherwise. One that does not decode (it passed Decode when it was accepted, so only a foreign publisher could
 // have put it there) becomes a notice with no event, which Apply ignores.
-func (a *applier) noticeOf(msg jetstream.Msg, seq uint64) presence.Notice {
+func (a *applier) noticeOf(msg jetstream.Msg) presence.Notice {
 	received, _ := strconv.ParseInt(msg.Headers().Get(HeaderReceivedMs), 10, 64)
-	d, ok := a.decoded.take(seq, msg.Data())
+	d, ok := a.decoded.take(msg.Headers().Get(jetstream.MsgIDHeader), msg.Data())
 	if !ok {
 		var err error
 		if d, err = ncs.Decode(msg.Data()); err != nil {

@@ -40,10 +40,10 @@ type Gateway struct {
 	tokens *auth.Verifier
 
 	metrics     *metrics
-	handNotices *handoff[*ncs.Decoded]   // notifications stored by this instance's ingest, for its applier
-	handEvents  *handoff[presence.Event] // events published by this instance's applier, for its view
-	ncsNets     []netip.Prefix           // USHER_NCS_ALLOW_CIDRS, nil: any source
-	proxies     []string                 // USHER_TRUSTED_PROXIES
+	handNotices *handoff[string, *ncs.Decoded]   // notifications stored by this instance's ingest, for its applier
+	handEvents  *handoff[uint64, presence.Event] // events published by this instance's applier, for its view
+	ncsNets     []netip.Prefix                   // USHER_NCS_ALLOW_CIDRS, nil: any source
+	proxies     []string                         // USHER_TRUSTED_PROXIES
 	upgrades    *addrLimiter
 
 	applier *applier
@@ -67,7 +67,7 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	g = &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
 		served: make(chan error, 1), stop: func() {}, metrics: newMetrics(), proxies: cfg.TrustedProxies,
 		upgrades:    newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
-		handNotices: newHandoff[*ncs.Decoded](handoffSize), handEvents: newHandoff[presence.Event](handoffSize)}
+		handNotices: byID[*ncs.Decoded](handoffSize), handEvents: bySeq[presence.Event](handoffSize)}
 	if len(cfg.NCSAllowCIDRs) > 0 {
 		g.ncsNets, _ = parseNets("USHER_NCS_ALLOW_CIDRS", cfg.NCSAllowCIDRs) // Validate checked them
 	}

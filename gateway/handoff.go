@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"hash/maphash"
 	"sync"
 )
 
@@ -9,19 +10,22 @@ import (
 // it from the stream, so that the consumer need not decode it again: ingest to the applier (the notification),
 // the applier to the view (the presence event).
 //
-// It is a fixed ring keyed by stream sequence. A value counts only if the consumer's message is byte for byte the
+// It is a fixed table of slots, keyed by stream sequence (applier to view: the applier knows where its event will be
+// stored before it publishes) or by message id (ingest to applier: the applier may read a notification before the
+// PubAck reaches ingest, so ingest offers it before publishing). A value counts only if the consumer's message is byte for byte the
 // one that was put: whatever the stream holds at that sequence (a resend stored earlier, another leader's event) is
 // what gets applied, so replay stays deterministic. A value not taken before its slot is reused is simply dropped;
 // the consumer then decodes, as it does on every other instance.
 //
 // All methods may be called concurrently; a nil handoff holds nothing.
-type handoff[T any] struct {
+type handoff[K comparable, T any] struct {
+	slot  func(K) uint64
 	mu    sync.Mutex
-	slots []handoffSlot[T]
+	slots []handoffSlot[K, T]
 }
 
-type handoffSlot[T any] struct {
-	seq uint64
+type handoffSlot[K comparable, T any] struct {
+	key K
 	raw []byte
 	v   T
 }
@@ -30,34 +34,40 @@ type handoffSlot[T any] struct {
 // dropped before its consumer comes to it.
 const handoffSize = 2048
 
-func newHandoff[T any](size int) *handoff[T] {
-	return &handoff[T]{slots: make([]handoffSlot[T], size)}
+// bySeq and byID make handoffs keyed by stream sequence and by message id.
+func bySeq[T any](size int) *handoff[uint64, T] {
+	return &handoff[uint64, T]{slot: func(seq uint64) uint64 { return seq }, slots: make([]handoffSlot[uint64, T], size)}
 }
 
-// put offers v, decoded from raw, stored at seq.
-func (h *handoff[T]) put(seq uint64, raw []byte, v T) {
+func byID[T any](size int) *handoff[string, T] {
+	seed := maphash.MakeSeed()
+	return &handoff[string, T]{slot: func(id string) uint64 { return maphash.String(seed, id) }, slots: make([]handoffSlot[string, T], size)}
+}
+
+// put offers v, decoded from raw, stored under key.
+func (h *handoff[K, T]) put(key K, raw []byte, v T) {
 	if h == nil {
 		return
 	}
 	h.mu.Lock()
-	h.slots[seq%uint64(len(h.slots))] = handoffSlot[T]{seq: seq, raw: raw, v: v}
+	h.slots[h.slot(key)%uint64(len(h.slots))] = handoffSlot[K, T]{key: key, raw: raw, v: v}
 	h.mu.Unlock()
 }
 
-// take returns the value put for seq if raw is what it was decoded from, and frees the slot.
-func (h *handoff[T]) take(seq uint64, raw []byte) (T, bool) {
+// take returns the value put under key if raw is what it was decoded from, and frees the slot.
+func (h *handoff[K, T]) take(key K, raw []byte) (T, bool) {
 	if h == nil {
 		var zero T
 		return zero, false
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	s := &h.slots[seq%uint64(len(h.slots))]
-	if s.seq != seq || s.raw == nil || !bytes.Equal(s.raw, raw) {
+	s := &h.slots[h.slot(key)%uint64(len(h.slots))]
+	if s.key != key || s.raw == nil || !bytes.Equal(s.raw, raw) {
 		var zero T
 		return zero, false
 	}
 	v := s.v
-	*s = handoffSlot[T]{}
+	*s = handoffSlot[K, T]{}
 	return v, true
 }

@@ -49,6 +49,10 @@ func (g *Gateway) postNCS(c *gin.Context) {
 	if d.Channel != "" {
 		msg.Header.Set(HeaderChannel, d.Channel)
 	}
+	if d.Channel != "" {
+		// Offered before publishing: this instance's applier may read the stored message before the PubAck is back.
+		g.handNotices.put(d.NoticeID, body, d)
+	}
 	// The store outcome must not depend on whether Agora hangs up early: bound the wait, but not by the request.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), g.cfg.PublishTimeout)
 	defer cancel()
@@ -57,9 +61,6 @@ func (g *Gateway) postNCS(c *gin.Context) {
 		g.logOf(c).Error("ncs notification not stored", "noticeId", d.NoticeID, "eventType", int(d.EventType), "err", err)
 		g.reject(c, errUnavailable)
 		return
-	}
-	if d.Channel != "" {
-		g.handNotices.put(ack.Sequence, body, d) // the applier, if it is on this instance, need not decode it again
 	}
 	g.metrics.accepted.Inc()
 	if ack.Duplicate {

@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"crypto/subtle"
+	"strconv"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go"
@@ -30,6 +32,22 @@ type metrics struct {
 	delivery    prometheus.Histogram
 	rateLimited prometheus.Counter
 	requests    *prometheus.CounterVec
+	byRoute     sync.Map // route and status -> prometheus.Counter: resolved once, not per request
+}
+
+type routeCode struct {
+	route string
+	code  int
+}
+
+// countRequest counts one HTTP request.
+func (m *metrics) countRequest(route string, code int) {
+	k := routeCode{route, code}
+	c, ok := m.byRoute.Load(k)
+	if !ok {
+		c, _ = m.byRoute.LoadOrStore(k, m.requests.WithLabelValues(route, strconv.Itoa(code)))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // rejectReasons are the error codes a notification can be refused with; each has a series from the start, so that

@@ -17,7 +17,7 @@ import (
 // otherwise, and sent back on the response. Every log line about the request carries it as "req".
 const HeaderRequestID = "X-Request-Id"
 
-type loggerKey struct{}
+type requestIDKey struct{}
 
 // requestLog gives each request an id and a logger that carries it, then logs one line when it ends: method, route,
 // path (never the query string, where a browser's token may be), status, duration and client address. The
@@ -30,8 +30,7 @@ func (g *Gateway) requestLog(c *gin.Context) {
 		id = strconv.FormatUint(rand.Uint64(), 36)
 	}
 	c.Header(HeaderRequestID, id)
-	log := g.log.With("req", id)
-	c.Set(loggerKey{}, log)
+	c.Set(requestIDKey{}, id)
 	c.Next()
 
 	route := c.FullPath()
@@ -39,7 +38,7 @@ func (g *Gateway) requestLog(c *gin.Context) {
 		route = "unmatched"
 	}
 	status := c.Writer.Status()
-	g.metrics.requests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+	g.metrics.countRequest(route, status)
 	level := slog.LevelInfo
 	switch {
 	case status >= 500:
@@ -49,17 +48,17 @@ func (g *Gateway) requestLog(c *gin.Context) {
 	case route == "/v1/ncs" || route == "/healthz" || route == "/readyz" || route == "/metrics":
 		level = slog.LevelDebug
 	}
-	if !log.Enabled(c, level) {
+	if !g.log.Enabled(c, level) {
 		return
 	}
-	attrs := []slog.Attr{slog.String("method", c.Request.Method), slog.String("route", route),
+	attrs := []slog.Attr{slog.String("req", id), slog.String("method", c.Request.Method), slog.String("route", route),
 		slog.String("path", c.Request.URL.Path), slog.Int("status", status),
 		slog.Float64("ms", float64(time.Since(start).Microseconds())/1000), slog.String("remote", c.ClientIP())}
 	if len(c.Errors) > 0 {
 		_, code := classify(c.Errors.Last().Err)
 		attrs = append(attrs, slog.String("error", code))
 	}
-	log.LogAttrs(c, level, "http request", attrs...)
+	g.log.LogAttrs(c, level, "http request", attrs...)
 }
 
 // saneID accepts a client's request id of up to 64 letters, digits, '-', '_' and '.', so that nothing odd reaches
@@ -76,10 +75,11 @@ func saneID(id string) bool {
 	return true
 }
 
-// logOf is the request's logger.
+// logOf is a logger for lines about the request, carrying its id. (Made when needed: most requests log only their
+// one line.)
 func (g *Gateway) logOf(c *gin.Context) *slog.Logger {
-	if v, ok := c.Get(loggerKey{}); ok {
-		return v.(*slog.Logger)
+	if id, ok := c.Get(requestIDKey{}); ok {
+		return g.log.With("req", id)
 	}
 	return g.log
 }

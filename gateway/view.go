@@ -28,7 +28,7 @@ type liveView struct {
 	// publish is called with each event after the view applied it, in stream order, outside the view's lock.
 	publish func(e presence.Event, raw []byte)
 	// events are the events this instance's applier published, already decoded (nil: none).
-	events *handoff[presence.Event]
+	events *handoff[uint64, presence.Event]
 
 	mu      sync.RWMutex
 	v       *presence.View
