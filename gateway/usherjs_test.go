@@ -126,6 +126,7 @@ func TestUsherJSResumes(t *testing.T) {
 			}
 		}
 	}()
+	var seen []driveLine // the last lines, for the failure message
 	next := func(kind string) driveLine {
 		t.Helper()
 		for {
@@ -134,6 +135,9 @@ func TestUsherJSResumes(t *testing.T) {
 				if !ok {
 					t.Fatalf("the client ended while waiting for %s", kind)
 				}
+				if seen = append(seen, l); len(seen) > 10 {
+					seen = seen[1:]
+				}
 				if l.Kind == kind {
 					return l
 				}
@@ -141,7 +145,7 @@ func TestUsherJSResumes(t *testing.T) {
 					t.Fatalf("got %+v while waiting for %s", l, kind)
 				}
 			case <-time.After(20 * time.Second):
-				t.Fatalf("no %s within 20 s", kind)
+				t.Fatalf("no %s within 20 s; the last lines: %+v", kind, seen)
 			}
 		}
 	}

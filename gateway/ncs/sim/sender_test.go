@@ -143,7 +143,7 @@ func TestSendRetries(t *testing.T) {
 		}, client: &http.Client{Timeout: 200 * time.Millisecond}, attempts: 2, statuses: []int{0, 200}},
 		{name: "always slow", answer: func(i int, w http.ResponseWriter, r *http.Request) {
 			<-r.Context().Done()
-		}, client: &http.Client{Timeout: 50 * time.Millisecond}, resends: 2, attempts: 3, statuses: []int{0, 0, 0},
+		}, client: &http.Client{Timeout: 300 * time.Millisecond}, resends: 2, attempts: 3, statuses: []int{0, 0, 0},
 			wantErr: ErrNotAcked},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
