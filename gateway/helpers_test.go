@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/subject"
 )
 
 const (
@@ -212,4 +214,40 @@ func expiredToken(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return tok
+}
+
+// storeJoins stores n audience joins of channel (uids 1..n, each with a long account) straight into USHER_NCS,
+// faster than HTTP can, as if ingest had accepted them.
+func storeJoins(t testing.TB, g *gateway.Gateway, channel string, n, accountLen int) {
+	t.Helper()
+	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	account := strings.Repeat("x", accountLen)
+	now := time.Now()
+	for i := range n {
+		m := nats.NewMsg(subject.NCS(channel))
+		m.Data = notification(fmt.Sprint(channel, "-", i), ncs.AudienceJoin, map[string]any{
+			"channelName": channel, "uid": i + 1, "clientSeq": 1, "ts": now.Unix(), "account": account})
+		m.Header.Set(gateway.HeaderReceivedMs, strconv.FormatInt(now.UnixMilli(), 10))
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+		if i%2048 == 2047 {
+			waitPublished(t, js)
+		}
+	}
+	waitPublished(t, js)
+}
+
+func waitPublished(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("stored notifications not acknowledged within 30 s")
+	}
 }

@@ -14,14 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/usher-presence/usher/auth"
-	"github.com/usher-presence/usher/gateway"
-	"github.com/usher-presence/usher/gateway/bus"
-	"github.com/usher-presence/usher/gateway/ncs"
-	"github.com/usher-presence/usher/gateway/subject"
 )
 
 func TestBodyAndHeaderLimits(t *testing.T) {
@@ -331,28 +324,7 @@ func TestSlowReaderOfAResponseCutOff(t *testing.T) {
 	cfg.WriteTimeout = 500 * time.Millisecond
 	g, base := startGateway(t, cfg)
 	const ch, members = "huge", 8000
-	account := strings.Repeat("y", 1000)
-	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	now := time.Now()
-	for i := range members {
-		m := nats.NewMsg(subject.NCS(ch))
-		m.Data = notification(fmt.Sprint("w-", i), ncs.AudienceJoin, map[string]any{
-			"channelName": ch, "uid": i + 1, "clientSeq": 1, "ts": now.Unix(), "account": account})
-		m.Header.Set(gateway.HeaderReceivedMs, strconv.FormatInt(now.UnixMilli(), 10))
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(30 * time.Second):
-		t.Fatal("publishing the roster took over 30 s")
-	}
+	storeJoins(t, g, ch, members, 1000)
 	tok, all := token(t, ch), token(t, "*")
 	// Polled through the small channel list: reading the roster itself may well take longer than the write timeout.
 	eventually(t, 60*time.Second, func() (bool, string) {

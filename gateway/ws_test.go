@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,15 +14,12 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/auth"
-	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
-	"github.com/usher-presence/usher/gateway/subject"
 )
 
 // frame is a server frame, decoded.
@@ -343,30 +339,9 @@ func TestWSStalledClient(t *testing.T) {
 		}
 	}()
 
-	// Store notifications straight into USHER_NCS, faster than HTTP: the applier turns them into events of about
-	// 1 KB each (a long account), far more than socket buffers hold for the stalled client.
+	// Events of about 1 KB each (a long account): far more than socket buffers hold for the stalled client.
 	const n = 20000
-	account := strings.Repeat("x", 1000)
-	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	now := time.Now()
-	for i := range n {
-		m := nats.NewMsg(subject.NCS(ch))
-		m.Data = notification(fmt.Sprint("stall-", i), ncs.AudienceJoin, map[string]any{
-			"channelName": ch, "uid": i + 1, "clientSeq": 1, "ts": now.Unix(), "account": account})
-		m.Header.Set(gateway.HeaderReceivedMs, strconv.FormatInt(now.UnixMilli(), 10))
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			t.Fatal(err)
-		}
-		if i%2048 == 2047 {
-			<-js.PublishAsyncComplete()
-		}
-	}
-	<-js.PublishAsyncComplete()
+	storeJoins(t, g, ch, n, 1000)
 
 	var got int
 	var after uint64
