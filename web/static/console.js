@@ -1018,7 +1018,12 @@
     var now = Date.now();
     app.open.forEach(function (ch) {
       if (ch.visible()) ch.render(now);
-      else if (ch.dirty) { ch.tabCount.textContent = fmtNum(ch.audienceSize()); ch.renderArrivals(now); }
+      else if (ch.dirty) {
+        ch.dirty = false;
+        ch.tabCount.textContent = fmtNum(ch.audienceSize());
+        ch.renderArrivals(now);
+        app.sideCounts = true;
+      }
     });
     if (app.sideCounts && now - app.sideAt > 300) { app.sideCounts = false; app.sideDirty = true; }
     if (app.sideDirty) { app.sideAt = now; renderSide(); }
