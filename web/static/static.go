@@ -6,5 +6,5 @@ import "embed"
 
 // FS holds the files of this directory that are served.
 //
-//go:embed index.html usher.js
+//go:embed index.html console.css console.js favicon.svg usher.js
 var FS embed.FS

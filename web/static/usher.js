@@ -3,6 +3,7 @@
 //
 //   const usher = new UsherClient({ url: "wss://usher.example.com/v1/ws", token });
 //   usher.onstate = (state, info) => console.log(state, info);   // connecting, live, reconnecting, closed
+//                                   // info.resumed on "live" after a reconnection; info.delay while waiting
 //   usher.subscribe("show-1", {
 //     snapshot(s) { ... },   // the roster: {channel, seq, hosts, audience, users, counts}
 //     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
@@ -138,6 +139,15 @@
   // lastSeq is the seq of the last snapshot or event applied for channel (null before the first).
   UsherClient.prototype.lastSeq = function (channel) {
     return this.subs[channel] ? this.subs[channel].seq : null;
+  };
+
+  // retryNow skips the wait before the next reconnection attempt (for a "retry now" button, or the browser's
+  // "online" event). It does nothing while connected or after close.
+  UsherClient.prototype.retryNow = function () {
+    if (this.closed || this.ws || !this.timer) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this._connect();
   };
 
   UsherClient.prototype.close = function () {

@@ -1,0 +1,357 @@
+package e2e_test
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/web/e2e"
+)
+
+const wait = 20 * time.Second
+
+// TestConsoleLive opens the console in Chromium with the link `usher serve --demo` prints, watches a channel while
+// signed notifications arrive (joins, a role change, a leave with reason 2), cuts the server's connection while
+// more happen, and checks that the page resumes from its last event without losing or repeating one.
+func TestConsoleLive(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	proxy := newCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	const show, talk = "show #1 <b>&amp;", "talk.2" // the name must be shown as text, never as markup
+	seq := time.Now().UnixMilli()
+	next := func() int64 { seq++; return seq }
+	srv.send(t,
+		user(ncs.BroadcasterJoin, show, 1, next(), map[string]any{"platform": 5, "account": "anna"}),
+		user(ncs.AudienceJoin, show, 11, next(), map[string]any{"platform": 1, "account": "ben"}),
+		user(ncs.AudienceJoin, show, 12, next(), map[string]any{"platform": 2, "account": "cleo"}),
+		user(ncs.AudienceJoin, talk, 21, next(), map[string]any{"platform": 7}),
+	)
+	srv.waitRoster(t, show, func(s presence.Snapshot) bool { return s.Counts.Hosts == 1 && s.Counts.Audience == 2 })
+	srv.waitRoster(t, talk, func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+
+	b := newBrowser(t, 1440, 900)
+	tok := token(t, "moderator", "*")
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(proxy.url()+"/#token="+tok))
+	b.poll("the console to sign in", `!document.querySelector("#app").hidden`, wait)
+	if loc := eval[string](b, "location.href"); loc != proxy.url()+"/" {
+		t.Errorf("after sign-in the address is %q; the token must leave it", loc)
+	}
+
+	// The picker of a "*" token lists the active channels with their counts.
+	b.poll("both channels with counts in the picker", `(() => {
+		const li = [...document.querySelectorAll("#channel-list li[data-channel]")];
+		const c = n => li.find(l => l.dataset.channel === n)?.querySelector(".cl-counts")?.textContent || "";
+		return c(`+jsString(show)+`) === "1 host2 audience" && c("talk.2") === "0 hosts1 audience";
+	})()`, wait)
+	b.clickChannel(show)
+	p := b.waitPanel(show, "the snapshot", wait, func(p panel) bool { return p.Hosts == "1" && p.Audience == "2" })
+	if got := eval[string](b, `document.querySelector("#panels .panel.active .ch-name").textContent`); got != show {
+		t.Errorf("channel name shown as %q, want %q", got, show)
+	}
+	if !slices.Equal(uids(p.HostRows), []uint32{1}) || !slices.Equal(uids(p.AudRows), []uint32{12, 11}) {
+		t.Fatalf("rows: hosts %v, audience %v; want [1] and [12 11] (newest first)", uids(p.HostRows), uids(p.AudRows))
+	}
+	if r := p.HostRows[0]; r.Name != "anna" || r.Platform != "Windows" || r.Icon != "Windows" {
+		t.Errorf("host row %+v", r)
+	}
+	if r := p.AudRows[0]; r.Name != "cleo" || r.Platform != "iOS" || r.Fresh {
+		t.Errorf("audience row %+v: members of the snapshot are not new arrivals", r)
+	}
+	if p.Snapshots != 1 || p.SnapshotSeq == 0 || p.Arrivals != "0" {
+		t.Errorf("after the snapshot: %s", p)
+	}
+	b.shot("1-snapshot")
+
+	// Arrivals: highlighted, counted, in the feed, with platform and client type.
+	srv.send(t,
+		user(ncs.AudienceJoin, show, 13, next(), map[string]any{"platform": 7, "account": "dev"}),
+		user(ncs.BroadcasterJoin, show, 2, next(), map[string]any{"platform": 6, "clientType": 10, "account": "recorder"}),
+	)
+	p = b.waitPanel(show, "two arrivals", wait, func(p panel) bool {
+		_, a := p.find("join", 13)
+		_, h := p.find("join", 2)
+		return p.Hosts == "2" && p.Audience == "3" && p.Arrivals == "+2" && a && h
+	})
+	if len(p.AudRows) == 0 || p.AudRows[0].UID != 13 || !p.AudRows[0].Fresh || p.AudRows[0].Platform != "Web" {
+		t.Errorf("the new audience member should be first and highlighted: %+v", p.AudRows)
+	}
+	if len(p.HostRows) == 0 || p.HostRows[0].UID != 2 || p.HostRows[0].Tag != "Cloud recording" || p.HostRows[0].Platform != "Linux" {
+		t.Errorf("the cloud recorder: %+v", p.HostRows)
+	}
+	for _, r := range append(p.HostRows, p.AudRows...) {
+		if !regexp.MustCompile(`^\d+s$|^\d+m \d\ds$`).MatchString(r.Time) {
+			t.Errorf("time in channel of %d is %q", r.UID, r.Time)
+		}
+	}
+	if e, ok := p.find("join", 13); !ok || !strings.Contains(e.Text, "dev") || !strings.Contains(e.Text, "joined as audience") || !strings.Contains(e.Text, "Web") {
+		t.Errorf("feed entry of the join of 13: %+v", e)
+	}
+	if e, ok := p.find("join", 2); !ok || !strings.Contains(e.Text, "joined as a host") || !strings.Contains(e.Text, "Cloud recording") {
+		t.Errorf("feed entry of the join of 2: %+v", e)
+	}
+
+	// A role change and a leave with reason 2 (timed out) and its duration.
+	srv.send(t, user(ncs.RoleToBroadcaster, show, 12, next(), map[string]any{"account": "cleo"}))
+	p = b.waitPanel(show, "cleo as a host", wait, func(p panel) bool {
+		_, ok := p.find("role.change", 12)
+		return p.Hosts == "3" && p.Audience == "2" && ok
+	})
+	if !slices.Contains(uids(p.HostRows), 12) || slices.Contains(uids(p.AudRows), 12) {
+		t.Errorf("after the role change: hosts %v, audience %v", uids(p.HostRows), uids(p.AudRows))
+	}
+	if e, ok := p.find("role.change", 12); !ok || !strings.Contains(e.Text, "cleo") || !strings.Contains(e.Text, "became a host") {
+		t.Errorf("feed entry of the role change: %+v", e)
+	}
+	srv.send(t, user(ncs.AudienceLeave, show, 11, next(), map[string]any{"account": "ben", "reason": 2, "duration": 75}))
+	p = b.waitPanel(show, "ben's leave", wait, func(p panel) bool {
+		_, ok := p.find("leave", 11)
+		return p.Audience == "1" && ok
+	})
+	if e, ok := p.find("leave", 11); !ok || e.Reason != "2" || !strings.Contains(e.Text, "ben") ||
+		!strings.Contains(e.Text, "timed out") || !strings.Contains(e.Text, "after 1m 15s") {
+		t.Errorf("feed entry of the leave: %+v", e)
+	}
+	if p.Peak != "3" {
+		t.Errorf("peak audience %q, want 3", p.Peak)
+	}
+	b.shot("2-live")
+
+	// Cut the server's connection; more happens meanwhile.
+	proxy.cut()
+	b.poll("the page to show it is reconnecting", `document.querySelector("#conn").dataset.state === "reconnecting"`, wait)
+	srv.send(t,
+		user(ncs.AudienceJoin, show, 14, next(), map[string]any{"platform": 8}),
+		user(ncs.AudienceJoin, show, 15, next(), map[string]any{"platform": 6, "clientType": 3}),
+		user(ncs.AudienceLeave, show, 13, next(), map[string]any{"account": "dev", "reason": 1, "duration": 20}),
+		user(ncs.RoleToAudience, show, 12, next(), map[string]any{"account": "cleo"}),
+		user(ncs.BroadcasterLeave, show, 2, next(), map[string]any{"account": "recorder", "platform": 6, "reason": 10, "duration": 3700}),
+	)
+	srv.waitRoster(t, show, func(s presence.Snapshot) bool { return s.Counts.Hosts == 1 && s.Counts.Audience == 3 })
+	if p = b.panel(show); p.Audience != "1" || len(p.Feed) != 4 {
+		t.Fatalf("the page changed while cut off: %s", p)
+	}
+	stored := srv.events(t, show, p.SnapshotSeq) // what the page should end up showing
+	if len(stored) != 9 {
+		t.Fatalf("%d events stored after the snapshot, want 9: %+v", len(stored), stored)
+	}
+	b.shot("3-reconnecting")
+	proxy.restore()
+	b.poll("the page to resume", `document.querySelector("#conn").dataset.resumes === "1"`, 30*time.Second)
+	p = b.waitPanel(show, "what happened while cut off", wait, func(p panel) bool {
+		return p.Hosts == "1" && p.Audience == "3" && len(p.Feed) >= len(stored)
+	})
+	if state := eval[string](b, `document.querySelector("#conn").dataset.state`); state != "resumed" && state != "live" {
+		t.Errorf("connection state %q after the resume", state)
+	}
+	if p.Snapshots != 1 {
+		t.Errorf("the page took %d snapshots: it should have resumed from its last event", p.Snapshots)
+	}
+	if !slices.Equal(uids(p.AudRows), []uint32{12, 15, 14}) || !slices.Equal(uids(p.HostRows), []uint32{1}) {
+		t.Errorf("after the resume: hosts %v, audience %v", uids(p.HostRows), uids(p.AudRows))
+	}
+	// Every event after the snapshot is in the feed, once, in order: the same as Usher's stored stream.
+	var want, got []uint64
+	for _, e := range stored {
+		want = append(want, e.Seq)
+	}
+	for i := len(p.Feed) - 1; i >= 0; i-- { // the feed is newest first
+		got = append(got, p.Feed[i].Seq)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("feed events %v, stored events after the snapshot %v", got, want)
+	}
+	if e, ok := p.find("leave", 2); !ok || !strings.Contains(e.Text, "network reconnect") || !strings.Contains(e.Text, "after 1h 01m") {
+		t.Errorf("feed entry of the host's leave: %+v", e)
+	}
+	if e, ok := p.find("role.change", 12); !ok || !strings.Contains(e.Text, "moved to the audience") {
+		t.Errorf("feed: %+v", p.Feed)
+	}
+	notes := strings.Join(p.Notes, "\n")
+	if !strings.Contains(notes, fmt.Sprintf("Connection lost after event %d", want[3])) ||
+		!strings.Contains(notes, fmt.Sprintf("resuming after event %d", want[3])) {
+		t.Errorf("notes %q: want the event the connection was lost after (%d)", p.Notes, want[3])
+	}
+	b.shot("4-resumed")
+
+	// Live again after the resume.
+	srv.send(t, user(ncs.AudienceJoin, show, 16, next(), map[string]any{"platform": 0}))
+	p = b.waitPanel(show, "a join after the resume", wait, func(p panel) bool { return p.Audience == "4" })
+	if p.AudRows[0].UID != 16 || p.AudRows[0].Platform != "Other" {
+		t.Errorf("after the resume: %+v", p.AudRows[0])
+	}
+
+	// Moderators: two channels side by side.
+	b.clickChannel(talk)
+	b.do(5*time.Second, chromedp.Click(chromedp.CSS(`#layout [data-layout="grid"]`)))
+	b.waitPanel(talk, "the second channel", wait, func(p panel) bool { return p.Visible && p.Audience == "1" })
+	b.waitPanel(show, "the first channel beside it", wait, func(p panel) bool { return p.Visible && p.Audience == "4" })
+	b.shot("5-side-by-side")
+	b.do(5*time.Second, e2e.ColorScheme("dark"))
+	b.shot("6-dark")
+
+	// A phone: one channel at a time, the picker in a drawer.
+	b.do(5*time.Second, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
+	b.poll("the phone layout, the picker out of the way", `getComputedStyle(document.querySelector("#menu")).display !== "none" &&
+		document.querySelector("#side").getBoundingClientRect().right <= 0`, wait)
+	if p = b.panel(show); p.Visible {
+		t.Errorf("on a phone only the active channel is shown")
+	}
+	b.waitPanel(talk, "the active channel on a phone", wait, func(p panel) bool { return p.Visible })
+	b.shot("7-phone")
+	b.do(5*time.Second, chromedp.Click(chromedp.CSS("#menu")))
+	b.poll("the channel drawer", `document.querySelector("#side").getBoundingClientRect().left >= 0`, wait)
+	b.shot("8-phone-channels")
+
+	// The token never went into a URL, and the server never logged it.
+	for _, u := range b.requested() {
+		if strings.Contains(u, tok) || strings.Contains(u, "token=") {
+			t.Errorf("the page requested %q", u)
+		}
+	}
+	if strings.Contains(srv.logs.String(), tok) {
+		t.Errorf("the server logged the token")
+	}
+}
+
+// TestConsoleSignIn signs in by pasting tokens: one that is not a token, one the server refuses, then one that
+// grants a channel and a prefix. The picker lists what the token grants, and refuses what it does not.
+func TestConsoleSignIn(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Navigate(srv.base+"/"))
+	b.poll("the sign-in form", `!document.querySelector("#signin").hidden`, wait)
+
+	signIn := func(tok string) {
+		t.Helper()
+		b.do(wait, chromedp.SetValue(chromedp.CSS("#token-input"), tok), chromedp.Click(chromedp.CSS("#signin-button")))
+	}
+	signIn("not a token")
+	b.poll("the error about a malformed token", `document.querySelector("#signin-error").textContent.includes("not a token")`, wait)
+	forged, err := auth.Issue("a-key-that-is-not-the-servers-one", []string{"*"}, time.Hour, "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signIn(forged)
+	b.poll("the server's refusal", `document.querySelector("#signin-error").textContent.includes("refused")`, wait)
+	b.shot("signin-refused")
+
+	tok := token(t, "alice", "show-1", "team-*")
+	signIn(tok)
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	if who := eval[string](b, `document.querySelector("#who").textContent`); who != "alice" {
+		t.Errorf("signed in as %q", who)
+	}
+	listed := eval[[]string](b, `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel)`)
+	if !slices.Equal(listed, []string{"show-1"}) {
+		t.Errorf("picker lists %q, want the granted channel show-1", listed)
+	}
+	if note := eval[string](b, `document.querySelector("#grant-note").textContent`); !strings.Contains(note, "team-") {
+		t.Errorf("grant note %q should mention the team- prefix", note)
+	}
+	open := func(name string) {
+		t.Helper()
+		b.do(wait, chromedp.SetValue(chromedp.CSS("#open-input"), name), chromedp.Click(chromedp.CSS("#open-form button")))
+	}
+	open("other")
+	b.poll("the refusal of a channel the token does not grant", `document.querySelector("#open-error").textContent.includes("does not grant")`, wait)
+	open("team-red")
+	b.waitPanel("team-red", "an empty roster", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "0" })
+	srv.send(t, user(ncs.AudienceJoin, "team-red", 7, time.Now().UnixMilli(), map[string]any{"platform": 2}))
+	b.waitPanel("team-red", "the join", wait, func(p panel) bool { return p.Audience == "1" && p.Arrivals == "+1" })
+
+	// A reload keeps the session (the token is in this tab's sessionStorage) and the open channels.
+	b.do(wait, chromedp.Reload())
+	b.poll("the console after a reload", `!document.querySelector("#app").hidden`, wait)
+	b.waitPanel("team-red", "the channel after a reload", wait, func(p panel) bool { return p.Audience == "1" && p.Visible })
+	b.do(wait, chromedp.Click(chromedp.CSS("#signout")))
+	b.poll("the sign-in form after signing out", `!document.querySelector("#signin").hidden && !sessionStorage.getItem("usher.token")`, wait)
+	for _, u := range b.requested() {
+		if strings.Contains(u, tok) || strings.Contains(u, "token=") {
+			t.Errorf("the page requested %q", u)
+		}
+	}
+}
+
+// TestConsoleLargeAudience watches a channel with thousands of members: the list stays virtualised (a bounded
+// number of rows in the DOM) while the counts follow every join, and scrolling reaches the oldest member.
+func TestConsoleLargeAudience(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const arena = "arena"
+	before, during := 6000, 4000
+	if raceEnabled {
+		before, during = 3000, 2000 // the race detector slows ingest about threefold
+	}
+	base := time.Now().UnixMilli()
+	joins := func(from, n int) []notice {
+		out := make([]notice, n)
+		for i := range out {
+			uid := uint32(100000 + from + i)
+			out[i] = user(ncs.AudienceJoin, arena, uid, base+int64(from+i), map[string]any{"platform": []int{1, 2, 5, 6, 7, 8, 0}[i%7]})
+		}
+		return out
+	}
+	start := time.Now()
+	srv.sendMany(t, 16, joins(0, before))
+	srv.waitRoster(t, arena, func(s presence.Snapshot) bool { return s.Counts.Audience == before })
+	t.Logf("%d joins stored and applied in %s", before, time.Since(start).Round(time.Millisecond))
+
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "host", arena))) // one channel: opened at once
+	p := b.waitPanel(arena, "the snapshot", wait, func(p panel) bool { return digits(p.Audience) == fmt.Sprint(before) })
+	const maxRows = 60
+	if p.Rows > maxRows || p.Rows < 5 {
+		t.Fatalf("%d member rows in the DOM for %d members; the list must render only what is in view", p.Rows, before)
+	}
+	b.poll("long-task observer", `(window.__longest = 0, new PerformanceObserver(l => l.getEntries().forEach(e => {
+		window.__longest = Math.max(window.__longest, e.duration); })).observe({type: "longtask"}), true)`, wait)
+
+	start = time.Now()
+	srv.sendMany(t, 16, joins(before, during))
+	p = b.waitPanel(arena, "every live join", 60*time.Second, func(p panel) bool { return digits(p.Audience) == fmt.Sprint(before+during) })
+	t.Logf("%d live joins shown in %s", during, time.Since(start).Round(time.Millisecond))
+	if p.Rows > maxRows || p.FeedItems > 200 {
+		t.Errorf("DOM not bounded: %d rows, %d feed items", p.Rows, p.FeedItems)
+	}
+	if digits(p.Arrivals) != fmt.Sprint(during) {
+		t.Errorf("arrivals in the last minute %q, want %d", p.Arrivals, during)
+	}
+	b.waitPanel(arena, "the last event at the top of the feed", wait, func(p panel) bool { return len(p.Feed) > 0 && p.Feed[0].Seq == p.Seq })
+	if top := eval[float64](b, `document.querySelector(".panel.active .feed").scrollTop`); top != 0 {
+		t.Errorf("the feed scrolled to %.0f px: the newest entries are out of view", top)
+	}
+	maxBlock := 1000.0
+	if raceEnabled {
+		maxBlock = 2000 // the browser shares the CPU with a server slowed down by the race detector
+	}
+	if longest := eval[float64](b, "window.__longest"); longest > maxBlock {
+		t.Errorf("the page was blocked for %.0f ms at once while the joins arrived", longest)
+	} else {
+		t.Logf("longest task while the joins arrived: %.0f ms", longest)
+	}
+	b.shot("large-audience")
+
+	// Scroll to the end: the oldest member is there, still with a bounded number of rows.
+	b.do(5*time.Second, chromedp.Evaluate[chromedp.Void](`(() => { const v = document.querySelector('.panel.active .group[data-role="audience"] .vlist'); v.scrollTop = v.scrollHeight; })()`))
+	p = b.waitPanel(arena, "the oldest member after scrolling", wait, func(p panel) bool {
+		return len(p.AudRows) > 0 && slices.Contains(uids(p.AudRows), 100000)
+	})
+	if p.Rows > maxRows {
+		t.Errorf("%d rows after scrolling", p.Rows)
+	}
+	b.shot("large-audience-end")
+	b.do(5*time.Second, chromedp.SetValue(chromedp.CSS(".panel.active .filter"), "100042"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector(".panel.active .filter").dispatchEvent(new Event("input"))`))
+	b.waitPanel(arena, "one match for a uid", wait, func(p panel) bool {
+		return len(p.AudRows) == 1 && p.AudRows[0].UID == 100042
+	})
+}
