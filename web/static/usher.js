@@ -3,7 +3,8 @@
 //
 //   const usher = new UsherClient({ url: "wss://usher.example.com/v1/ws", token });
 //   usher.onstate = (state, info) => console.log(state, info);   // connecting, live, reconnecting, closed
-//                                   // info.resumed on "live" after a reconnection; info.delay while waiting
+//                                   // info.resumed on "live" after a reconnection; info.delay while waiting,
+//                                   // info.timeout when the last attempt was abandoned after connectTimeout
 //   usher.subscribe("show-1", {
 //     snapshot(s) { ... },   // the roster: {channel, seq, hosts, audience, users, counts}
 //     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
@@ -14,7 +15,8 @@
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
 // subscription from its last seq: no event is lost or repeated. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
-// tokenIn: "query" to use ?token= instead.
+// tokenIn: "query" to use ?token= instead. A connection attempt that neither opens nor fails within connectTimeout
+// (10 s; a black-holed network, a proxy that accepts and goes silent) is abandoned and retried.
 (function (root) {
   "use strict";
 
@@ -25,6 +27,7 @@
     this.tokenIn = opts.tokenIn || "protocol";
     this.minDelay = opts.minDelay || 500;
     this.maxDelay = opts.maxDelay || 30000;
+    this.connectTimeout = opts.connectTimeout || 10000;
     this.WebSocket = opts.WebSocket || root.WebSocket;
     this.onstate = null;
     this.subs = {}; // channel -> {handlers, seq}
@@ -32,6 +35,7 @@
     this.attempt = 0;
     this.closed = false;
     this.timer = null;
+    this.connectTimer = null;
     this.everLive = false;
     this._connect();
   }
@@ -52,7 +56,17 @@
     this._state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     var ws = new this.WebSocket(url, protocols);
     this.ws = ws;
+    // Not every WebSocket reports a handshake that never completes (Node's does not when the peer closes before
+    // answering), so an attempt has a deadline of its own.
+    this.connectTimer = setTimeout(function () {
+      self.connectTimer = null;
+      if (self.ws !== ws || ws.readyState === 1) return;
+      self.ws = null; // its close event, if one ever comes, is ignored
+      try { ws.close(); } catch (e) { /* some implementations throw while connecting */ }
+      self._retry({ code: 1006, timeout: true });
+    }, this.connectTimeout);
     ws.onopen = function () {
+      self._clearConnectTimer();
       var resumed = self.everLive;
       self.attempt = 0;
       self.everLive = true;
@@ -66,6 +80,7 @@
     };
     ws.onclose = function (ev) {
       if (self.ws !== ws) return;
+      self._clearConnectTimer();
       self.ws = null;
       if (self.closed) { self._state("closed", { code: ev.code, reason: ev.reason }); return; }
       // 4001: the token expired; 1008/4003-like refusals would loop, so stop on 4001 and let the app renew.
@@ -75,13 +90,19 @@
     ws.onerror = function () { /* onclose follows */ };
   };
 
+  UsherClient.prototype._clearConnectTimer = function () {
+    if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null; }
+  };
+
   UsherClient.prototype._retry = function (ev) {
     var self = this;
     this.attempt++;
     // Exponential backoff with full jitter, so that many clients do not reconnect in step.
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, this.attempt - 1));
     var delay = Math.round(cap / 2 + Math.random() * cap / 2);
-    this._state("reconnecting", { attempt: this.attempt, delay: delay, code: ev && ev.code });
+    var info = { attempt: this.attempt, delay: delay, code: ev && ev.code };
+    if (ev && ev.timeout) info.timeout = true;
+    this._state("reconnecting", info);
     this.timer = setTimeout(function () { self.timer = null; if (!self.closed) self._connect(); }, delay);
   };
 
@@ -153,6 +174,7 @@
   UsherClient.prototype.close = function () {
     this.closed = true;
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    this._clearConnectTimer();
     if (this.ws) this.ws.close(1000, "bye");
     else this._state("closed", {});
   };
