@@ -117,7 +117,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	events, err := g.events(ctx, ch, since, int(limit))
 	if err != nil {
 		g.log.Error("read presence events", "channel", ch, "err", err)
-		_ = c.Error(errUnavailable)
+		_ = c.Error(errEventsDown)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"events": events})

@@ -15,6 +15,7 @@ var (
 	errBodyTooLarge = errors.New("request body is too large")
 	errReadBody     = errors.New("request body could not be read")
 	errUnavailable  = errors.New("the notification could not be stored now; retry")
+	errEventsDown   = errors.New("the presence events could not be read now; retry")
 	errNotFound     = errors.New("no such endpoint")
 	errMethod       = errors.New("method not allowed on this endpoint")
 	errMetricsToken = errors.New("give USHER_METRICS_TOKEN as Authorization: Bearer <token>")
@@ -63,7 +64,7 @@ func classify(err error) (int, string) {
 		return http.StatusForbidden, "forbidden"
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad_request"
-	case errors.Is(err, errUnavailable):
+	case errors.Is(err, errUnavailable), errors.Is(err, errEventsDown):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found"
