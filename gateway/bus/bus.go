@@ -103,9 +103,10 @@ func ConnectEmbedded(s *server.Server, name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Connect connects to external NATS servers (comma-separated URLs), retrying on its own when the connection drops.
-func Connect(urls, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(urls,
+// Connect connects to external NATS servers (comma-separated URLs), retrying on its own when the connection drops;
+// opts add credentials and TLS.
+func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(urls, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(false),
@@ -115,7 +116,7 @@ func Connect(urls, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", redactURLs(urls), err)
 	}
@@ -149,13 +150,39 @@ type StreamConfig struct {
 	Replicas int
 }
 
+// ErrReplicas is wrapped by EnsureStreams's error when the NATS servers cannot keep the replicas asked for: a
+// single server asked for more than one, or a cluster with too few JetStream servers up.
+var ErrReplicas = errors.New("the NATS servers cannot keep that many replicas")
+
+// JetStream API error codes that mean the replica count cannot be met.
+const (
+	errCodeNoPeers               = 10005 // no suitable peers for placement
+	errCodeNotClustered          = 10006 // JetStream not in clustered mode
+	errCodeInsufficientResources = 10023
+	errCodeReplicasNotUpdatable  = 10061
+	errCodeReplicasNotSupported  = 10074 // replicas > 1 not supported in non-clustered mode
+)
+
+// replicaError wraps err with ErrReplicas when JetStream refused the replica count.
+func replicaError(what string, replicas int, err error) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case errCodeNoPeers, errCodeNotClustered, errCodeInsufficientResources, errCodeReplicasNotUpdatable, errCodeReplicasNotSupported:
+			return fmt.Errorf("%w: %d replicas of %s: the server said %q", ErrReplicas, replicas, what, api.Description)
+		}
+	}
+	return fmt.Errorf("create or update %s: %w", what, err)
+}
+
 // Buckets are the key-value and object stores EnsureStreams declares.
 type Buckets struct {
 	Leases      jetstream.KeyValue
 	Checkpoints jetstream.ObjectStore
 }
 
-// EnsureStreams creates Usher's streams and buckets, or updates them to cfg.
+// EnsureStreams creates Usher's streams and buckets, or updates them to cfg (limits and replicas alike). When the
+// servers cannot keep cfg.Replicas copies its error wraps ErrReplicas and tells what the server said.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
 	replicas := max(cfg.Replicas, 1)
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -170,7 +197,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update stream %s: %w", NCSStream, err)
+		return Buckets{}, replicaError("stream "+NCSStream, replicas, err)
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        PresenceStream,
@@ -184,7 +211,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update stream %s: %w", PresenceStream, err)
+		return Buckets{}, replicaError("stream "+PresenceStream, replicas, err)
 	}
 	var b Buckets
 	b.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -196,7 +223,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update bucket %s: %w", LeaseBucket, err)
+		return Buckets{}, replicaError("bucket "+LeaseBucket, replicas, err)
 	}
 	b.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      CheckpointBucket,
@@ -205,7 +232,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Replicas:    replicas,
 	})
 	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update bucket %s: %w", CheckpointBucket, err)
+		return Buckets{}, replicaError("bucket "+CheckpointBucket, replicas, err)
 	}
 	return b, nil
 }
