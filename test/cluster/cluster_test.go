@@ -93,6 +93,7 @@ func TestKillUsherMidBurst(t *testing.T) {
 	checkExactlyOnce(t, ncsMsgs, presenceMsgs)
 	onLeader.verify(t, presenceMsgs)
 	onSurvivor.verify(t, presenceMsgs)
+	logRemakes(t, survivors...)
 	if onLeader.sessions < 2 {
 		t.Fatalf("the watcher on the killed instance never reconnected")
 	}
@@ -141,6 +142,7 @@ func TestKillNATSNodeMidBurst(t *testing.T) {
 	checkExactlyOnce(t, ncsMsgs, presenceMsgs)
 	wa.verify(t, presenceMsgs)
 	wb.verify(t, presenceMsgs)
+	logRemakes(t, a, b)
 }
 
 // TestRestartedInstanceResumes restarts (SIGTERM, then start again on the same port) the instance a watcher is

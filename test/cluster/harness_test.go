@@ -165,7 +165,8 @@ func startProc(t *testing.T, name, path string, args, env []string) *proc {
 		if t.Failed() {
 			var keep []string
 			for _, l := range strings.Split(p.out.String(), "\n") {
-				if !strings.Contains(l, "Error trying to connect to route") && !strings.Contains(l, `"level":"DEBUG"`) {
+				if !strings.Contains(l, "Error trying to connect to route") && !strings.Contains(l, `"level":"DEBUG"`) &&
+					!strings.Contains(l, `"msg":"http request"`) {
 					keep = append(keep, l)
 				}
 			}
@@ -228,9 +229,28 @@ type natsCluster struct {
 }
 
 // startNATS starts n nats-server nodes (n > 1: a cluster with routes between them) and waits until JetStream is
-// usable on every one.
+// usable on every one. Ports are picked free a moment before the servers bind them; when one was taken meanwhile
+// (the machine is shared), it starts again on new ports, up to 3 times.
 func startNATS(t *testing.T, n int) *natsCluster {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c, err := tryNATS(t, n)
+		if err == nil {
+			return c
+		}
+		for _, nd := range c.nodes {
+			if nd.p != nil {
+				nd.p.kill(t)
+			}
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("NATS cluster start, attempt %d: %v; again on new ports", attempt, err)
+	}
+}
+
+func tryNATS(t *testing.T, n int) (*natsCluster, error) {
 	c := &natsCluster{t: t}
 	dir := t.TempDir()
 	for i := range n {
@@ -255,8 +275,7 @@ func startNATS(t *testing.T, n int) *natsCluster {
 	for i := range c.nodes {
 		c.startNode(i)
 	}
-	c.waitHealthy()
-	return c
+	return c, c.waitHealthy()
 }
 
 func (c *natsCluster) startNode(i int) {
@@ -264,26 +283,35 @@ func (c *natsCluster) startNode(i int) {
 	nd.p = startProc(c.t, "nats "+nd.name, bins.natsServer, []string{"-c", nd.conf}, os.Environ())
 }
 
-// waitHealthy waits until every running node's /healthz answers 200 (JetStream up, meta leader known).
-func (c *natsCluster) waitHealthy() {
-	c.t.Helper()
-	eventually(c.t, 30*time.Second, func() (bool, string) {
+// waitHealthy waits up to 30 s until every node's /healthz answers 200 (JetStream up, meta leader known).
+func (c *natsCluster) waitHealthy() error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		why := ""
 		for _, nd := range c.nodes {
 			if nd.p.exited() {
-				continue
+				return fmt.Errorf("NATS node %s exited: %s", nd.name, tail(nd.p.out.String(), 500))
 			}
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", nd.health))
 			if err != nil {
-				return false, nd.name + ": " + err.Error()
+				why = nd.name + ": " + err.Error()
+				break
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
-				return false, fmt.Sprintf("%s: %d %s", nd.name, resp.StatusCode, b)
+				why = fmt.Sprintf("%s: %d %s", nd.name, resp.StatusCode, b)
+				break
 			}
 		}
-		return true, ""
-	})
+		if why == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("NATS cluster not healthy within 30 s: %s", why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // urls lists every node's client URL, comma-separated, as USHER_NATS_URL takes them.
@@ -330,39 +358,69 @@ type usher struct {
 	p          *proc
 }
 
-// startUsher starts `usher serve` against the cluster with USHER_REPLICAS=3 and waits until it is ready.
+// startUsher starts `usher serve` against the cluster with USHER_REPLICAS=3 and waits until it is ready. When its
+// port was taken between picking it and binding it, it tries again on another, up to 3 times.
 func startUsher(t *testing.T, name string, nc *natsCluster, extraEnv ...string) *usher {
 	t.Helper()
-	port := freePort(t)
-	env := []string{
-		"PORT=" + strconv.Itoa(port), "USHER_NCS_SECRETS=" + ncsSecret, "USHER_JWT_SECRET=" + jwtSecret,
-		"USHER_NATS_URL=" + nc.urls(), "USHER_REPLICAS=3", "USHER_INSTANCE_ID=" + name, "USHER_LOG_LEVEL=info",
-	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "USHER_") && !strings.HasPrefix(kv, "PORT=") {
-			env = append(env, kv)
+	for attempt := 1; ; attempt++ {
+		port := freePort(t)
+		env := []string{
+			"PORT=" + strconv.Itoa(port), "USHER_NCS_SECRETS=" + ncsSecret, "USHER_JWT_SECRET=" + jwtSecret,
+			"USHER_NATS_URL=" + nc.urls(), "USHER_REPLICAS=3", "USHER_INSTANCE_ID=" + name, "USHER_LOG_LEVEL=info",
 		}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "USHER_") && !strings.HasPrefix(kv, "PORT=") {
+				env = append(env, kv)
+			}
+		}
+		u := &usher{name: name, base: fmt.Sprintf("http://127.0.0.1:%d", port), env: append(env, extraEnv...)}
+		err := u.tryStart(t)
+		if err == nil {
+			return u
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("usher %s, attempt %d: %v; again on another port", name, attempt, err)
 	}
-	u := &usher{name: name, base: fmt.Sprintf("http://127.0.0.1:%d", port), env: append(env, extraEnv...)}
-	u.start(t)
-	return u
 }
 
-// start runs the process (again, on the same port) and waits for /readyz.
+// start runs the process again, on the same port, and waits for /readyz.
 func (u *usher) start(t *testing.T) {
 	t.Helper()
+	if err := u.tryStart(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (u *usher) tryStart(t *testing.T) error {
 	u.p = startProc(t, "usher "+u.name, bins.usher, []string{"serve"}, u.env)
-	eventually(t, 40*time.Second, func() (bool, string) {
+	deadline := time.Now().Add(40 * time.Second)
+	for {
 		if u.p.exited() {
-			t.Fatalf("usher %s exited before it was ready:\n%s", u.name, u.p.out.String())
+			return fmt.Errorf("usher %s exited before it was ready: %s", u.name, tail(u.p.out.String(), 1000))
 		}
 		resp, err := http.Get(u.base + "/readyz")
-		if err != nil {
-			return false, u.name + ": " + err.Error()
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
 		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, fmt.Sprintf("usher %s /readyz: %d", u.name, resp.StatusCode)
-	})
+		if time.Now().After(deadline) {
+			return fmt.Errorf("usher %s not ready within 40 s (%v)", u.name, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// logRemakes logs how often each instance replaced a stalled or failed ordered consumer (gateway/follow.go).
+func logRemakes(t *testing.T, us ...*usher) {
+	for _, u := range us {
+		if n := strings.Count(u.p.out.String(), "making a new one"); n > 0 {
+			t.Logf("usher %s replaced an ordered consumer %d time(s)", u.name, n)
+		}
+	}
 }
 
 // leading reports whether the instance says it holds the applier lease (usher_applier_leading), false when it
