@@ -654,6 +654,7 @@ func readAll(t *testing.T, js jetstream.JetStream, stream string) []storedMsg {
 	if info.State.Msgs == 0 {
 		return out
 	}
+	t.Logf("%s: %d messages, %d bytes (%d a message)", stream, info.State.Msgs, info.State.Bytes, info.State.Bytes/info.State.Msgs)
 	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatalf("read %s: %v", stream, err)
