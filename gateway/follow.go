@@ -10,11 +10,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// errIdle is follower.next's answer when no message came within its wait.
+// errIdle is follower.nextMsg's answer when no message came within its wait.
 var errIdle = errors.New("no message yet")
 
-// stallCheck is how long a follower may go without a message before it asks the stream whether it moved on.
-const stallCheck = 3 * time.Second
+const (
+	// stallCheck is how long a follower may go without a message before it asks the stream whether it moved on.
+	stallCheck = 3 * time.Second
+	// remakeEvery is how often a follower without a consumer tries to make one.
+	remakeEvery = time.Second
+)
 
 // follower reads a stream in order, from a given sequence, through an ordered consumer, and keeps reading when
 // that consumer dies quietly.
@@ -27,6 +31,12 @@ const stallCheck = 3 * time.Second
 // after the last message delivered. An iterator that fails is replaced the same way. Nothing is skipped or
 // delivered twice.
 //
+// The library's own recovery is limited to one attempt (MaxResetAttempts 1): left to itself, it retries making a
+// consumer forever inside Next, each attempt up to 10 s, without regard to Next's context, and the follower could
+// neither report idleness nor check the stream (seen: a view 30 s behind after a restart with a node down).
+// Instead the follower, when it cannot make a consumer, stays without one and tries again every remakeEvery,
+// answering errIdle meanwhile: its reader (the applier, the view) waits rather than restarts.
+//
 // A follower is used by one goroutine; close it when done.
 type follower struct {
 	js     jetstream.JetStream
@@ -35,10 +45,11 @@ type follower struct {
 	batch  int
 	log    *slog.Logger
 
-	it      jetstream.MessagesContext
-	next    uint64    // stream sequence of the next message wanted
-	idle    time.Time // when the follower last delivered or checked the stream
-	remakes int       // consumers replaced
+	it      jetstream.MessagesContext // nil while a consumer could not be made
+	next    uint64                    // stream sequence of the next message wanted
+	idle    time.Time                 // when the follower last delivered or checked the stream
+	tried   time.Time                 // when the follower last tried to make a consumer
+	remakes int                       // consumers replaced
 }
 
 // follow starts reading stream (only filter's subjects, unless it is "") at sequence from (at least 1).
@@ -50,15 +61,17 @@ func follow(ctx context.Context, js jetstream.JetStream, stream, filter string, 
 	return f, nil
 }
 
-// make replaces the consumer with one starting at f.next.
+// make replaces the consumer with one starting at f.next. On error the follower has none.
 func (f *follower) make(ctx context.Context) error {
 	if f.it != nil {
 		f.it.Stop()
 		f.it = nil
 	}
+	f.tried = time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ocfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: f.next}
+	ocfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: f.next,
+		MaxResetAttempts: 1}
 	if f.filter != "" {
 		ocfg.FilterSubjects = []string{f.filter}
 	}
@@ -77,6 +90,9 @@ func (f *follower) make(ctx context.Context) error {
 // nextMsg returns the next message and its stream sequence, waiting at most wait (errIdle past it) and never past
 // ctx. Any other error means the follower could not go on: the caller starts again from what it has.
 func (f *follower) nextMsg(ctx context.Context, wait time.Duration) (jetstream.Msg, uint64, error) {
+	if f.it == nil {
+		return nil, 0, f.retryMake(ctx, wait)
+	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	msg, err := f.it.Next(jetstream.NextContext(wctx))
 	cancel()
@@ -106,8 +122,12 @@ func (f *follower) checkStalled(ctx context.Context) error {
 	}
 	f.idle = time.Now()
 	last, err := f.lastSeq(ctx)
-	if err != nil || last < f.next {
-		return errIdle // nothing new, or NATS unreachable (a new consumer would not help)
+	if err != nil {
+		f.log.Warn("cannot tell whether the ordered consumer is stalled", "stream", f.stream, "from", f.next, "err", err)
+		return errIdle
+	}
+	if last < f.next {
+		return errIdle // nothing new
 	}
 	f.log.Warn("ordered consumer stalled while the stream moved on; making a new one", "stream", f.stream,
 		"from", f.next, "last", last)
@@ -139,12 +159,35 @@ func (f *follower) lastSeq(ctx context.Context) (uint64, error) {
 	return m.Sequence, nil
 }
 
+// remake replaces the consumer. It answers errIdle (or ctx's error): when no consumer can be made now, the next
+// calls try again.
 func (f *follower) remake(ctx context.Context) error {
 	f.remakes++
 	if err := f.make(ctx); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		f.log.Warn("cannot make an ordered consumer; trying again", "stream", f.stream, "from", f.next, "err", err)
 	}
 	return errIdle
+}
+
+// retryMake waits until remakeEvery has passed since the last attempt (at most wait), then tries to make a
+// consumer again. It answers errIdle, or ctx's error.
+func (f *follower) retryMake(ctx context.Context, wait time.Duration) error {
+	if d := time.Until(f.tried.Add(remakeEvery)); d > 0 {
+		t := time.NewTimer(min(d, wait))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		if d > wait {
+			return errIdle
+		}
+	}
+	return f.remake(ctx)
 }
 
 func (f *follower) close() {
