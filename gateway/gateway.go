@@ -124,9 +124,13 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 		Dedup: cfg.DedupWindow, MaxAge: cfg.NCSMaxAge, PresenceMaxAge: cfg.PresenceMaxAge, LeaseTTL: cfg.LeaseTTL,
 		Replicas: cfg.Replicas,
 	})
-	if errors.Is(err, bus.ErrReplicas) {
+	switch {
+	case errors.Is(err, bus.ErrReplicas):
 		return fmt.Errorf("USHER_REPLICAS is %d: %w (a NATS cluster of at least %d JetStream servers, all up, keeps them; or lower USHER_REPLICAS)",
 			cfg.Replicas, err, cfg.Replicas)
+	case err != nil && cfg.Replicas > 1 && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("USHER_REPLICAS is %d: the NATS servers did not set up Usher's streams within 10 s; is JetStream up, "+
+			"with a leader, on at least %d servers of the cluster? (%w)", cfg.Replicas, cfg.Replicas, err)
 	}
 	if err != nil {
 		return err
