@@ -100,7 +100,8 @@ func TestKillUsherMidBurst(t *testing.T) {
 }
 
 // TestKillNATSNodeMidBurst kills -9 the NATS node leading USHER_NCS in the middle of a burst (replicas 3): no
-// acknowledged notification is lost, rosters equal the ground truth, and watchers see every event once.
+// acknowledged notification is lost, rosters equal the ground truth, and watchers see every event once. Then,
+// with the node still down, an instance restarts and serves the same rosters.
 func TestKillNATSNodeMidBurst(t *testing.T) {
 	needBinaries(t)
 	nc := startNATS(t, 3)
@@ -114,6 +115,7 @@ func TestKillNATSNodeMidBurst(t *testing.T) {
 	js := nc.jetStream()
 
 	lb := newBalancer(t, a, b)
+	victim := -1
 	res := send(t, newSender(t, lb.srv.URL), collect(gen, 5000), burst{after: 1500, midway: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -127,10 +129,13 @@ func TestKillNATSNodeMidBurst(t *testing.T) {
 			t.Errorf("stream info: %v", err)
 			return
 		}
-		victim := nc.node(info.Cluster.Leader)
+		victim = nc.node(info.Cluster.Leader)
 		nc.nodes[victim].p.kill(t)
 		t.Logf("killed -9 NATS node %s (leader of %s) after 1500 acknowledged notifications", info.Cluster.Leader, bus.NCSStream)
 	}})
+	if victim < 0 {
+		t.Fatal("no NATS node was killed")
+	}
 	// Every acknowledged notification is stored, whatever the sender did with the rest.
 	ncsMsgs := readAll(t, js, bus.NCSStream)
 	checkAcceptedStored(t, res.acked, ncsMsgs)
@@ -143,6 +148,16 @@ func TestKillNATSNodeMidBurst(t *testing.T) {
 	wa.verify(t, presenceMsgs)
 	wb.verify(t, presenceMsgs)
 	logRemakes(t, a, b)
+
+	// With the node still down, an instance restarts: its start-up updates the streams (2 of 3 servers up) and it
+	// serves the same rosters.
+	restart := time.Now()
+	a.p.stop(t)
+	stopped := time.Since(restart)
+	a.start(t)
+	t.Logf("usher a restarted with NATS node %s down: stopped in %s, ready %s later", nc.nodes[victim].name,
+		stopped.Round(10*time.Millisecond), (time.Since(restart) - stopped).Round(10*time.Millisecond))
+	waitTruth(t, gen, a)
 }
 
 // TestRestartedInstanceResumes restarts (SIGTERM, then start again on the same port) the instance a watcher is

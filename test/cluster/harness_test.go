@@ -528,11 +528,12 @@ func (b *balancer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.Copy(w, resp.Body)
 }
 
-// newSender is Agora-like: it resends up to 3 times, after a non-200 or no answer within 10 s.
+// newSender is Agora-like: it resends up to 3 times, after a non-200 or no answer within 10 s, waiting 1 s, then
+// 2 s, then 4 s (the simulator's default backoff).
 func newSender(t *testing.T, url string) *sim.Sender {
 	tr := &http.Transport{MaxIdleConnsPerHost: 64}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &sim.Sender{URL: url + "/v1/ncs", Secret: ncsSecret, Resends: 3, Backoff: 500 * time.Millisecond,
+	return &sim.Sender{URL: url + "/v1/ncs", Secret: ncsSecret, Resends: 3, Backoff: time.Second,
 		Client: &http.Client{Timeout: 10 * time.Second, Transport: tr}}
 }
 
