@@ -32,10 +32,10 @@ const (
 // delivered twice.
 //
 // The library's own recovery is limited to one attempt (MaxResetAttempts 1): left to itself, it retries making a
-// consumer forever inside Next, each attempt up to 10 s, without regard to Next's context, and the follower could
-// neither report idleness nor check the stream (seen: a view 30 s behind after a restart with a node down).
-// Instead the follower, when it cannot make a consumer, stays without one and tries again every remakeEvery,
-// answering errIdle meanwhile: its reader (the applier, the view) waits rather than restarts.
+// consumer forever inside Next, each attempt up to 10 s, without regard to Next's context (nats.go's
+// orderedSubscription.Next and orderedConsumer.reset), and the follower could neither report idleness nor check
+// the stream meanwhile. Instead the follower, when it cannot make a consumer, stays without one and tries again
+// every remakeEvery, answering errIdle meanwhile: its reader (the applier, the view) waits rather than restarts.
 //
 // A follower is used by one goroutine; close it when done.
 type follower struct {
