@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -183,9 +184,13 @@ type Buckets struct {
 
 // EnsureStreams creates Usher's streams and buckets, or updates them to cfg (limits and replicas alike). When the
 // servers cannot keep cfg.Replicas copies its error wraps ErrReplicas and tells what the server said.
+//
+// A stream or bucket that already has cfg's settings is left alone: an update, even to the same settings, goes
+// through the cluster's metadata leader, and every instance's start would otherwise make four of them (seen to
+// take more than 10 s on a cluster busy creating those same streams for another instance).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
 	replicas := max(cfg.Replicas, 1)
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	for _, want := range []jetstream.StreamConfig{{
 		Name:        NCSStream,
 		Description: "Verified Agora NCS notifications, one subject per channel",
 		Subjects:    []string{subject.NCSPrefix + ">", subject.OtherPrefix + ">"},
@@ -195,11 +200,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		MaxAge:      cfg.MaxAge,
 		Duplicates:  cfg.Dedup,
 		Replicas:    replicas,
-	})
-	if err != nil {
-		return Buckets{}, replicaError("stream "+NCSStream, replicas, err)
-	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	}, {
 		Name:        PresenceStream,
 		Description: "Effective presence changes, one subject per channel; seq is the event's seq",
 		Subjects:    []string{subject.PresencePrefix + ">"},
@@ -209,32 +210,67 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		MaxAge:      cfg.PresenceMaxAge,
 		Duplicates:  min(cfg.Dedup, cfg.PresenceMaxAge),
 		Replicas:    replicas,
-	})
-	if err != nil {
-		return Buckets{}, replicaError("stream "+PresenceStream, replicas, err)
+	}} {
+		if has(ctx, js, want.Name, func(c jetstream.StreamConfig) bool {
+			return slices.Equal(c.Subjects, want.Subjects) && c.Retention == want.Retention && c.Discard == want.Discard &&
+				c.MaxAge == want.MaxAge && c.Duplicates == want.Duplicates
+		}, want.Description, replicas) {
+			continue
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
+			return Buckets{}, replicaError("stream "+want.Name, replicas, err)
+		}
 	}
-	var b Buckets
-	b.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+
+	var (
+		b   Buckets
+		err error
+	)
+	leases := jetstream.KeyValueConfig{
 		Bucket:      LeaseBucket,
 		Description: "Who applies notifications to rosters; entries expire unless renewed",
 		TTL:         cfg.LeaseTTL,
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
+	}
+	if has(ctx, js, "KV_"+LeaseBucket, func(c jetstream.StreamConfig) bool {
+		return c.MaxAge == leases.TTL && c.MaxMsgsPerSubject == 1
+	}, leases.Description, replicas) {
+		b.Leases, err = js.KeyValue(ctx, LeaseBucket)
+	} else {
+		b.Leases, err = js.CreateOrUpdateKeyValue(ctx, leases)
+	}
 	if err != nil {
 		return Buckets{}, replicaError("bucket "+LeaseBucket, replicas, err)
 	}
-	b.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	checkpoints := jetstream.ObjectStoreConfig{
 		Bucket:      CheckpointBucket,
 		Description: "Roster checkpoints, so a restart does not replay all history",
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
+	}
+	if has(ctx, js, "OBJ_"+CheckpointBucket, func(jetstream.StreamConfig) bool { return true }, checkpoints.Description, replicas) {
+		b.Checkpoints, err = js.ObjectStore(ctx, CheckpointBucket)
+	} else {
+		b.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, checkpoints)
+	}
 	if err != nil {
 		return Buckets{}, replicaError("bucket "+CheckpointBucket, replicas, err)
 	}
 	return b, nil
+}
+
+// has reports whether stream name exists, file-backed, with the description and replicas given and whatever else
+// same checks. Any error (the stream is missing, NATS did not answer) answers false: the caller then creates or
+// updates it, and reports that call's error.
+func has(ctx context.Context, js jetstream.JetStream, name string, same func(jetstream.StreamConfig) bool, description string, replicas int) bool {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return false
+	}
+	c := s.CachedInfo().Config
+	return c.Storage == jetstream.FileStorage && c.Description == description && c.Replicas == replicas && same(c)
 }
 
 // slogAdapter routes the NATS server's log to slog; its start-up banner and notices go to debug.
