@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/auth"
@@ -135,8 +136,24 @@ func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
 	return v, nil
 }
 
-// events reads up to limit events of channel with seq > since from USHER_PRESENCE.
+// events reads up to limit events of channel with seq > since from USHER_PRESENCE. On a NATS cluster the first
+// pull from a consumer just created can reach a server before the consumer does ("no responders"): that read is
+// tried again, up to 5 times 100 ms apart, within ctx.
 func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, error) {
+	for attempt := 1; ; attempt++ {
+		out, err := g.readEvents(ctx, channel, since, limit)
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || attempt == 5 {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, errors.Join(err, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (g *Gateway) readEvents(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, error) {
 	out := []presence.Event{}
 	cons, err := g.js.OrderedConsumer(ctx, bus.PresenceStream, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{subject.Presence(channel)},

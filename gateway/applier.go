@@ -198,19 +198,11 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		l.last = l.stored
 	}
 
-	ocfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject.NCSPrefix + ">"}}
-	if l.ncsSeq > 0 {
-		ocfg.DeliverPolicy, ocfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, l.ncsSeq+1
-	}
-	cons, err := a.js.OrderedConsumer(ctx, bus.NCSStream, ocfg)
+	f, err := follow(ctx, a.js, bus.NCSStream, subject.NCSPrefix+">", l.ncsSeq+1, 512, a.log)
 	if err != nil {
-		return nil, fmt.Errorf("ncs consumer: %w", err)
+		return nil, err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(512))
-	if err != nil {
-		return nil, fmt.Errorf("ncs messages: %w", err)
-	}
-	defer it.Stop()
+	defer f.close()
 
 	// current is the state to checkpoint: only once every event derived so far is acknowledged.
 	current := func() *checkpoint {
@@ -223,19 +215,17 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	saved := time.Now()
 	dirty := false
 	for {
-		nctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
+		msg, seq, err := f.nextMsg(ctx, 250*time.Millisecond)
 		if ctx.Err() != nil {
 			return current(), nil
 		}
 		if err == nil {
-			if err := a.applyMsg(l, msg); err != nil {
+			if err := a.applyMsg(l, msg, seq); err != nil {
 				// What was published is in the stream; the next leader starts from a checkpoint.
 				return nil, errors.Join(err, a.settle(l))
 			}
 			dirty = true
-		} else if !errors.Is(err, context.DeadlineExceeded) {
+		} else if !errors.Is(err, errIdle) {
 			return current(), fmt.Errorf("ncs messages: %w", err)
 		} else if err := a.settle(l); err != nil { // idle: collect the acknowledgements
 			return nil, err
@@ -249,10 +239,15 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	}
 }
 
-// settle waits for every in-flight event's acknowledgement, each bounded by effectTimeout, and checks that it
-// landed at its sequence.
+// settle waits for every in-flight event's acknowledgement, all of them within effectTimeout, and checks that
+// each landed at its sequence.
 func (a *applier) settle(l *leader) error {
 	defer func() { l.inflight = l.inflight[:0] }()
+	if len(l.inflight) == 0 {
+		return nil
+	}
+	deadline := time.NewTimer(effectTimeout)
+	defer deadline.Stop()
 	var first error
 	for _, f := range l.inflight {
 		select {
@@ -262,20 +257,16 @@ func (a *applier) settle(l *leader) error {
 			}
 		case err := <-f.ack.Err():
 			first = cmp.Or(first, fmt.Errorf("publish presence event %d: %w", f.seq, err))
-		case <-time.After(effectTimeout):
-			first = cmp.Or(first, fmt.Errorf("publish presence event %d: no acknowledgement within %s", f.seq, effectTimeout))
+		case <-deadline.C:
+			return cmp.Or(first, fmt.Errorf("publish presence event %d: no acknowledgement within %s", f.seq, effectTimeout))
 		}
 	}
 	return first
 }
 
-// applyMsg applies one stored notification and publishes the events it derives that the stream does not hold yet.
-func (a *applier) applyMsg(l *leader, msg jetstream.Msg) error {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return fmt.Errorf("ncs message metadata: %w", err)
-	}
-	seq := meta.Sequence.Stream
+// applyMsg applies one stored notification, stored at seq, and publishes the events it derives that the stream
+// does not hold yet.
+func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 	n := a.noticeOf(msg)
 	replaying := l.last < l.stored // re-deriving what an earlier leader published: not counted again
 	events, outcome := l.state.Apply(n)

@@ -25,6 +25,9 @@ const (
 	DefaultPresenceMaxAge = 24 * time.Hour
 	DefaultLeaseTTL       = 6 * time.Second
 	DefaultViewCatchUp    = 30 * time.Second
+	DefaultReplicas       = 1
+	// MaxReplicas is JetStream's own limit.
+	MaxReplicas = 5
 	// DefaultTombstoneRetention is presence.DefaultRetention.
 	DefaultTombstoneRetention = presence.DefaultRetention
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
@@ -53,6 +56,14 @@ type Config struct {
 	JWTSecret string
 	// NATSURL lists external NATS servers, comma-separated. Empty runs the embedded server.
 	NATSURL string
+	// NATSCreds is a NATS credentials file (user JWT and nkey seed) for the external NATS servers.
+	NATSCreds string
+	// NATSCA, NATSCert and NATSKey are PEM files for TLS to the external NATS servers: the CA that signed their
+	// certificates (default: the system's roots), and this client's certificate and key (both or neither).
+	NATSCA, NATSCert, NATSKey string
+	// Replicas is how many copies JetStream keeps of Usher's streams and buckets, 1 to 5 (default 1). Above 1
+	// needs a NATS cluster; 3 is the usual choice.
+	Replicas int
 	// DataDir is where the embedded server keeps JetStream's files (default "./data").
 	DataDir string
 	// NATSListen is where the embedded server accepts other NATS clients, or "off" (default "127.0.0.1:4222").
@@ -149,6 +160,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
 	if c.UpgradeRate == 0 {
 		c.UpgradeRate = DefaultUpgradeRate
 	}
@@ -207,6 +221,20 @@ func (c Config) Validate() error {
 		return fmt.Errorf("USHER_MAX_CONNECTIONS_PER_SUBJECT is %d: it must be positive", c.MaxPerSubject)
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return errors.New("USHER_TLS_CERT and USHER_TLS_KEY go together: set both, or neither")
+	case c.Replicas < 1 || c.Replicas > MaxReplicas:
+		return fmt.Errorf("USHER_REPLICAS is %d: it must be from 1 to %d (3 on a NATS cluster)", c.Replicas, MaxReplicas)
+	case c.NATSURL == "" && c.Replicas > 1:
+		return fmt.Errorf("USHER_REPLICAS is %d: the embedded NATS server is a single node and keeps one copy; "+
+			"set USHER_NATS_URL to a NATS cluster for replicas", c.Replicas)
+	case (c.NATSCert == "") != (c.NATSKey == ""):
+		return errors.New("USHER_NATS_CERT and USHER_NATS_KEY go together: set both, or neither")
+	}
+	if c.NATSURL == "" {
+		for _, s := range []struct{ name, v string }{{"USHER_NATS_CREDS", c.NATSCreds}, {"USHER_NATS_CA", c.NATSCA}, {"USHER_NATS_CERT", c.NATSCert}} {
+			if s.v != "" {
+				return fmt.Errorf("%s is set but USHER_NATS_URL is not: it is for external NATS servers, the embedded one needs none", s.name)
+			}
+		}
 	}
 	if _, err := parseNets("USHER_NCS_ALLOW_CIDRS", c.NCSAllowCIDRs); err != nil {
 		return err

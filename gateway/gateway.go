@@ -5,12 +5,14 @@ package gateway
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -59,12 +61,12 @@ type Gateway struct {
 
 // Start connects to NATS (starting the embedded server when no URL is configured), declares the streams, listens
 // on cfg.Addr and serves. On error, everything it started is stopped.
-func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
+func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	g = &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
 		served: make(chan error, 1), stop: func() {}, metrics: newMetrics(), proxies: cfg.TrustedProxies,
 		upgrades:    newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
 		handNotices: byID[*ncs.Decoded](handoffSize), handEvents: bySeq[presence.Event](handoffSize)}
@@ -79,41 +81,59 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		}
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	}
-	defer func() {
-		if err != nil {
-			if g.hub != nil {
-				g.hub.Close(context.Background())
-			}
-			g.stopWorkers()
-			g.closeNATS()
+	natsOpts, err := natsOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := g.start(ctx, natsOpts, tlsCfg); err != nil {
+		// Whatever start got to: the hub, the applier and view, the NATS connection, the embedded server.
+		if g.hub != nil {
+			g.hub.Close(context.Background())
 		}
-	}()
+		g.stopWorkers()
+		g.closeNATS()
+		return nil, err
+	}
+	return g, nil
+}
 
+// start does Start's work after the settings are checked; on error the caller stops what it started.
+func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls.Config) (err error) {
+	cfg := g.cfg
 	if cfg.NATSURL == "" {
 		g.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: cfg.DataDir, Listen: cfg.NATSListen, Logger: g.log})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if cfg.NATSListen != bus.ListenOff {
 			g.log.Info("embedded nats listening", "addr", g.ns.ClientURL())
 		}
 		g.nc, err = bus.ConnectEmbedded(g.ns, "usher")
 	} else {
-		g.nc, err = bus.Connect(cfg.NATSURL, "usher", g.log)
+		g.nc, err = bus.Connect(cfg.NATSURL, "usher-"+cfg.InstanceID, g.log, natsOpts...)
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if g.js, err = jetstream.New(g.nc); err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return fmt.Errorf("jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	buckets, err := bus.EnsureStreams(sctx, g.js, bus.StreamConfig{
 		Dedup: cfg.DedupWindow, MaxAge: cfg.NCSMaxAge, PresenceMaxAge: cfg.PresenceMaxAge, LeaseTTL: cfg.LeaseTTL,
+		Replicas: cfg.Replicas,
 	})
+	switch {
+	case errors.Is(err, bus.ErrReplicas):
+		return fmt.Errorf("USHER_REPLICAS is %d: %w (a NATS cluster of at least %d JetStream servers, all up, keeps them; or lower USHER_REPLICAS)",
+			cfg.Replicas, err, cfg.Replicas)
+	case err != nil && cfg.Replicas > 1 && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("USHER_REPLICAS is %d: the NATS servers did not set up Usher's streams within 10 s; is JetStream up, "+
+			"with a leader, on at least %d servers of the cluster? (%w)", cfg.Replicas, cfg.Replicas, err)
+	}
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rules := presence.Rules{Retention: cfg.TombstoneRetention}
 	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID,
@@ -131,11 +151,11 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 	g.workers.Go(func() { g.applier.run(wctx) })
 	g.workers.Go(func() { g.view.run(wctx) })
 	if err = g.catchUp(ctx); err != nil {
-		return nil, err
+		return err
 	}
 
 	if g.ln, err = net.Listen("tcp", cfg.Addr); err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
 	}
 	g.http = &http.Server{
 		Handler:           g.Handler(),
@@ -159,8 +179,46 @@ func Start(ctx context.Context, cfg Config) (g *Gateway, err error) {
 		}
 		g.served <- err
 	}()
-	g.log.Info("usher listening", "addr", g.ln.Addr().String(), "tls", tlsCfg != nil)
-	return g, nil
+	g.log.Info("usher listening", "addr", g.ln.Addr().String(), "tls", tlsCfg != nil, "instance", cfg.InstanceID,
+		"replicas", cfg.Replicas)
+	return nil
+}
+
+// natsOptions are the credentials and TLS settings for external NATS servers. Their files are read now, so that a
+// bad one stops start-up with a line naming its setting rather than failing each connection attempt.
+func natsOptions(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	if cfg.NATSCreds != "" {
+		creds := nats.UserCredentials(cfg.NATSCreds)
+		var o nats.Options
+		if err := creds(&o); err != nil {
+			return nil, fmt.Errorf("USHER_NATS_CREDS: %w", err)
+		}
+		if _, err := o.UserJWT(); err != nil {
+			return nil, fmt.Errorf("USHER_NATS_CREDS: %w", err)
+		}
+		if _, err := o.SignatureCB([]byte("usher")); err != nil {
+			return nil, fmt.Errorf("USHER_NATS_CREDS: %w", err)
+		}
+		opts = append(opts, creds)
+	}
+	if cfg.NATSCA != "" {
+		pem, err := os.ReadFile(cfg.NATSCA)
+		if err != nil {
+			return nil, fmt.Errorf("USHER_NATS_CA: %w", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("USHER_NATS_CA: %s holds no PEM certificate", cfg.NATSCA)
+		}
+		opts = append(opts, nats.RootCAs(cfg.NATSCA))
+	}
+	if cfg.NATSCert != "" {
+		if _, err := tls.LoadX509KeyPair(cfg.NATSCert, cfg.NATSKey); err != nil {
+			return nil, fmt.Errorf("USHER_NATS_CERT/USHER_NATS_KEY: %w", err)
+		}
+		opts = append(opts, nats.ClientCert(cfg.NATSCert, cfg.NATSKey))
+	}
+	return opts, nil
 }
 
 // Addr is the address the HTTP server listens on.

@@ -10,9 +10,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/subject"
 )
@@ -56,7 +54,7 @@ func (g *Gateway) postNCS(c *gin.Context) {
 	// The store outcome must not depend on whether Agora hangs up early: bound the wait, but not by the request.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.Request.Context()), g.cfg.PublishTimeout)
 	defer cancel()
-	ack, err := g.js.PublishMsg(ctx, msg, jetstream.WithMsgID(d.NoticeID), jetstream.WithExpectStream(bus.NCSStream))
+	ack, err := g.storeNotification(ctx, msg, d.NoticeID)
 	if err != nil {
 		g.logOf(c).Error("ncs notification not stored", "noticeId", d.NoticeID, "eventType", int(d.EventType), "err", err)
 		g.reject(c, errUnavailable)

@@ -64,43 +64,38 @@ func (lv *liveView) follow(ctx context.Context) error {
 		}
 		lv.mu.Lock()
 		lv.v, lv.seq, lv.loaded = cp.State.View(), cp.PresenceSeq, true
+		close(lv.changed) // waitSeq callers: the checkpoint may hold what they wait for (no event may follow it)
+		lv.changed = make(chan struct{})
 		lv.mu.Unlock()
 	}
 	lv.mu.RLock()
 	from := lv.seq + 1
 	lv.mu.RUnlock()
-	cons, err := lv.js.OrderedConsumer(ctx, bus.PresenceStream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: from,
-	})
+	f, err := follow(ctx, lv.js, bus.PresenceStream, "", from, 1024, lv.log)
 	if err != nil {
-		return fmt.Errorf("presence consumer: %w", err)
+		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1024))
-	if err != nil {
-		return fmt.Errorf("presence messages: %w", err)
-	}
-	defer it.Stop()
+	defer f.close()
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		msg, seq, err := f.nextMsg(ctx, time.Second)
+		if errors.Is(err, errIdle) {
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("presence messages: %w", err)
 		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return fmt.Errorf("presence message metadata: %w", err)
-		}
 		raw := msg.Data()
-		e, ok := lv.events.take(meta.Sequence.Stream, raw)
+		e, ok := lv.events.take(seq, raw)
 		if !ok {
 			e = presence.Event{}
 			if err := json.Unmarshal(raw, &e); err != nil {
-				lv.log.Warn("presence message is not an event; skipped", "seq", meta.Sequence.Stream, "err", err)
+				lv.log.Warn("presence message is not an event; skipped", "seq", seq, "err", err)
 			}
 		}
-		if e.Seq != meta.Sequence.Stream {
+		if e.Seq != seq {
 			raw = nil // not as the applier stores events: clients get it encoded with its stream sequence
 		}
-		e.Seq = meta.Sequence.Stream
+		e.Seq = seq
 		lv.mu.Lock()
 		applied := e.Channel != "" && lv.v.Apply(e)
 		lv.seq = e.Seq

@@ -53,6 +53,25 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"unreadable cert", nil, func(m map[string]string) {
 			m["USHER_TLS_CERT"], m["USHER_TLS_KEY"] = "/nonexistent/cert.pem", "/nonexistent/key.pem"
 		}, "USHER_TLS_CERT"},
+		{"replicas not a number", nil, func(m map[string]string) { m["USHER_REPLICAS"] = "three" }, "USHER_REPLICAS"},
+		{"replicas out of range", nil, func(m map[string]string) { m["USHER_REPLICAS"] = "7" }, "USHER_REPLICAS"},
+		{"replicas on the embedded server", []string{"--replicas", "3"}, func(map[string]string) {}, "USHER_REPLICAS"},
+		{"NATS creds without a NATS URL", nil, func(m map[string]string) { m["USHER_NATS_CREDS"] = "/etc/hostname" }, "USHER_NATS_CREDS"},
+		{"NATS cert without key", nil, func(m map[string]string) {
+			m["USHER_NATS_URL"], m["USHER_NATS_CERT"] = "nats://127.0.0.1:1", "/etc/hostname"
+		}, "USHER_NATS_KEY"},
+		{"unreadable NATS creds", nil, func(m map[string]string) {
+			m["USHER_NATS_URL"], m["USHER_NATS_CREDS"] = "nats://127.0.0.1:1", "/nonexistent/usher.creds"
+		}, "USHER_NATS_CREDS"},
+		{"NATS creds that are not credentials", nil, func(m map[string]string) {
+			m["USHER_NATS_URL"], m["USHER_NATS_CREDS"] = "nats://127.0.0.1:1", "/etc/hostname"
+		}, "USHER_NATS_CREDS"},
+		{"NATS CA that is not PEM", nil, func(m map[string]string) {
+			m["USHER_NATS_URL"], m["USHER_NATS_CA"] = "nats://127.0.0.1:1", "/etc/hostname"
+		}, "USHER_NATS_CA"},
+		{"unreadable NATS client cert", nil, func(m map[string]string) {
+			m["USHER_NATS_URL"], m["USHER_NATS_CERT"], m["USHER_NATS_KEY"] = "nats://127.0.0.1:1", "/nonexistent/c.pem", "/nonexistent/k.pem"
+		}, "USHER_NATS_CERT"},
 		{"missing secret file", nil, func(m map[string]string) {
 			delete(m, "USHER_NCS_SECRETS")
 			m["USHER_NCS_SECRETS_FILE"] = "/nonexistent/secret"

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -103,9 +104,10 @@ func ConnectEmbedded(s *server.Server, name string) (*nats.Conn, error) {
 	return nc, nil
 }
 
-// Connect connects to external NATS servers (comma-separated URLs), retrying on its own when the connection drops.
-func Connect(urls, name string, log *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(urls,
+// Connect connects to external NATS servers (comma-separated URLs), retrying on its own when the connection drops;
+// opts add credentials and TLS.
+func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect(urls, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(false),
@@ -115,7 +117,7 @@ func Connect(urls, name string, log *slog.Logger) (*nats.Conn, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
-	)
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", redactURLs(urls), err)
 	}
@@ -149,16 +151,46 @@ type StreamConfig struct {
 	Replicas int
 }
 
+// ErrReplicas is wrapped by EnsureStreams's error when the NATS servers cannot keep the replicas asked for: a
+// single server asked for more than one, or a cluster with too few JetStream servers up.
+var ErrReplicas = errors.New("the NATS servers cannot keep that many replicas")
+
+// JetStream API error codes that mean the replica count cannot be met.
+const (
+	errCodeNoPeers               = 10005 // no suitable peers for placement
+	errCodeNotClustered          = 10006 // JetStream not in clustered mode
+	errCodeInsufficientResources = 10023
+	errCodeReplicasNotUpdatable  = 10061
+	errCodeReplicasNotSupported  = 10074 // replicas > 1 not supported in non-clustered mode
+)
+
+// replicaError wraps err with ErrReplicas when JetStream refused the replica count.
+func replicaError(what string, replicas int, err error) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		switch api.ErrorCode {
+		case errCodeNoPeers, errCodeNotClustered, errCodeInsufficientResources, errCodeReplicasNotUpdatable, errCodeReplicasNotSupported:
+			return fmt.Errorf("%w: %d replicas of %s: the server said %q", ErrReplicas, replicas, what, api.Description)
+		}
+	}
+	return fmt.Errorf("create or update %s: %w", what, err)
+}
+
 // Buckets are the key-value and object stores EnsureStreams declares.
 type Buckets struct {
 	Leases      jetstream.KeyValue
 	Checkpoints jetstream.ObjectStore
 }
 
-// EnsureStreams creates Usher's streams and buckets, or updates them to cfg.
+// EnsureStreams creates Usher's streams and buckets, or updates them to cfg (limits and replicas alike). When the
+// servers cannot keep cfg.Replicas copies its error wraps ErrReplicas and tells what the server said.
+//
+// A stream or bucket that already has cfg's settings is left alone: an update, even to the same settings, goes
+// through the cluster's metadata leader, and every instance's start would otherwise make four of them (seen to
+// take more than 10 s on a cluster busy creating those same streams for another instance).
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
 	replicas := max(cfg.Replicas, 1)
-	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	for _, want := range []jetstream.StreamConfig{{
 		Name:        NCSStream,
 		Description: "Verified Agora NCS notifications, one subject per channel",
 		Subjects:    []string{subject.NCSPrefix + ">", subject.OtherPrefix + ">"},
@@ -168,11 +200,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		MaxAge:      cfg.MaxAge,
 		Duplicates:  cfg.Dedup,
 		Replicas:    replicas,
-	})
-	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update stream %s: %w", NCSStream, err)
-	}
-	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	}, {
 		Name:        PresenceStream,
 		Description: "Effective presence changes, one subject per channel; seq is the event's seq",
 		Subjects:    []string{subject.PresencePrefix + ">"},
@@ -182,32 +210,67 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		MaxAge:      cfg.PresenceMaxAge,
 		Duplicates:  min(cfg.Dedup, cfg.PresenceMaxAge),
 		Replicas:    replicas,
-	})
-	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update stream %s: %w", PresenceStream, err)
+	}} {
+		if has(ctx, js, want.Name, func(c jetstream.StreamConfig) bool {
+			return slices.Equal(c.Subjects, want.Subjects) && c.Retention == want.Retention && c.Discard == want.Discard &&
+				c.MaxAge == want.MaxAge && c.Duplicates == want.Duplicates
+		}, want.Description, replicas) {
+			continue
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
+			return Buckets{}, replicaError("stream "+want.Name, replicas, err)
+		}
 	}
-	var b Buckets
-	b.Leases, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+
+	var (
+		b   Buckets
+		err error
+	)
+	leases := jetstream.KeyValueConfig{
 		Bucket:      LeaseBucket,
 		Description: "Who applies notifications to rosters; entries expire unless renewed",
 		TTL:         cfg.LeaseTTL,
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
-	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update bucket %s: %w", LeaseBucket, err)
 	}
-	b.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+	if has(ctx, js, "KV_"+LeaseBucket, func(c jetstream.StreamConfig) bool {
+		return c.MaxAge == leases.TTL && c.MaxMsgsPerSubject == 1
+	}, leases.Description, replicas) {
+		b.Leases, err = js.KeyValue(ctx, LeaseBucket)
+	} else {
+		b.Leases, err = js.CreateOrUpdateKeyValue(ctx, leases)
+	}
+	if err != nil {
+		return Buckets{}, replicaError("bucket "+LeaseBucket, replicas, err)
+	}
+	checkpoints := jetstream.ObjectStoreConfig{
 		Bucket:      CheckpointBucket,
 		Description: "Roster checkpoints, so a restart does not replay all history",
 		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
-	})
+	}
+	if has(ctx, js, "OBJ_"+CheckpointBucket, func(jetstream.StreamConfig) bool { return true }, checkpoints.Description, replicas) {
+		b.Checkpoints, err = js.ObjectStore(ctx, CheckpointBucket)
+	} else {
+		b.Checkpoints, err = js.CreateOrUpdateObjectStore(ctx, checkpoints)
+	}
 	if err != nil {
-		return Buckets{}, fmt.Errorf("create or update bucket %s: %w", CheckpointBucket, err)
+		return Buckets{}, replicaError("bucket "+CheckpointBucket, replicas, err)
 	}
 	return b, nil
+}
+
+// has reports whether stream name exists, file-backed, with the description and replicas given and whatever else
+// same checks. Any error (the stream is missing, NATS did not answer) answers false: the caller then creates or
+// updates it, and reports that call's error.
+func has(ctx context.Context, js jetstream.JetStream, name string, same func(jetstream.StreamConfig) bool, description string, replicas int) bool {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return false
+	}
+	c := s.CachedInfo().Config
+	return c.Storage == jetstream.FileStorage && c.Description == description && c.Replicas == replicas && same(c)
 }
 
 // slogAdapter routes the NATS server's log to slog; its start-up banner and notices go to debug.

@@ -1,0 +1,103 @@
+package bus_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+)
+
+// TestEnsureStreams declares the streams, declares them again unchanged (left alone), then with other limits
+// (updated in place), then with replicas a single server cannot keep (ErrReplicas, naming what the server said).
+func TestEnsureStreams(t *testing.T) {
+	t.Parallel()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: bus.ListenOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := bus.ConnectEmbedded(ns, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// Stream create and update requests to the JetStream API, as this test's connection sees them: each is queued
+	// on the channel before the answer to a later Flush is read.
+	requests := make(chan *nats.Msg, 1024)
+	sub, err := nc.ChanSubscribe("$JS.API.STREAM.*.>", requests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	round := func(cfg bus.StreamConfig) (bus.Buckets, int, error) {
+		t.Helper()
+		b, err := bus.EnsureStreams(ctx, js, cfg)
+		if ferr := nc.Flush(); ferr != nil {
+			t.Fatal(ferr)
+		}
+		n := 0
+		for len(requests) > 0 {
+			m := <-requests
+			if strings.HasPrefix(m.Subject, "$JS.API.STREAM.CREATE.") || strings.HasPrefix(m.Subject, "$JS.API.STREAM.UPDATE.") {
+				n++
+			}
+		}
+		return b, n, err
+	}
+
+	cfg := bus.StreamConfig{Dedup: 10 * time.Minute, MaxAge: time.Hour, PresenceMaxAge: time.Hour, LeaseTTL: 6 * time.Second}
+	check := func(maxAge, ttl time.Duration) {
+		t.Helper()
+		for name, want := range map[string]time.Duration{bus.NCSStream: maxAge, "KV_" + bus.LeaseBucket: ttl} {
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.CachedInfo().Config.MaxAge; got != want {
+				t.Fatalf("%s max age %s, want %s", name, got, want)
+			}
+		}
+	}
+	for i := range 2 {
+		b, n, err := round(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.Leases == nil || b.Checkpoints == nil {
+			t.Fatal("buckets missing")
+		}
+		check(time.Hour, 6*time.Second)
+		if i == 0 && n < 4 || i == 1 && n != 0 {
+			t.Fatalf("round %d: %d stream creates or updates", i+1, n)
+		}
+	}
+
+	cfg.MaxAge, cfg.LeaseTTL = 2*time.Hour, 3*time.Second
+	b, n, err := round(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(2*time.Hour, 3*time.Second)
+	if n < 2 {
+		t.Fatalf("%d stream updates for two changed streams", n)
+	}
+	if _, err := b.Leases.Create(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("the lease bucket does not work after an update: %v", err)
+	}
+
+	cfg.Replicas = 3
+	_, _, err = round(cfg)
+	if !errors.Is(err, bus.ErrReplicas) || !strings.Contains(err.Error(), "non-clustered") {
+		t.Fatalf("got %v, want ErrReplicas with the server's reason", err)
+	}
+}

@@ -1,0 +1,112 @@
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+)
+
+// deadIterator is an ordered consumer's iterator that has quietly stopped: every wait times out.
+type deadIterator struct{}
+
+func (deadIterator) Next(...jetstream.NextOpt) (jetstream.Msg, error) {
+	time.Sleep(20 * time.Millisecond)
+	return nil, context.DeadlineExceeded
+}
+func (deadIterator) Stop()  {}
+func (deadIterator) Drain() {}
+
+// TestFollowerReplacesAStalledConsumer stalls a follower's consumer while the stream moves on: the follower must
+// notice within stallCheck (plus a poll), make a new consumer after the last message it delivered, and deliver
+// every message once and in order. A filtered follower whose subjects have nothing new is left alone.
+func TestFollowerReplacesAStalledConsumer(t *testing.T) {
+	t.Parallel()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: bus.ListenOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := bus.ConnectEmbedded(ns, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"a.>", "b.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(subj string, n int) {
+		for i := range n {
+			if _, err := js.Publish(ctx, subj, fmt.Appendf(nil, "%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub("a.x", 5)
+	log := slog.New(slog.DiscardHandler)
+	all, err := follow(ctx, js, "S", "", 1, 16, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.close()
+	onlyA, err := follow(ctx, js, "S", "a.>", 1, 16, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer onlyA.close()
+
+	// read takes n messages from f, checking that they come in stream order from want.
+	read := func(f *follower, want uint64, n int) {
+		t.Helper()
+		for got := 0; got < n; {
+			_, seq, err := f.nextMsg(ctx, 200*time.Millisecond)
+			if err == errIdle {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if seq != want {
+				t.Fatalf("got seq %d, want %d", seq, want)
+			}
+			want++
+			got++
+		}
+	}
+	read(all, 1, 3)
+	read(onlyA, 1, 5)
+
+	// Both consumers die quietly; the stream moves on, but only on b.> subjects for onlyA.
+	all.it.Stop()
+	all.it = deadIterator{}
+	onlyA.it.Stop()
+	onlyA.it = deadIterator{}
+	pub("b.y", 2)
+	start := time.Now()
+	read(all, 4, 4) // 4, 5 (a.x) and 6, 7 (b.y)
+	if all.remakes != 1 {
+		t.Fatalf("%d consumers made again, want 1", all.remakes)
+	}
+	t.Logf("stalled consumer replaced, and the stream read on, after %s", time.Since(start).Round(10*time.Millisecond))
+	for time.Since(start) < stallCheck+time.Second {
+		if _, _, err := onlyA.nextMsg(ctx, 200*time.Millisecond); err != errIdle {
+			t.Fatalf("filtered follower: %v, want idle", err)
+		}
+	}
+	if onlyA.remakes != 0 {
+		t.Fatal("the filtered follower was made again although its subjects had nothing new")
+	}
+	pub("a.z", 1)
+	read(onlyA, 8, 1)
+	if onlyA.remakes != 1 {
+		t.Fatalf("filtered follower made again %d times, want 1", onlyA.remakes)
+	}
+}

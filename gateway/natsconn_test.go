@@ -1,0 +1,95 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/bus"
+)
+
+// TestStartFailsCleanly makes Start fail after it connected to NATS and started its workers: it must return the
+// error (not panic) and stop what it started, so that the same data directory can be used again at once.
+func TestStartFailsCleanly(t *testing.T) {
+	t.Parallel()
+	t.Run("port taken", func(t *testing.T) {
+		t.Parallel()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		dir := t.TempDir()
+		cfg := testConfig(t, dir)
+		cfg.Addr = ln.Addr().String()
+		if g, err := gateway.Start(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "listen on") {
+			if g != nil {
+				_ = g.Shutdown(context.Background())
+			}
+			t.Fatalf("got %v, want a listen error", err)
+		}
+		// The embedded server and its store were released: a second start on the same directory works.
+		startGateway(t, testConfig(t, dir))
+	})
+	t.Run("replicas on a single server", func(t *testing.T) {
+		t.Parallel()
+		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		cfg := testConfig(t, "")
+		cfg.NATSURL, cfg.Replicas = ns.ClientURL(), 3
+		_, err = gateway.Start(context.Background(), cfg)
+		if err == nil || !strings.Contains(err.Error(), "USHER_REPLICAS is 3") || !strings.Contains(err.Error(), "non-clustered") ||
+			strings.Contains(err.Error(), "\n") {
+			t.Fatalf("got %v, want one line naming USHER_REPLICAS and what the server said", err)
+		}
+		eventually(t, 5*time.Second, func() (bool, string) {
+			return ns.NumClients() == 0, "NATS connections left open after a failed start"
+		})
+	})
+}
+
+// TestNATSOverTLS connects to a NATS server that requires TLS, trusting its certificate through USHER_NATS_CA;
+// without it the connection is refused.
+func TestNATSOverTLS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, _ := writeCert(t)
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
+		TLS: true, TLSTimeout: 2, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	url := strings.Replace(ns.ClientURL(), "nats://", "tls://", 1)
+
+	cfg := testConfig(t, "")
+	cfg.NATSURL = url
+	if g, err := gateway.Start(context.Background(), cfg); err == nil {
+		_ = g.Shutdown(context.Background())
+		t.Fatal("connected over TLS without trusting the server's certificate")
+	}
+
+	cfg.NATSCA = certFile
+	_, base := startGateway(t, cfg)
+	if a := postSigned(t, base, audienceJoin("tls-1", "show-1", 1, 1)); a.Status != 200 {
+		t.Fatalf("got %d %s", a.Status, a.Raw)
+	}
+}
