@@ -90,8 +90,10 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 		if g.hub != nil {
 			g.hub.Close(context.Background())
 		}
-		g.stopWorkers()
-		g.closeNATS()
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+		defer cancel()
+		g.stopWorkers(ctx)
+		g.closeNATS(ctx)
 		return nil, err
 	}
 	return g, nil
@@ -246,19 +248,28 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.hub != nil {
 		g.hub.Close(ctx) // WebSockets are hijacked: http.Server.Shutdown does not wait for them
 	}
-	g.stopWorkers()
-	g.closeNATS()
+	g.stopWorkers(ctx)
+	g.closeNATS(ctx)
 	return err
 }
 
-// stopWorkers stops the applier (which saves a checkpoint and releases its lease) and the view, and waits for them.
-func (g *Gateway) stopWorkers() {
+// stopWorkers stops the applier (which saves a checkpoint and releases its lease) and the view, and waits for them
+// until ctx ends. Workers still running then are stopped by closeNATS: with the connection closed, their NATS calls
+// fail at once.
+func (g *Gateway) stopWorkers(ctx context.Context) {
 	g.stop()
-	g.workers.Wait()
+	done := make(chan struct{})
+	go func() { g.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		g.log.Warn("the applier and view did not stop within the shutdown grace; closing NATS under them")
+	}
 }
 
-// closeNATS drains the connection (bounded), then stops the embedded server.
-func (g *Gateway) closeNATS() {
+// closeNATS drains the connection until ctx ends (then closes it), waits for the workers, and stops the embedded
+// server.
+func (g *Gateway) closeNATS(ctx context.Context) {
 	if g.nc != nil {
 		closed := make(chan struct{})
 		g.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
@@ -267,9 +278,17 @@ func (g *Gateway) closeNATS() {
 		}
 		select {
 		case <-closed:
-		case <-time.After(5 * time.Second):
+		case <-ctx.Done():
 			g.nc.Close()
 		}
+	}
+	// With the connection closed, a worker that outlived ctx ends promptly; wait for it, bounded all the same.
+	done := make(chan struct{})
+	go func() { g.workers.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		g.log.Error("the applier or view is still running after NATS was closed")
 	}
 	if g.ns != nil {
 		g.ns.Shutdown()

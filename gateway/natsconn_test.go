@@ -12,6 +12,7 @@ import (
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/presence"
 )
 
 // TestStartFailsCleanly makes Start fail after it connected to NATS and started its workers: it must return the
@@ -91,5 +92,43 @@ func TestNATSOverTLS(t *testing.T) {
 	_, base := startGateway(t, cfg)
 	if a := postSigned(t, base, audienceJoin("tls-1", "show-1", 1, 1)); a.Status != 200 {
 		t.Fatalf("got %d %s", a.Status, a.Raw)
+	}
+}
+
+// TestShutdownWithoutNATS shuts a gateway down after its NATS server died: the checkpoint, the lease release and
+// the drain cannot complete, and Shutdown must still return within its grace (plus the bounded wait for the
+// workers after the connection is closed), not after each step's own timeout in turn.
+func TestShutdownWithoutNATS(t *testing.T) {
+	t.Parallel()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "")
+	cfg.NATSURL = ns.ClientURL()
+	cfg.ShutdownGrace = 2 * time.Second
+	g, err := gateway.Start(context.Background(), cfg)
+	if err != nil {
+		ns.Shutdown()
+		t.Fatal(err)
+	}
+	base := "http://" + g.Addr().String()
+	if a := postSigned(t, base, audienceJoin("gone-1", "show-1", 1, 1)); a.Status != 200 {
+		t.Fatalf("got %d %s", a.Status, a.Raw)
+	}
+	waitSnapshot(t, base, "show-1", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { _ = g.Shutdown(context.Background()); close(done) }()
+	// 2 s of grace, up to 2 s for the workers once the connection is closed, and slack for a loaded machine. Each
+	// step's own timeout in turn (checkpoint 10 s, lease 2 s, drain 5 s) would take 17 s.
+	select {
+	case <-done:
+		t.Logf("shutdown without NATS took %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(8 * time.Second):
+		t.Fatalf("Shutdown still running %s after NATS died, with a grace of 2 s", time.Since(start).Round(time.Second))
 	}
 }
