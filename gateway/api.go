@@ -138,7 +138,7 @@ func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
 
 // events reads up to limit events of channel with seq > since from USHER_PRESENCE. On a NATS cluster the first
 // pull from a consumer just created can reach a server before the consumer does ("no responders"): that read is
-// tried again, up to 5 times 100 ms apart, within ctx.
+// made up to 5 times in all, 100 ms apart, within ctx.
 func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, error) {
 	for attempt := 1; ; attempt++ {
 		out, err := g.readEvents(ctx, channel, since, limit)
@@ -175,7 +175,9 @@ func (g *Gateway) readEvents(ctx context.Context, channel string, since uint64, 
 	if err != nil {
 		return nil, err
 	}
+	got := 0
 	for msg := range batch.Messages() {
+		got++
 		meta, err := msg.Metadata()
 		if err != nil {
 			return nil, err
@@ -189,6 +191,12 @@ func (g *Gateway) readEvents(ctx context.Context, channel string, since uint64, 
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return nil, err
+	}
+	if got == 0 {
+		// Events were pending and none came in time (the consumer's server died, say). An empty page would read as
+		// "nothing after since": a resume would go live over a gap.
+		return nil, fmt.Errorf("%d events of %q pending after seq %d, none read in time: %w", want, channel, since,
+			context.DeadlineExceeded)
 	}
 	return out, nil
 }
