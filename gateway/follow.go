@@ -14,8 +14,9 @@ import (
 var errIdle = errors.New("no message yet")
 
 const (
-	// stallCheck is how long a follower may go without a message before it asks the stream whether it moved on.
-	stallCheck = 3 * time.Second
+	// stallCheck is how long a follower may go without a message before it asks the stream whether it moved on; a
+	// consumer is replaced when two checks in a row find the same message undelivered.
+	stallCheck = 2 * time.Second
 	// remakeEvery is how often a follower without a consumer tries to make one.
 	remakeEvery = time.Second
 )
@@ -26,9 +27,9 @@ const (
 // On a NATS cluster, an ordered consumer lives on one server (its stream's leader when it was made). When that
 // server dies, the client library is meant to notice the missing heartbeats and make a new consumer; in tests with
 // a NATS node killed with -9 it sometimes did not, and the reader waited forever while the stream moved on. So a
-// follower that got nothing for stallCheck asks the stream for the last sequence of the subjects it follows: if
-// that is past the last message delivered, the consumer is stalled, and a new one replaces it, starting right
-// after the last message delivered. An iterator that fails is replaced the same way. Nothing is skipped or
+// follower that got nothing for stallCheck asks the stream for the last sequence of the subjects it follows: if a
+// message it found there is still not delivered at the next check, the consumer is stalled, and a new one replaces
+// it, starting right after the last message delivered. An iterator that fails is replaced the same way. Nothing is skipped or
 // delivered twice.
 //
 // The library's own recovery is limited to one attempt (MaxResetAttempts 1): left to itself, it retries making a
@@ -50,6 +51,7 @@ type follower struct {
 	idle    time.Time                 // when the follower last delivered or checked the stream
 	tried   time.Time                 // when the follower last tried to make a consumer
 	remakes int                       // consumers replaced
+	suspect uint64                    // a message the stream held at the last check and the consumer had not delivered
 }
 
 // follow starts reading stream (only filter's subjects, unless it is "") at sequence from (at least 1).
@@ -114,8 +116,9 @@ func (f *follower) nextMsg(ctx context.Context, wait time.Duration) (jetstream.M
 	}
 }
 
-// checkStalled answers errIdle, after making a new consumer if the current one is stalled: nothing for stallCheck
-// while the stream holds a message it should have delivered.
+// checkStalled answers errIdle, after making a new consumer if the current one is stalled: a message the stream
+// held at one check is still not delivered at the next, stallCheck later. (One sighting is not enough: a message
+// stored just before the check may simply be on its way.)
 func (f *follower) checkStalled(ctx context.Context) error {
 	if time.Since(f.idle) < stallCheck {
 		return errIdle
@@ -127,8 +130,14 @@ func (f *follower) checkStalled(ctx context.Context) error {
 		return errIdle
 	}
 	if last < f.next {
+		f.suspect = 0
 		return errIdle // nothing new
 	}
+	if f.suspect < f.next { // first sighting, or what was suspected has come since
+		f.suspect = last
+		return errIdle
+	}
+	f.suspect = 0
 	f.log.Warn("ordered consumer stalled while the stream moved on; making a new one", "stream", f.stream,
 		"from", f.next, "last", last)
 	return f.remake(ctx)
@@ -143,11 +152,7 @@ func (f *follower) lastSeq(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	if f.filter == "" {
-		info, err := s.Info(ictx)
-		if err != nil {
-			return 0, err
-		}
-		return info.State.LastSeq, nil
+		return s.CachedInfo().State.LastSeq, nil // Stream has just fetched it
 	}
 	m, err := s.GetLastMsgForSubject(ictx, f.filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -23,7 +23,7 @@ func (deadIterator) Stop()  {}
 func (deadIterator) Drain() {}
 
 // TestFollowerReplacesAStalledConsumer stalls a follower's consumer while the stream moves on: the follower must
-// notice within stallCheck (plus a poll), make a new consumer after the last message it delivered, and deliver
+// notice within two stallChecks (plus a poll), make a new consumer after the last message it delivered, and deliver
 // every message once and in order. A filtered follower whose subjects have nothing new is left alone.
 func TestFollowerReplacesAStalledConsumer(t *testing.T) {
 	t.Parallel()
