@@ -169,8 +169,11 @@ func replicaError(what string, replicas int, err error) error {
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
 		switch api.ErrorCode {
-		case errCodeNoPeers, errCodeNotClustered, errCodeInsufficientResources, errCodeReplicasNotUpdatable, errCodeReplicasNotSupported:
+		case errCodeNoPeers, errCodeNotClustered, errCodeReplicasNotUpdatable, errCodeReplicasNotSupported:
 			return fmt.Errorf("%w: %d replicas of %s: the server said %q", ErrReplicas, replicas, what, api.Description)
+		case errCodeInsufficientResources: // too few servers with room, or JetStream's storage or an account limit full
+			return fmt.Errorf("%w: %d replicas of %s: the server said %q (check JetStream's max_file_store and the account's limits too)",
+				ErrReplicas, replicas, what, api.Description)
 		}
 	}
 	return fmt.Errorf("create or update %s: %w", what, err)

@@ -622,6 +622,10 @@ func send(t *testing.T, s *sim.Sender, ds []sim.Delivery, b burst) sendResult {
 	close(jobs)
 	wg.Wait()
 	mwg.Wait()
+	if t.Failed() {
+		// midway failed: its t.Fatalf ended only its own goroutine; stop the test here, not at the checks after.
+		t.FailNow()
+	}
 	res.attempts, res.took = int(attempts.Load()), time.Since(start)
 	t.Logf("sent %d notifications in %s: %d acknowledged, %d never; %d requests, answers by status %v", len(ds),
 		res.took.Round(time.Millisecond), len(res.acked), len(res.failed), res.attempts, res.statuses)
