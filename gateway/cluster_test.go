@@ -3,9 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/url"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -68,28 +66,6 @@ func checkStream(t testing.TB, events []presence.Event) {
 		}
 		last[k] = e.ClientSeq
 	}
-}
-
-// matchesTruth compares a snapshot with the simulator's ground truth on uid, role and account.
-func matchesTruth(s presence.Snapshot, truth []sim.Member) (bool, string) {
-	type m struct {
-		UID     uint32
-		Role    string
-		Account string
-	}
-	var got, want []m
-	for role, list := range map[string][]presence.Member{"host": s.Hosts, "audience": s.Audience, "user": s.Users} {
-		for _, x := range list {
-			got = append(got, m{x.UID, role, x.Account})
-		}
-	}
-	for _, x := range truth {
-		want = append(want, m{x.UID, x.Role.String(), x.Account})
-	}
-	cmp := func(a, b m) int { return int(a.UID) - int(b.UID) }
-	slices.SortFunc(got, cmp)
-	slices.SortFunc(want, cmp)
-	return slices.Equal(got, want), fmt.Sprintf("channel %q at seq %d:\n got  %v\n want %v", s.Channel, s.Seq, got, want)
 }
 
 // collect takes n deliveries from gen, then everything it still owes, on a clock that moves 10 ms a delivery.
@@ -174,7 +150,7 @@ func waitTruth(t testing.TB, gen *sim.Generator, bases []string) {
 				if code, raw := getJSON(t, base, "/v1/channels/"+url.PathEscape(ch)+"/presence", tok, &s); code != 200 {
 					return false, raw
 				}
-				if ok, why := matchesTruth(s, truth[ch]); !ok {
+				if ok, why := sim.MatchSnapshot(s, truth[ch]); !ok {
 					return false, base + " " + why
 				}
 			}

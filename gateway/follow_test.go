@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/usher-presence/usher/gateway/bus"
 )
 
 // deadIterator is an ordered consumer's iterator that has quietly stopped: every wait times out.
@@ -27,19 +25,7 @@ func (deadIterator) Drain() {}
 // every message once and in order. A filtered follower whose subjects have nothing new is left alone.
 func TestFollowerReplacesAStalledConsumer(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: bus.ListenOff})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := bus.ConnectEmbedded(ns, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	js, ctx := testJetStream(t, 30*time.Second)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"a.>", "b.>"}}); err != nil {
 		t.Fatal(err)
 	}

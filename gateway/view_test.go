@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/presence"
 )
@@ -18,19 +16,7 @@ import (
 // when it is loaded, not at the next event (it used to: start-up then waited its whole 30 s catch-up bound).
 func TestViewWaitEndsAtCheckpoint(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: bus.ListenOff})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := bus.ConnectEmbedded(ns, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	js, ctx := testJetStream(t, 20*time.Second)
 	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)

@@ -803,35 +803,13 @@ func waitTruth(t *testing.T, gen *sim.Generator, us ...*usher) {
 				if resp.StatusCode != 200 || err != nil {
 					return false, fmt.Sprintf("%s %s: %d %v", u.name, ch, resp.StatusCode, err)
 				}
-				if ok, why := matchesTruth(s, truth[ch]); !ok {
+				if ok, why := sim.MatchSnapshot(s, truth[ch]); !ok {
 					return false, u.name + " " + why
 				}
 			}
 		}
 		return true, ""
 	})
-}
-
-// matchesTruth compares a snapshot with the simulator's ground truth on uid, role and account.
-func matchesTruth(s presence.Snapshot, truth []sim.Member) (bool, string) {
-	type m struct {
-		UID     uint32
-		Role    string
-		Account string
-	}
-	var got, want []m
-	for role, list := range map[string][]presence.Member{"host": s.Hosts, "audience": s.Audience, "user": s.Users} {
-		for _, x := range list {
-			got = append(got, m{x.UID, role, x.Account})
-		}
-	}
-	for _, x := range truth {
-		want = append(want, m{x.UID, x.Role.String(), x.Account})
-	}
-	cmp := func(a, b m) int { return int(a.UID) - int(b.UID) }
-	slices.SortFunc(got, cmp)
-	slices.SortFunc(want, cmp)
-	return slices.Equal(got, want), fmt.Sprintf("channel %q at seq %d:\n got  %v\n want %v", s.Channel, s.Seq, got, want)
 }
 
 // ---- WebSocket watchers ----
