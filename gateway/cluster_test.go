@@ -68,22 +68,6 @@ func checkStream(t testing.TB, events []presence.Event) {
 	}
 }
 
-// collect takes n deliveries from gen, then everything it still owes, on a clock that moves 10 ms a delivery.
-func collect(gen *sim.Generator, n int) []sim.Delivery {
-	var ds []sim.Delivery
-	now := time.Now()
-	for len(ds) < n {
-		d, ok := gen.Next(now)
-		if !ok {
-			now = now.Add(time.Second) // every channel is cooling down after a destroy
-			continue
-		}
-		ds = append(ds, d)
-		now = now.Add(10 * time.Millisecond)
-	}
-	return append(ds, gen.Flush(now)...)
-}
-
 // sendAll sends ds with 4 workers, round-robin over senders, and fails the test for any never acknowledged. When
 // midway is not nil it is closed once `after` deliveries were acknowledged.
 func sendAll(t testing.TB, ds []sim.Delivery, senders []*sim.Sender, after int, midway chan<- struct{}) {
@@ -128,7 +112,7 @@ func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
 	for i, b := range bases {
 		senders[i] = &sim.Sender{URL: b + "/v1/ncs", Secret: testSecret, Backoff: 50 * time.Millisecond}
 	}
-	sendAll(t, collect(gen, n), senders, 0, nil)
+	sendAll(t, gen.Collect(n, time.Now()), senders, 0, nil)
 }
 
 // waitTruth waits until every base serves every channel as the generator's truth has it.

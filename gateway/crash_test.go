@@ -176,5 +176,5 @@ func TestKillDashNine(t *testing.T) {
 // midway once `after` deliveries were acknowledged.
 func deliverPatiently(t *testing.T, gen *sim.Generator, base string, n, after int, midway chan<- struct{}) {
 	s := &sim.Sender{URL: base + "/v1/ncs", Secret: testSecret, Backoff: 100 * time.Millisecond, Resends: 12}
-	sendAll(t, collect(gen, n), []*sim.Sender{s}, after, midway)
+	sendAll(t, gen.Collect(n, time.Now()), []*sim.Sender{s}, after, midway)
 }

@@ -27,7 +27,7 @@ func TestCrossInstanceDelivery(t *testing.T) {
 	wb := watch(t, "on-b", gen.Channels(), b.base)
 	wc := watch(t, "on-c", gen.Channels(), c.base)
 
-	res := send(t, newSender(t, a.base), collect(gen, 2000), burst{})
+	res := send(t, newSender(t, a.base), gen.Collect(2000, time.Now()), burst{})
 	if len(res.failed) > 0 {
 		t.Fatalf("%d notifications never acknowledged, e.g. %s", len(res.failed), res.failed[0])
 	}
@@ -68,7 +68,7 @@ func TestKillUsherMidBurst(t *testing.T) {
 
 	lb := newBalancer(t, us...)
 	var takeover time.Duration
-	res := send(t, newSender(t, lb.srv.URL), collect(gen, 10000), burst{after: 3000, midway: func() {
+	res := send(t, newSender(t, lb.srv.URL), gen.Collect(10000, time.Now()), burst{after: 3000, midway: func() {
 		killed := time.Now()
 		leader.p.kill(t)
 		t.Logf("killed -9 usher %s (the applier) after 3000 acknowledged notifications", leader.name)
@@ -116,7 +116,7 @@ func TestKillNATSNodeMidBurst(t *testing.T) {
 
 	lb := newBalancer(t, a, b)
 	victim := -1
-	res := send(t, newSender(t, lb.srv.URL), collect(gen, 5000), burst{after: 1500, midway: func() {
+	res := send(t, newSender(t, lb.srv.URL), gen.Collect(5000, time.Now()), burst{after: 1500, midway: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		s, err := js.Stream(ctx, bus.NCSStream)
@@ -175,7 +175,7 @@ func TestRestartedInstanceResumes(t *testing.T) {
 	}
 	w := watch(t, "on-a", gen.Channels(), a.base)
 	sender := newSender(t, b.base)
-	ds := collect(gen, 3000)
+	ds := gen.Collect(3000, time.Now())
 
 	res := send(t, sender, ds[:500], burst{})
 	// The rest goes to b at about 300 a second, while a stops, b takes over the applier, and a starts again.

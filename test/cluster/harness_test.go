@@ -537,22 +537,6 @@ func newSender(t *testing.T, url string) *sim.Sender {
 		Client: &http.Client{Timeout: 10 * time.Second, Transport: tr}}
 }
 
-// collect takes n deliveries from gen, then everything it still owes, on a clock that moves 10 ms a delivery.
-func collect(gen *sim.Generator, n int) []sim.Delivery {
-	var ds []sim.Delivery
-	now := time.Now()
-	for len(ds) < n {
-		d, ok := gen.Next(now)
-		if !ok {
-			now = now.Add(time.Second) // every channel is cooling down after a destroy
-			continue
-		}
-		ds = append(ds, d)
-		now = now.Add(10 * time.Millisecond)
-	}
-	return append(ds, gen.Flush(now)...)
-}
-
 // sendResult is what a burst did.
 type sendResult struct {
 	acked    []string // noticeIds answered 200

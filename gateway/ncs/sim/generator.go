@@ -809,3 +809,20 @@ func mustMarshal(v any) []byte {
 	}
 	return b
 }
+
+// Collect takes n deliveries, then everything the generator still owes (Flush), on a clock that starts at start
+// and moves 10 ms a delivery (a second at a time while every channel cools down after a destroy).
+func (g *Generator) Collect(n int, start time.Time) []Delivery {
+	var ds []Delivery
+	now := start
+	for len(ds) < n {
+		d, ok := g.Next(now)
+		if !ok {
+			now = now.Add(time.Second)
+			continue
+		}
+		ds = append(ds, d)
+		now = now.Add(10 * time.Millisecond)
+	}
+	return append(ds, g.Flush(now)...)
+}
