@@ -92,8 +92,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 		defer cancel()
-		g.stopWorkers(ctx)
-		g.closeNATS(ctx)
+		g.closeNATS(ctx, g.stopWorkers(ctx))
 		return nil, err
 	}
 	return g, nil
@@ -248,15 +247,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.hub != nil {
 		g.hub.Close(ctx) // WebSockets are hijacked: http.Server.Shutdown does not wait for them
 	}
-	g.stopWorkers(ctx)
-	g.closeNATS(ctx)
+	g.closeNATS(ctx, g.stopWorkers(ctx))
 	return err
 }
 
 // stopWorkers stops the applier (which saves a checkpoint and releases its lease) and the view, and waits for them
-// until ctx ends. Workers still running then are stopped by closeNATS: with the connection closed, their NATS calls
-// fail at once.
-func (g *Gateway) stopWorkers(ctx context.Context) {
+// until ctx ends; the channel it returns is closed once they have stopped. Workers still running then are stopped
+// by closeNATS: with the connection closed, their NATS calls fail at once.
+func (g *Gateway) stopWorkers(ctx context.Context) <-chan struct{} {
 	g.stop()
 	done := make(chan struct{})
 	go func() { g.workers.Wait(); close(done) }()
@@ -265,11 +263,12 @@ func (g *Gateway) stopWorkers(ctx context.Context) {
 	case <-ctx.Done():
 		g.log.Warn("the applier and view did not stop within the shutdown grace; closing NATS under them")
 	}
+	return done
 }
 
-// closeNATS drains the connection until ctx ends (then closes it), waits for the workers, and stops the embedded
-// server.
-func (g *Gateway) closeNATS(ctx context.Context) {
+// closeNATS drains the connection until ctx ends (then closes it), waits for the workers (stopped: closed by
+// stopWorkers), and stops the embedded server.
+func (g *Gateway) closeNATS(ctx context.Context, stopped <-chan struct{}) {
 	if g.nc != nil {
 		closed := make(chan struct{})
 		g.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
@@ -283,10 +282,8 @@ func (g *Gateway) closeNATS(ctx context.Context) {
 		}
 	}
 	// With the connection closed, a worker that outlived ctx ends promptly; wait for it, bounded all the same.
-	done := make(chan struct{})
-	go func() { g.workers.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-stopped:
 	case <-time.After(2 * time.Second):
 		g.log.Error("the applier or view is still running after NATS was closed")
 	}
