@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -209,11 +210,22 @@ func (s *spawned) stop() {
 
 // baseline serves the bare fan-out server the load tool compares Usher with.
 func baseline(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	var port int
+	var (
+		port      int
+		debugAddr string
+	)
 	s := newSettings("baseline", getenv, stderr)
 	s.Int(&port, "port", "PORT", 8081, "HTTP listen port")
+	s.String(&debugAddr, "debug-addr", "USHER_DEBUG_ADDR", "", "host:port for Go's /debug/pprof profiles, to compare with Usher's; unset: off")
 	if err := s.Parse(args); err != nil {
 		return err
+	}
+	if debugAddr != "" {
+		stop, err := serveDebug(debugAddr, slog.New(slog.NewTextHandler(stderr, nil)))
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	srv := &http.Server{Addr: ":" + strconv.Itoa(port), Handler: loadtest.NewBaseline(), ReadHeaderTimeout: 5 * time.Second}
 	errc := make(chan error, 1)
