@@ -29,9 +29,8 @@ const (
 	checkpointObject = "applier"
 	// pruneEvery: tombstones are pruned each time the NCS sequence crosses a multiple of it. Pruning at fixed
 	// sequence points keeps the applier deterministic, so replay from a checkpoint decides exactly as the first run.
-	pruneEvery         = 1000
-	checkpointInterval = 10 * time.Second
-	effectTimeout      = 5 * time.Second
+	pruneEvery    = 1000
+	effectTimeout = 5 * time.Second
 	// maxInflight bounds the presence events published and not yet acknowledged. They are pipelined: each carries
 	// the exact sequence it must land at, so if one fails, every later one fails too, and the applier restarts
 	// from its checkpoint.
@@ -61,6 +60,7 @@ type applier struct {
 	buckets bus.Buckets
 	rules   presence.Rules
 	ttl     time.Duration
+	every   time.Duration // checkpoint interval
 	id      string
 	log     *slog.Logger
 	metrics *metrics
@@ -91,7 +91,7 @@ func (a *applier) run(ctx context.Context) {
 		wg.Wait()
 		if !lost.Load() {
 			if st != nil {
-				a.saveCheckpoint(st)
+				a.saveCheckpoint(st.NCSSeq, st.PresenceSeq, st.State)
 			}
 			a.release(rev)
 		}
@@ -212,6 +212,14 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		}
 		return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state}
 	}
+	// Checkpoints are encoded and stored in the background from a frozen copy of the state, so a large roster does
+	// not hold up the notifications behind it; the final one (when this leader ends) is saved by run, after this.
+	var saving chan struct{} // closed when the background save ends; nil when none runs
+	defer func() {
+		if saving != nil {
+			<-saving // bounded: saveCheckpoint's store times out
+		}
+	}()
 	saved := time.Now()
 	dirty := false
 	for {
@@ -230,9 +238,23 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		} else if err := a.settle(l); err != nil { // idle: collect the acknowledgements
 			return nil, err
 		}
-		if dirty && time.Since(saved) > checkpointInterval {
+		if saving != nil {
+			select {
+			case <-saving:
+				saving = nil
+			default:
+			}
+		}
+		if dirty && saving == nil && time.Since(saved) > a.every {
 			if cp := current(); cp != nil {
-				a.saveCheckpoint(cp)
+				frozen := cp.State.Freeze()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					defer frozen.Release()
+					a.saveCheckpoint(cp.NCSSeq, cp.PresenceSeq, frozen)
+				}()
+				saving = done
 			}
 			saved, dirty = time.Now(), false
 		}
@@ -355,9 +377,15 @@ func loadCheckpoint(ctx context.Context, store jetstream.ObjectStore, rules pres
 	return cp, nil
 }
 
-// saveCheckpoint stores cp. A failure is logged, not fatal: an older checkpoint only means a longer replay.
-func (a *applier) saveCheckpoint(cp *checkpoint) {
-	b, err := json.Marshal(cp)
+// saveCheckpoint stores the state (a *presence.State, or a *presence.Frozen) after the notification at ncsSeq, when
+// the last presence event was presenceSeq. A failure is logged, not fatal: an older checkpoint only means a longer
+// replay.
+func (a *applier) saveCheckpoint(ncsSeq, presenceSeq uint64, state json.Marshaler) {
+	b, err := json.Marshal(struct {
+		NCSSeq      uint64         `json:"ncsSeq"`
+		PresenceSeq uint64         `json:"presenceSeq"`
+		State       json.Marshaler `json:"state"`
+	}{ncsSeq, presenceSeq, state})
 	if err != nil {
 		a.log.Error("encode checkpoint", "err", err)
 		return
@@ -368,5 +396,5 @@ func (a *applier) saveCheckpoint(cp *checkpoint) {
 		a.log.Warn("checkpoint not saved", "err", err)
 		return
 	}
-	a.log.Debug("checkpoint saved", "ncsSeq", cp.NCSSeq, "presenceSeq", cp.PresenceSeq, "bytes", len(b))
+	a.log.Debug("checkpoint saved", "ncsSeq", ncsSeq, "presenceSeq", presenceSeq, "bytes", len(b))
 }

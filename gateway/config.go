@@ -25,6 +25,10 @@ const (
 	DefaultPresenceMaxAge = 24 * time.Hour
 	DefaultLeaseTTL       = 6 * time.Second
 	DefaultViewCatchUp    = 30 * time.Second
+	// DefaultCheckpointInterval is how often the applier saves its state while notifications arrive.
+	DefaultCheckpointInterval = 10 * time.Second
+	// MinCheckpointInterval is the shortest interval allowed.
+	MinCheckpointInterval = 100 * time.Millisecond
 	DefaultReplicas       = 1
 	// MaxReplicas is JetStream's own limit.
 	MaxReplicas = 5
@@ -81,6 +85,9 @@ type Config struct {
 	// LeaseTTL is how long the applier lease outlives its holder: the longest hand-over after an instance dies
 	// (default 6 s).
 	LeaseTTL time.Duration
+	// CheckpointInterval is how often the applier saves its state (rosters, tombstones) while notifications arrive
+	// (default 10 s): the most a new applier replays after a crash, against a copy of every roster written each time.
+	CheckpointInterval time.Duration
 	// ViewCatchUp bounds how long Start waits for this instance's rosters to load before it serves (default 30 s).
 	ViewCatchUp time.Duration
 	// AllowedOrigins are browser origins allowed to open WebSockets besides the server's own (host patterns, e.g.
@@ -150,6 +157,7 @@ func (c Config) withDefaults() Config {
 	defDur(&c.PresenceMaxAge, DefaultPresenceMaxAge)
 	defDur(&c.LeaseTTL, DefaultLeaseTTL)
 	defDur(&c.ViewCatchUp, DefaultViewCatchUp)
+	defDur(&c.CheckpointInterval, DefaultCheckpointInterval)
 	defDur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout)
 	defDur(&c.ReadTimeout, DefaultReadTimeout)
 	defDur(&c.WriteTimeout, DefaultWriteTimeout)
@@ -203,6 +211,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("USHER_TOMBSTONE_RETENTION is %s: it must be at least 1m (Agora's guidance)", c.TombstoneRetention)
 	case c.PresenceMaxAge < time.Minute:
 		return fmt.Errorf("USHER_PRESENCE_MAX_AGE is %s: it must be at least 1m", c.PresenceMaxAge)
+	case c.CheckpointInterval < MinCheckpointInterval:
+		return fmt.Errorf("USHER_CHECKPOINT_INTERVAL is %s: it must be at least %s", c.CheckpointInterval, MinCheckpointInterval)
 	case c.LeaseTTL < 300*time.Millisecond:
 		return fmt.Errorf("lease TTL is %s: it must be at least 300ms", c.LeaseTTL)
 	case c.PublishTimeout < 0:

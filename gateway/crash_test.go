@@ -34,6 +34,8 @@ func childGateway() int {
 	g, err := gateway.Start(ctx, gateway.Config{
 		Addr: os.Getenv("CHILD_ADDR"), NCSSecrets: []string{testSecret}, JWTSecret: testJWTSecret,
 		DataDir: os.Getenv("CHILD_DATA"), NATSListen: os.Getenv("CHILD_NATS"),
+		// Checkpoints saved in the background during the burst, so a kill -9 restarts from one of them.
+		CheckpointInterval: 200 * time.Millisecond,
 	})
 	if err != nil {
 		fmt.Println("error:", err)

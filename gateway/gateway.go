@@ -137,7 +137,7 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 		return err
 	}
 	rules := presence.Rules{Retention: cfg.TombstoneRetention}
-	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, id: cfg.InstanceID,
+	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, every: cfg.CheckpointInterval, id: cfg.InstanceID,
 		log: g.log.With("component", "applier"), metrics: g.metrics, decoded: g.handNotices, events: g.handEvents}
 	g.hub = hub.New(hub.Config{
 		MaxConnections: cfg.MaxConnections, MaxSubscriptions: cfg.MaxSubscriptions, MaxPerSubject: cfg.MaxPerSubject,

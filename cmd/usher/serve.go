@@ -46,6 +46,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.Duration(&cfg.DedupWindow, "dedup-window", "USHER_DEDUP_WINDOW", gateway.DefaultDedupWindow, "window in which a repeated noticeId is stored once (at least 10m)")
 	s.Duration(&cfg.NCSMaxAge, "ncs-max-age", "USHER_NCS_MAX_AGE", gateway.DefaultNCSMaxAge, "how long stored notifications are kept in stream USHER_NCS")
 	s.Duration(&cfg.TombstoneRetention, "tombstone-retention", "USHER_TOMBSTONE_RETENTION", gateway.DefaultTombstoneRetention, "how long a leave is remembered against late, older joins; also the replay guard's window (same on every instance)")
+	s.Duration(&cfg.CheckpointInterval, "checkpoint-interval", "USHER_CHECKPOINT_INTERVAL", gateway.DefaultCheckpointInterval, "how often the applier saves its rosters while notifications arrive: the most replayed after a crash")
 	s.Duration(&cfg.PresenceMaxAge, "presence-max-age", "USHER_PRESENCE_MAX_AGE", gateway.DefaultPresenceMaxAge, "how long stream USHER_PRESENCE keeps events: how far back clients can resume")
 	s.String(&origins, "allowed-origins", "USHER_ALLOWED_ORIGINS", "", "comma-separated browser origins (host patterns such as console.example.com or *.example.com) allowed to open WebSockets besides Usher's own")
 	s.Int(&cfg.MaxConnections, "max-connections", "USHER_MAX_CONNECTIONS", hub.DefaultMaxConnections, "WebSocket connections this instance holds at most")

@@ -39,9 +39,20 @@ type tombJSON struct {
 // MarshalJSON encodes the state for a checkpoint, deterministically (channels by name, members and tombstones by
 // uid).
 func (s *State) MarshalJSON() ([]byte, error) {
-	out := stateJSON{Channels: make([]channelJSON, 0, len(s.channels))}
+	names := make([]string, 0, len(s.channels))
+	channels := make([]*channelState, 0, len(s.channels))
 	for name, ch := range s.channels {
-		c := channelJSON{Name: name, Seq: ch.seq, CreatedTs: ch.createdTs, DestroyedTs: ch.destroyedTs, TouchedMs: ch.touchedMs}
+		names = append(names, name)
+		channels = append(channels, ch)
+	}
+	return encodeChannels(names, channels)
+}
+
+// encodeChannels encodes the channels called names (in any order) as MarshalJSON does. It only reads them.
+func encodeChannels(names []string, channels []*channelState) ([]byte, error) {
+	out := stateJSON{Channels: make([]channelJSON, 0, len(channels))}
+	for i, ch := range channels {
+		c := channelJSON{Name: names[i], Seq: ch.seq, CreatedTs: ch.createdTs, DestroyedTs: ch.destroyedTs, TouchedMs: ch.touchedMs}
 		for _, uid := range sortedUIDs(ch.members) {
 			m := ch.members[uid]
 			c.Members = append(c.Members, memberJSON{Member: m.Member, Role: m.role, ClientSeq: m.clientSeq, LastTs: m.lastTs})
@@ -70,7 +81,7 @@ func (s *State) UnmarshalJSON(b []byte) error {
 	for _, c := range in.Channels {
 		ch := &channelState{
 			members: make(map[uint32]*entry, len(c.Members)), tombs: make(map[uint32]tomb, len(c.Tombs)),
-			createdTs: c.CreatedTs, destroyedTs: c.DestroyedTs, touchedMs: c.TouchedMs, seq: c.Seq,
+			createdTs: c.CreatedTs, destroyedTs: c.DestroyedTs, touchedMs: c.TouchedMs, seq: c.Seq, gen: s.gen,
 		}
 		for _, m := range c.Members {
 			switch m.Role {

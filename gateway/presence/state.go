@@ -80,6 +80,9 @@ var outcomeNames = [...]string{"applied", "stale", "replayed", "ignored"}
 type State struct {
 	rules    Rules
 	channels map[string]*channelState
+	// gen counts the Freezes; a channel whose gen is older may be read by a held Frozen.
+	gen  uint64
+	held []*Frozen
 }
 
 type channelState struct {
@@ -89,6 +92,7 @@ type channelState struct {
 	destroyedTs int64 // ts of the newest 102 applied
 	touchedMs   int64 // ReceivedMs of the newest notice applied
 	seq         uint64
+	gen         uint64 // State.gen when this copy was made: snapshots taken before may read it
 }
 
 type entry struct {
@@ -123,8 +127,10 @@ func (s *State) Apply(n Notice) ([]Event, Outcome) {
 	}
 	ch := s.channels[ev.ChannelName]
 	if ch == nil {
-		ch = &channelState{members: map[uint32]*entry{}, tombs: map[uint32]tomb{}}
+		ch = &channelState{members: map[uint32]*entry{}, tombs: map[uint32]tomb{}, gen: s.gen}
 		s.channels[ev.ChannelName] = ch
+	} else {
+		ch = s.writable(ev.ChannelName, ch)
 	}
 	var out []Event
 	outcome := Applied
@@ -264,8 +270,8 @@ func fillFrom(e *Event, m *entry) {
 
 // Stored records that the channel's latest event was stored at seq.
 func (s *State) Stored(channel string, seq uint64) {
-	if ch := s.channels[channel]; ch != nil {
-		ch.seq = max(ch.seq, seq)
+	if ch := s.channels[channel]; ch != nil && ch.seq < seq {
+		s.writable(channel, ch).seq = seq
 	}
 }
 
@@ -275,6 +281,7 @@ func (s *State) Prune(nowMs int64) {
 	for name, ch := range s.channels {
 		for uid, t := range ch.tombs {
 			if t.atMs < cutoff {
+				ch = s.writable(name, ch)
 				delete(ch.tombs, uid)
 			}
 		}

@@ -1,0 +1,109 @@
+package gateway_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs/sim"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+// storedCheckpoint is the applier's checkpoint as README describes it.
+type storedCheckpoint struct {
+	NCSSeq      uint64          `json:"ncsSeq"`
+	PresenceSeq uint64          `json:"presenceSeq"`
+	State       json.RawMessage `json:"state"`
+}
+
+// TestCheckpointsWhileApplying: the applier saves checkpoints in the background while notifications keep coming.
+// Every checkpoint taken during a burst holds exactly the rosters its presence events up to presenceSeq make, not
+// a roster that moved on while it was being written.
+func TestCheckpointsWhileApplying(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.CheckpointInterval = 100 * time.Millisecond
+	g, base := startGateway(t, cfg)
+	gen, err := sim.New(sim.Config{Channels: 6, Hosts: 2, Audience: 60, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := g.JetStream().ObjectStore(context.Background(), bus.CheckpointBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Collect every distinct checkpoint while the burst runs.
+	ctx, stop := context.WithCancel(context.Background())
+	seen := map[uint64]storedCheckpoint{}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			b, err := store.GetBytes(ctx, "applier")
+			if errors.Is(err, jetstream.ErrObjectNotFound) || ctx.Err() != nil {
+				continue
+			}
+			if err != nil {
+				t.Errorf("read checkpoint: %v", err)
+				return
+			}
+			var cp storedCheckpoint
+			if err := json.Unmarshal(b, &cp); err != nil {
+				t.Errorf("decode checkpoint: %v", err)
+				return
+			}
+			seen[cp.NCSSeq] = cp
+		}
+	})
+	for range 10 { // in rounds, so that checkpoints fall both inside a round and in the pauses
+		deliver(t, gen, []string{base}, 400)
+		time.Sleep(3 * cfg.CheckpointInterval / 2)
+	}
+	waitTruth(t, gen, []string{base})
+	stop()
+	wg.Wait()
+
+	events := readPresence(t, g.JetStream())
+	if len(seen) < 5 {
+		t.Fatalf("saw %d distinct checkpoints during the burst; want several (interval %s)", len(seen), cfg.CheckpointInterval)
+	}
+	for _, cp := range seen {
+		if cp.PresenceSeq > uint64(len(events)) {
+			t.Fatalf("checkpoint at notification %d claims presence event %d; the stream holds %d", cp.NCSSeq, cp.PresenceSeq, len(events))
+		}
+		st := presence.NewState(presence.Rules{})
+		if err := json.Unmarshal(cp.State, st); err != nil {
+			t.Fatalf("checkpoint at notification %d: %v", cp.NCSSeq, err)
+		}
+		folded := presence.NewView()
+		for _, e := range events[:cp.PresenceSeq] {
+			folded.Apply(e)
+		}
+		got := st.View()
+		for _, ch := range gen.Channels() {
+			if a, b := js(got.Snapshot(ch)), js(folded.Snapshot(ch)); a != b {
+				t.Fatalf("checkpoint at notification %d, presence event %d: channel %q is\n%s\nits events up to there make\n%s",
+					cp.NCSSeq, cp.PresenceSeq, ch, a, b)
+			}
+		}
+	}
+	t.Logf("%d checkpoints checked against %d presence events", len(seen), len(events))
+}
+
+func js(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
