@@ -3,6 +3,8 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -193,5 +195,62 @@ func TestTwoInstancesOneNATS(t *testing.T) {
 	t.Logf("%d presence events", len(events))
 	if follower == a {
 		_ = a.Shutdown(context.Background())
+	}
+}
+
+// TestShutdownHandsOverWhileRequestsFinish: an instance shutting down releases the applier lease while its last
+// requests finish, not after them. A request whose body never completes holds the HTTP shutdown for the whole
+// grace; the other instance must be applying well before that grace is over.
+func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
+	t.Parallel()
+	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	const grace = 6 * time.Second
+	start := func(name string) *gateway.Gateway {
+		cfg := testConfig(t, "")
+		cfg.NATSURL, cfg.InstanceID, cfg.LeaseTTL, cfg.ShutdownGrace = ns.ClientURL(), name, time.Second, grace
+		g, err := gateway.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g
+	}
+	a := start("a")
+	eventually(t, 10*time.Second, func() (bool, string) { return a.Applying(), "a never applied" })
+	b := start("b")
+	defer func() { _ = b.Shutdown(context.Background()) }()
+
+	// A notification whose body stops half-way: the server waits for the rest until its read timeout (30 s).
+	conn, err := net.Dial("tcp", a.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "POST /v1/ncs HTTP/1.1\r\nHost: usher\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{\"noticeId\":"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the server take the request in
+
+	began := time.Now()
+	stopped := make(chan time.Duration, 1)
+	go func() { _ = a.Shutdown(context.Background()); stopped <- time.Since(began) }()
+	eventually(t, grace, func() (bool, string) { return b.Applying(), "b does not apply" })
+	took := time.Since(began)
+	select {
+	case d := <-stopped:
+		t.Fatalf("a's shutdown ended after %s, before the half-sent request let it: the test no longer holds it up", d)
+	default:
+	}
+	if took > grace/2 {
+		t.Fatalf("b applied %s after a began shutting down; want well within the %s grace", took, grace)
+	}
+	t.Logf("b applies %s after a began shutting down", took.Round(time.Millisecond))
+	select {
+	case <-stopped:
+	case <-time.After(grace + 5*time.Second):
+		t.Fatal("a's shutdown did not end within its grace")
 	}
 }

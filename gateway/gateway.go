@@ -234,11 +234,15 @@ func (g *Gateway) NATSServer() *server.Server { return g.ns }
 // JetStream is the gateway's JetStream context.
 func (g *Gateway) JetStream() jetstream.JetStream { return g.js }
 
-// Shutdown stops accepting requests, waits for those in flight (each ends with a PubAck or an error answer), then
-// drains and closes NATS and stops the embedded server. It is bounded by ctx and by Config.ShutdownGrace.
+// Shutdown stops accepting requests and waits for those in flight (each ends with a PubAck or an error answer);
+// meanwhile the applier saves its checkpoint and gives up its lease, so that another instance takes over while
+// the last requests finish (what they store after the checkpoint, the next applier applies). Then it drains and
+// closes NATS and stops the embedded server. It is bounded by ctx and by Config.ShutdownGrace.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.ShutdownGrace)
 	defer cancel()
+	workers := make(chan (<-chan struct{}), 1)
+	go func() { workers <- g.stopWorkers(ctx) }() // ends by ctx at the latest; received below
 	err := g.http.Shutdown(ctx)
 	if err != nil {
 		err = fmt.Errorf("http shutdown: %w", err)
@@ -247,7 +251,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.hub != nil {
 		g.hub.Close(ctx) // WebSockets are hijacked: http.Server.Shutdown does not wait for them
 	}
-	g.closeNATS(ctx, g.stopWorkers(ctx))
+	g.closeNATS(ctx, <-workers)
 	return err
 }
 
