@@ -41,8 +41,11 @@ func TestCheckpointsWhileApplying(t *testing.T) {
 
 	// Collect every distinct checkpoint while the burst runs.
 	ctx, stop := context.WithCancel(context.Background())
-	seen := map[uint64]storedCheckpoint{}
-	var wg sync.WaitGroup
+	var (
+		mu   sync.Mutex
+		seen = map[uint64]storedCheckpoint{}
+		wg   sync.WaitGroup
+	)
 	wg.Go(func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
@@ -67,10 +70,14 @@ func TestCheckpointsWhileApplying(t *testing.T) {
 				t.Errorf("decode checkpoint: %v", err)
 				return
 			}
+			mu.Lock()
 			seen[cp.NCSSeq] = cp
+			mu.Unlock()
 		}
 	})
-	for range 10 { // in rounds, so that checkpoints fall both inside a round and in the pauses
+	// In rounds, so that checkpoints fall both inside a round and in the pauses; more rounds on a loaded machine.
+	distinct := func() int { mu.Lock(); defer mu.Unlock(); return len(seen) }
+	for round := 0; round < 10 || distinct() < 5 && round < 40; round++ {
 		deliver(t, gen, []string{base}, 400)
 		time.Sleep(3 * cfg.CheckpointInterval / 2)
 	}
