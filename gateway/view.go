@@ -111,8 +111,10 @@ func (lv *liveView) follow(ctx context.Context) error {
 // snapshot returns a channel's roster.
 func (lv *liveView) snapshot(channel string) presence.Snapshot {
 	lv.mu.RLock()
-	defer lv.mu.RUnlock()
-	return lv.v.Snapshot(channel)
+	s := lv.v.Copy(channel)
+	lv.mu.RUnlock()
+	s.Sort() // not under the lock: a large roster's sort would hold up every channel's events
+	return s
 }
 
 // channels lists the channels with members.

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -533,4 +534,119 @@ func TestWSDeadPeerDropped(t *testing.T) {
 		st := g.HubStats()
 		return st.Connections == 0, fmt.Sprintf("%+v", st)
 	})
+}
+
+// TestWSSubscribeWhileBusy: clients subscribe, several at once and again and again, while the channel's roster
+// changes fast. Each snapshot is exactly the roster its events up to its seq make, and after it each client gets
+// every later event of the channel once, in order: nothing the snapshot (shared between subscribers, and built
+// while events go on) covers, nothing missing.
+func TestWSSubscribeWhileBusy(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	const ch, clients, rounds = "busy", 6, 5
+	tok := token(t, ch)
+
+	// The channel changes all the time: joins of new members, and leaves of earlier ones.
+	done := make(chan struct{})
+	var last atomic.Uint32
+	go func() {
+		defer close(done)
+		client := &http.Client{Timeout: 10 * time.Second}
+		now := time.Now().Unix()
+		for uid := uint32(1); uid <= 600; uid++ {
+			bodies := [][]byte{userEvent(fmt.Sprint("j", uid), ncs.AudienceJoin, ch, uid, 10, now, nil)}
+			if uid%3 == 0 {
+				bodies = append(bodies, userEvent(fmt.Sprint("l", uid-2), ncs.AudienceLeave, ch, uid-2, 11, now, nil))
+			}
+			for _, body := range bodies {
+				if a := post(t, client, base+"/v1/ncs", body, signed(testSecret, body)); a.Status != 200 {
+					t.Errorf("post: %d %s", a.Status, a.Raw)
+					return
+				}
+			}
+			last.Store(uid)
+		}
+	}()
+
+	type view struct {
+		snap   presence.Snapshot
+		events []presence.Event
+	}
+	results := make(chan view, clients*rounds)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			c := mustDial(t, base, tok)
+			for r := range rounds {
+				for last.Load() < uint32(100*r+10*i) { // spread the subscribes over the burst
+					time.Sleep(time.Millisecond)
+				}
+				c.subscribe(ch) // again: starts over with a new snapshot
+				var v view
+				subscribed := false
+				for got := false; !got; {
+					f, err := c.read(10 * time.Second)
+					switch {
+					case err != nil:
+						t.Errorf("client %d round %d: %v", i, r, err)
+						return
+					case f.Type == "subscribed" && !subscribed:
+						subscribed = true
+					case f.Type == "snapshot" && subscribed:
+						v.snap, got = f.Snapshot, true
+					case f.Type == "presence" && !subscribed: // the last round's, sent before the new subscribe
+					default:
+						t.Errorf("client %d round %d: unexpected frame %s", i, r, f.Raw)
+						return
+					}
+				}
+				// Read until the burst is over and this client has caught up with the channel.
+				for {
+					f, err := c.read(2 * time.Second)
+					if err != nil {
+						break // quiet for 2 s: the burst is over, or this round's share is read
+					}
+					if f.Type != "presence" || f.Channel != ch {
+						t.Errorf("unexpected frame %s", f.Raw)
+						return
+					}
+					v.events = append(v.events, f.Event)
+					if r < rounds-1 && last.Load() >= uint32(100*(r+1)+10*i) {
+						break // on to the next round's subscribe
+					}
+				}
+				results <- v
+			}
+		})
+	}
+	wg.Wait()
+	<-done
+	close(results)
+
+	var all struct{ Events []presence.Event }
+	if code, raw := getJSON(t, base, "/v1/channels/"+ch+"/events?limit=1000", tok, &all); code != 200 {
+		t.Fatal(raw)
+	}
+	n := 0
+	for v := range results {
+		n++
+		// The snapshot is the fold of the channel's events up to its seq.
+		fold := presence.NewView()
+		i := 0
+		for ; i < len(all.Events) && all.Events[i].Seq <= v.snap.Seq; i++ {
+			fold.Apply(all.Events[i])
+		}
+		if a, b := js(v.snap), js(fold.Snapshot(ch)); a != b {
+			t.Fatalf("snapshot at seq %d:\n%s\nthe events up to it make:\n%s", v.snap.Seq, a, b)
+		}
+		// Then the channel's next events, each once, in order (a round may stop before the end).
+		for k, e := range v.events {
+			if i+k >= len(all.Events) || e.Seq != all.Events[i+k].Seq {
+				t.Fatalf("after the snapshot at %d, event %d is seq %d; the channel's next is %+v", v.snap.Seq, k, e.Seq, all.Events[min(i+k, len(all.Events)-1)])
+			}
+		}
+	}
+	if n != clients*rounds {
+		t.Fatalf("%d subscriptions checked, want %d", n, clients*rounds)
+	}
 }

@@ -29,9 +29,11 @@ import (
 // Source is what the hub reads rosters and stored events from. The gateway implements it with its view and
 // USHER_PRESENCE.
 type Source interface {
-	// Snapshot is a channel's roster as of the last event passed to Publish for it.
+	// Snapshot is a channel's roster, with the seq of its last event. It holds at least every event of the channel
+	// passed to Publish (the view applies an event before it passes it on), and may hold one not passed on yet.
 	Snapshot(channel string) presence.Snapshot
-	// Seq is the last event of channel passed to Publish, 0 if none.
+	// Seq is the last event of channel the source holds, 0 if none: every later event reaches Publish after this
+	// call returns.
 	Seq(channel string) uint64
 	// WaitSeq waits until the view has passed every event up to seq (any channel) to Publish.
 	WaitSeq(ctx context.Context, seq uint64) error
@@ -131,6 +133,25 @@ type Hub struct {
 type channel struct {
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
+
+	// snapMu serialises snapshot building (never held with mu: the fan-out does not wait for it). snapFrame is the
+	// latest snapshot frame built, at snapSeq, for the next subscribers that can use it.
+	snapMu    sync.Mutex
+	snapSeq   uint64
+	snapFrame []byte
+}
+
+// snapshot returns a snapshot frame of the channel called name holding at least the events up to seq, and its seq:
+// the last one built when it is recent enough, else a new one. Concurrent subscribers share a build, so a storm of
+// subscribers to a large channel costs one snapshot per change of the channel, not one each.
+func (ch *channel) snapshot(src Source, name string, seq uint64) ([]byte, uint64) {
+	ch.snapMu.Lock()
+	defer ch.snapMu.Unlock()
+	if ch.snapFrame == nil || ch.snapSeq < seq {
+		snap := src.Snapshot(name)
+		ch.snapFrame, ch.snapSeq = encodeSnapshot(snap), snap.Seq
+	}
+	return ch.snapFrame, ch.snapSeq
 }
 
 // New returns a Hub serving sessions from src, with tokens verified by tokens. Close stops it.

@@ -147,15 +147,24 @@ func (s *session) subscribe(req request) {
 	s.h.nSubs.Add(1)
 	s.enqueue(encodeChannel("subscribed", ch))
 	if req.Since == nil {
-		s.h.attach(sub, true)
+		s.sendSnapshot(sub)
 		return
 	}
 	if err := s.resume(sub, *req.Since); err != nil {
 		s.h.log.Warn("resume failed; sending a snapshot", "channel", ch, "err", err)
 		s.h.detach(sub)
 		s.enqueue(encodeChannel("reset", ch))
-		s.h.attach(sub, true)
+		s.sendSnapshot(sub)
 	}
+}
+
+// sendSnapshot attaches sub with its live frames held back, sends a snapshot of the channel, then the held frames
+// it does not cover. The snapshot is made outside every lock the fan-out takes.
+func (s *session) sendSnapshot(sub *subscription) {
+	ch, seq := s.h.attach(sub)
+	frame, at := ch.snapshot(s.h.src, sub.channel, seq)
+	s.enqueue(frame)
+	sub.goLive(at)
 }
 
 // errTooOld sends a resume down the reset path.
@@ -182,7 +191,7 @@ func (s *session) resume(sub *subscription, since uint64) error {
 	if since+1 < first {
 		return errTooOld
 	}
-	until := s.h.attach(sub, false) // live frames now wait in sub.pending
+	_, until := s.h.attach(sub) // live frames now wait in sub.pending
 	last := since
 	for replayed := 0; last < until; {
 		events, err := src.Events(ctx, sub.channel, last, until, pageSize)
@@ -201,16 +210,22 @@ func (s *session) resume(sub *subscription, since uint64) error {
 			last = e.Seq
 		}
 	}
+	sub.goLive(max(last, until))
+	return nil
+}
+
+// goLive sends the live frames held back while the client was given everything up to seq, the ones after seq in
+// order, and lets the next ones through.
+func (sub *subscription) goLive(seq uint64) {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	for _, p := range sub.pending {
-		if p.seq > last {
-			s.enqueueFrame(p.frame)
-			last = p.seq
+		if p.seq > seq {
+			sub.s.enqueueFrame(p.frame)
+			seq = p.seq
 		}
 	}
-	sub.pending, sub.after, sub.live = nil, max(last, until), true
-	return nil
+	sub.pending, sub.after, sub.live = nil, seq, true
 }
 
 // deliver passes a live frame to the subscription: dropped if the client has it, held while a resume replays.
@@ -232,9 +247,9 @@ func (sub *subscription) deliver(seq uint64, frame outFrame) {
 	sub.s.enqueueFrame(frame)
 }
 
-// attach registers sub with its channel. With snapshot, the client gets the roster and then every later event;
-// without, the subscription waits (not live) and attach returns the last event the view has for the channel.
-func (h *Hub) attach(sub *subscription, snapshot bool) uint64 {
+// attach registers sub with its channel, not live: its live frames wait in sub.pending until goLive. It returns the
+// channel and the last event the view has for it: every event after that one reaches pending.
+func (h *Hub) attach(sub *subscription) (*channel, uint64) {
 	for {
 		h.mu.Lock()
 		ch := h.channels[sub.channel]
@@ -248,25 +263,18 @@ func (h *Hub) attach(sub *subscription, snapshot bool) uint64 {
 			ch.mu.Unlock()
 			continue
 		}
-		// Under ch.mu no event of this channel is being fanned out: what the view holds now and what Publish
-		// delivers next fit together exactly.
-		var seq uint64
+		// Under ch.mu no event of this channel is being fanned out: the view applies an event before Publish
+		// fans it out, so every event after seq is fanned out after this, to pending.
+		seq := h.src.Seq(sub.channel)
 		sub.mu.Lock()
-		if snapshot {
-			snap := h.src.Snapshot(sub.channel)
-			seq, sub.after, sub.live = snap.Seq, snap.Seq, true
-			sub.s.enqueue(encodeSnapshot(snap))
-		} else {
-			seq = h.src.Seq(sub.channel)
-			sub.live, sub.pending = false, nil
-		}
+		sub.live, sub.pending = false, nil
 		sub.mu.Unlock()
 		ch.subs[sub] = struct{}{}
 		if sub.s.isClosed() { // closed meanwhile: its close may have run its detach already
 			delete(ch.subs, sub)
 		}
 		ch.mu.Unlock()
-		return seq
+		return ch, seq
 	}
 }
 

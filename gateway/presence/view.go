@@ -119,6 +119,14 @@ func (v *View) Seq(channel string) uint64 {
 
 // Snapshot returns a channel's roster. An unknown channel has an empty roster at seq 0.
 func (v *View) Snapshot(channel string) Snapshot {
+	s := v.Copy(channel)
+	s.Sort()
+	return s
+}
+
+// Copy is Snapshot with the members in no particular order: the part that reads the View. A caller that guards the
+// View with a lock holds it for Copy only, and calls Sort on the result after releasing it.
+func (v *View) Copy(channel string) Snapshot {
 	s := Snapshot{Channel: channel, Hosts: []Member{}, Audience: []Member{}, Users: []Member{}}
 	c := v.channels[channel]
 	if c == nil {
@@ -138,10 +146,14 @@ func (v *View) Snapshot(channel string) Snapshot {
 			s.Users = append(s.Users, m.Member)
 		}
 	}
+	return s
+}
+
+// Sort puts each role's members in Snapshot's order: by Since, then uid.
+func (s Snapshot) Sort() {
 	for _, l := range [][]Member{s.Hosts, s.Audience, s.Users} {
 		slices.SortFunc(l, func(a, b Member) int { return cmp.Or(cmp.Compare(a.Since, b.Since), cmp.Compare(a.UID, b.UID)) })
 	}
-	return s
 }
 
 // Channels lists the channels with at least one member, by name.

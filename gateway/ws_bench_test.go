@@ -1,0 +1,135 @@
+package gateway_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// BenchmarkSubscribeStorm measures subscribes to a channel of 100,000 audience members, each answered with its
+// snapshot, by 8 clients at once; and what the storm does to everyone else: the delivery latency (webhook sent to
+// frame received) of another channel's events, one every 5 ms, while it lasts. Run:
+//
+//	go test -run '^$' -bench BenchmarkSubscribeStorm -benchtime 200x ./gateway/
+func BenchmarkSubscribeStorm(b *testing.B) {
+	const members, clients = 100_000, 8
+	_, base, _ := seeded(b, members, 1)
+	tok := token(b, "*")
+
+	watcher := mustDial(b, base, tok)
+	watcher.subscribe("small")
+	watcher.expect("subscribed", "small")
+	watcher.expect("snapshot", "small")
+	storm := make([]*wsClient, clients)
+	for i := range storm {
+		storm[i] = mustDial(b, base, tok)
+	}
+
+	// Events on "small", each a new member: sent at a steady pace, timed when the watcher gets them.
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	const maxEvents = 100_000
+	sentAt := make([]atomic.Int64, maxEvents+1)
+	var (
+		mu      sync.Mutex
+		latency []time.Duration
+		during  atomic.Bool
+		wg      sync.WaitGroup
+	)
+	wg.Go(func() {
+		client := &http.Client{Timeout: 10 * time.Second}
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for uid := 1; uid <= maxEvents; uid++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			body := audienceJoin(fmt.Sprint("small-", uid), "small", uint32(uid), int64(uid))
+			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/ncs", bytes.NewReader(body))
+			for k, v := range signed(testSecret, body) {
+				req.Header[k] = v
+			}
+			sentAt[uid].Store(time.Now().UnixNano())
+			if resp, err := client.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	})
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			f, err := watcher.read(time.Second)
+			if err != nil || f.Type != "presence" || f.UID == 0 || int(f.UID) > maxEvents {
+				continue
+			}
+			if during.Load() {
+				mu.Lock()
+				latency = append(latency, time.Duration(time.Now().UnixNano()-sentAt[f.UID].Load()))
+				mu.Unlock()
+			}
+		}
+	})
+	time.Sleep(200 * time.Millisecond) // the small channel is flowing
+
+	var next atomic.Int64
+	var failed atomic.Value
+	during.Store(true)
+	b.ResetTimer()
+	var sw sync.WaitGroup
+	for _, c := range storm {
+		sw.Go(func() {
+			for next.Add(1) <= int64(b.N) {
+				if err := subscribeForSnapshot(c, "chan-0", members); err != nil {
+					failed.Store(err)
+					return
+				}
+			}
+		})
+	}
+	sw.Wait()
+	b.StopTimer()
+	during.Store(false)
+	stop()
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatal(err)
+	}
+	if len(latency) < 10 {
+		b.Fatalf("only %d events of the small channel during the storm", len(latency))
+	}
+	slices.Sort(latency)
+	q := func(p float64) float64 { return float64(latency[int(p*float64(len(latency)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.5), "other-p50-ms")
+	b.ReportMetric(q(0.99), "other-p99-ms")
+	b.ReportMetric(q(1), "other-max-ms")
+}
+
+// subscribeForSnapshot subscribes c to channel and reads up to its snapshot, which must hold about members members.
+func subscribeForSnapshot(c *wsClient, channel string, members int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.conn.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","channel":"`+channel+`"}`)); err != nil {
+		return err
+	}
+	for {
+		_, data, err := c.conn.Read(ctx)
+		if err != nil {
+			return err
+		}
+		if bytes.HasPrefix(data, []byte(`{"type":"snapshot"`)) {
+			if len(data) < members*20 {
+				return fmt.Errorf("snapshot of %d bytes: not %d members", len(data), members)
+			}
+			return nil
+		}
+	}
+}

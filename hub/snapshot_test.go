@@ -1,0 +1,208 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+const testSecret = "0123456789abcdef0123456789abcdef"
+
+// viewSource is a Source over a presence.View, fed by the test as the gateway's view is fed by USHER_PRESENCE.
+// hook, when set, runs inside Snapshot (once): before the copy with early, after it otherwise. It is how a test
+// makes an event land while a snapshot is being made.
+type viewSource struct {
+	mu     sync.Mutex
+	v      *presence.View
+	events []presence.Event
+	copies int
+	hook   func()
+	early  bool
+}
+
+func (s *viewSource) apply(e presence.Event) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.v.Apply(e)
+	s.events = append(s.events, e)
+}
+
+func (s *viewSource) Snapshot(channel string) presence.Snapshot {
+	hook := s.hook
+	s.hook = nil // Snapshot runs under the channel's snapshot lock: no other call reads hook meanwhile
+	if hook != nil && s.early {
+		hook()
+	}
+	s.mu.Lock()
+	s.copies++
+	snap := s.v.Snapshot(channel)
+	s.mu.Unlock()
+	if hook != nil && !s.early {
+		hook()
+	}
+	return snap
+}
+
+func (s *viewSource) Seq(channel string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.v.Seq(channel)
+}
+
+func (s *viewSource) WaitSeq(context.Context, uint64) error { return nil }
+
+func (s *viewSource) Events(_ context.Context, channel string, since, until uint64, limit int) ([]presence.Event, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []presence.Event
+	for _, e := range s.events {
+		if e.Channel == channel && e.Seq > since && e.Seq <= until && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+func (s *viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }
+
+func join(seq uint64, uid uint32) presence.Event {
+	return presence.Event{Seq: seq, Channel: "show", Event: presence.Join, Role: presence.Audience, UID: uid, ClientSeq: 1, Ts: 1, NoticeID: "n", Source: "ncs"}
+}
+
+// testClient is a real WebSocket client of a hub served over loopback.
+type testClient struct {
+	t *testing.T
+	c *websocket.Conn
+}
+
+func serveHub(t *testing.T, src Source) (*Hub, func() *testClient) {
+	h := New(Config{}, src, auth.NewVerifier(testSecret))
+	srv := httptest.NewServer(h)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.Close(ctx)
+		srv.Close()
+	})
+	tok, err := auth.Issue(testSecret, []string{"show"}, time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, func() *testClient {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.CloseNow() })
+		return &testClient{t: t, c: c}
+	}
+}
+
+func (c *testClient) subscribe() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","channel":"show"}`)); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// next returns the next frame's type and seq; typ "" when none came within wait.
+func (c *testClient) next(wait time.Duration) (typ string, seq uint64, members int) {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	_, b, err := c.c.Read(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "", 0, 0
+	}
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var f struct {
+		Type     string
+		Seq      uint64
+		Audience []presence.Member
+	}
+	if err := json.Unmarshal(b, &f); err != nil {
+		c.t.Fatal(err)
+	}
+	return f.Type, f.Seq, len(f.Audience)
+}
+
+// expect reads the next frame and fails unless it is typ at seq (seq 0: any) with members audience members.
+func (c *testClient) expect(typ string, seq uint64, members int) {
+	c.t.Helper()
+	gotTyp, gotSeq, gotMembers := c.next(5 * time.Second)
+	if gotTyp != typ || (seq != 0 && gotSeq != seq) || gotMembers != members {
+		c.t.Fatalf("got a %q frame at seq %d with %d members, want %q at %d with %d", gotTyp, gotSeq, gotMembers, typ, seq, members)
+	}
+}
+
+// An event the view applied before the snapshot was copied, but fanned out only once the subscriber was attached,
+// is in the snapshot and is not sent again after it.
+func TestSnapshotCoversAnEventFannedOutDuringIt(t *testing.T) {
+	src := &viewSource{v: presence.NewView()}
+	src.apply(join(1, 1))
+	h, dial := serveHub(t, src)
+	src.early = true
+	src.hook = func() { src.apply(join(2, 2)); h.Publish(join(2, 2), nil) }
+	c := dial()
+	c.subscribe()
+	c.expect("subscribed", 0, 0)
+	c.expect("snapshot", 2, 2)
+	src.apply(join(3, 3))
+	h.Publish(join(3, 3), nil)
+	c.expect("presence", 3, 0) // not 2 again
+}
+
+// An event that lands after the snapshot was copied reaches the subscriber after the snapshot.
+func TestEventAfterTheSnapshotFollowsIt(t *testing.T) {
+	src := &viewSource{v: presence.NewView()}
+	src.apply(join(1, 1))
+	h, dial := serveHub(t, src)
+	src.hook = func() { src.apply(join(2, 2)); h.Publish(join(2, 2), nil) }
+	c := dial()
+	c.subscribe()
+	c.expect("subscribed", 0, 0)
+	c.expect("snapshot", 1, 1)
+	c.expect("presence", 2, 0)
+	if typ, seq, _ := c.next(200 * time.Millisecond); typ != "" {
+		t.Fatalf("then a %s frame at %d: want nothing more", typ, seq)
+	}
+}
+
+// Subscribers share a snapshot while the channel does not change; the next change makes a new one.
+func TestSubscribersShareASnapshot(t *testing.T) {
+	src := &viewSource{v: presence.NewView()}
+	src.apply(join(1, 1))
+	h, dial := serveHub(t, src)
+	for range 3 {
+		c := dial()
+		c.subscribe()
+		c.expect("subscribed", 0, 0)
+		c.expect("snapshot", 1, 1)
+	}
+	src.apply(join(2, 2))
+	h.Publish(join(2, 2), nil)
+	c := dial()
+	c.subscribe()
+	c.expect("subscribed", 0, 0)
+	c.expect("snapshot", 2, 2)
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.copies != 2 {
+		t.Fatalf("%d snapshots made for 4 subscribers over two states of the channel; want 2", src.copies)
+	}
+}
