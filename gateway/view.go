@@ -120,8 +120,10 @@ func (lv *liveView) snapshot(channel string) presence.Snapshot {
 // channels lists the channels with members.
 func (lv *liveView) channels() []presence.Summary {
 	lv.mu.RLock()
-	defer lv.mu.RUnlock()
-	return lv.v.Channels()
+	s := lv.v.CopyChannels()
+	lv.mu.RUnlock()
+	presence.SortSummaries(s) // not under the lock, as in snapshot
+	return s
 }
 
 // waitSeq waits until the view holds presence event seq, or ctx ends.

@@ -158,12 +158,23 @@ func (s Snapshot) Sort() {
 
 // Channels lists the channels with at least one member, by name.
 func (v *View) Channels() []Summary {
+	out := v.CopyChannels()
+	SortSummaries(out)
+	return out
+}
+
+// CopyChannels is Channels in no particular order: the part that reads the View (see Copy).
+func (v *View) CopyChannels() []Summary {
 	out := []Summary{}
 	for name, c := range v.channels {
 		if len(c.members) > 0 {
 			out = append(out, Summary{Channel: name, Seq: c.seq, Counts: c.counts})
 		}
 	}
-	slices.SortFunc(out, func(a, b Summary) int { return cmp.Compare(a.Channel, b.Channel) })
 	return out
+}
+
+// SortSummaries puts a channel list in Channels' order.
+func SortSummaries(s []Summary) {
+	slices.SortFunc(s, func(a, b Summary) int { return cmp.Compare(a.Channel, b.Channel) })
 }
