@@ -1,6 +1,7 @@
 package presence
 
 import (
+	"container/heap"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -97,5 +98,12 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		channels[c.Name] = ch
 	}
 	s.channels = channels // only once all of it decoded: a bad checkpoint leaves the state as it was
+	s.expiries = s.expiries[:0]
+	for name, ch := range channels {
+		for uid, t := range ch.tombs {
+			s.expiries = append(s.expiries, expiry{atMs: t.atMs, channel: name, uid: uid})
+		}
+	}
+	heap.Init(&s.expiries)
 	return nil
 }

@@ -83,6 +83,8 @@ type State struct {
 	// gen counts the Freezes; a channel whose gen is older may be read by a held Frozen.
 	gen  uint64
 	held []*Frozen
+	// expiries holds an entry for every tombstone set (and some since replaced), soonest first.
+	expiries expiries
 }
 
 type channelState struct {
@@ -144,6 +146,18 @@ func (s *State) Apply(n Notice) ([]Event, Outcome) {
 	}
 	if outcome == Applied {
 		ch.touchedMs = max(ch.touchedMs, n.ReceivedMs)
+		// The tombstones this notice set: the leaver's (even one never seen to join), or every member a destroy
+		// removed.
+		switch {
+		case n.Type == ncs.ChannelDestroy:
+			for _, e := range out {
+				if e.Event == Leave {
+					s.tombstoned(ev.ChannelName, e.UID, n.ReceivedMs)
+				}
+			}
+		case n.Type.IsLeave():
+			s.tombstoned(ev.ChannelName, ev.UID, n.ReceivedMs)
+		}
 	}
 	for i := range out {
 		out[i].NotifyMs = n.NotifyMs
@@ -275,16 +289,12 @@ func (s *State) Stored(channel string, seq uint64) {
 	}
 }
 
-// Prune drops tombstones, and records of empty channels, older than the retention window at nowMs.
+// Prune drops tombstones, and records of empty channels, older than the retention window at nowMs. Its cost is
+// the tombstones that expired plus one look at each channel, not a look at every tombstone.
 func (s *State) Prune(nowMs int64) {
 	cutoff := nowMs - s.rules.Retention.Milliseconds()
+	s.pruneTombs(cutoff)
 	for name, ch := range s.channels {
-		for uid, t := range ch.tombs {
-			if t.atMs < cutoff {
-				ch = s.writable(name, ch)
-				delete(ch.tombs, uid)
-			}
-		}
 		if len(ch.members) == 0 && len(ch.tombs) == 0 && ch.touchedMs < cutoff {
 			delete(s.channels, name)
 		}
