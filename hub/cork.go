@@ -66,7 +66,11 @@ func (c *corkConn) cork() {
 	c.mu.Unlock()
 }
 
-// flush uncorks and writes what was held back, within timeout.
+// flushChunk is the most a flush writes under one deadline.
+const flushChunk = 64 << 10
+
+// flush uncorks and writes what was held back, each flushChunk of it within timeout: a client that reads a large
+// snapshot slowly but steadily keeps up; one that stops reading is cut off after timeout.
 func (c *corkConn) flush(timeout time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -74,8 +78,13 @@ func (c *corkConn) flush(timeout time.Duration) error {
 	if len(c.buf) == 0 {
 		return nil
 	}
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := c.Conn.Write(c.buf)
+	var err error
+	for off := 0; off < len(c.buf) && err == nil; {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		var n int
+		n, err = c.Conn.Write(c.buf[off:min(len(c.buf), off+flushChunk)])
+		off += n
+	}
 	_ = c.Conn.SetWriteDeadline(time.Time{})
 	if cap(c.buf) > 64<<10 {
 		c.buf = nil // a snapshot made it large: do not keep that much per idle connection

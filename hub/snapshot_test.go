@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -205,4 +208,64 @@ func TestSubscribersShareASnapshot(t *testing.T) {
 	if src.copies != 2 {
 		t.Fatalf("%d snapshots made for 4 subscribers over two states of the channel; want 2", src.copies)
 	}
+}
+
+// slowConn reads at most 16 KiB at a time, 10 ms apart: about 1.6 MB/s, with a small receive window.
+type slowConn struct{ net.Conn }
+
+func (c slowConn) Read(p []byte) (int, error) {
+	time.Sleep(10 * time.Millisecond)
+	return c.Conn.Read(p[:min(len(p), 16<<10)])
+}
+
+// A client that reads a large snapshot slowly but steadily is served, not closed as too slow: the write timeout
+// bounds each part of a write that makes no progress, not the whole of a frame of several megabytes.
+func TestLargeSnapshotToASteadyReader(t *testing.T) {
+	const members = 100_000 // an 8 MB snapshot: more than the kernel's buffers take at once
+	src := &viewSource{v: presence.NewView()}
+	for uid := range uint32(members) {
+		e := join(uint64(uid+1), uid+1)
+		e.Account = fmt.Sprintf("account-%040d", uid) // 80 bytes a member
+		src.apply(e)
+	}
+	h := New(Config{WriteTimeout: time.Second}, src, auth.NewVerifier(testSecret))
+	srv := httptest.NewServer(h)
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.Close(ctx)
+		srv.Close()
+	}()
+	tok, err := auth.Issue(testSecret, []string{"show"}, time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		_ = c.(*net.TCPConn).SetReadBuffer(32 << 10)
+		return slowConn{c}, nil
+	}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, &websocket.DialOptions{HTTPClient: client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(64 << 20)
+	c := &testClient{t: t, c: conn}
+	start := time.Now()
+	c.subscribe()
+	c.expect("subscribed", 0, 0)
+	_, data, err := conn.Read(ctx)
+	if err != nil {
+		t.Fatalf("reading the snapshot after %s: %v (slow-closed: %d)", time.Since(start).Round(time.Millisecond), err, h.Stats().SlowClosed)
+	}
+	if !strings.HasPrefix(string(data), `{"type":"snapshot"`) || len(data) < members*70 {
+		t.Fatalf("got %d bytes, not the snapshot of %d members", len(data), members)
+	}
+	t.Logf("%d-byte snapshot read in %s with a 1 s write timeout", len(data), time.Since(start).Round(time.Millisecond))
 }
