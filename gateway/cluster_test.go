@@ -199,8 +199,9 @@ func TestTwoInstancesOneNATS(t *testing.T) {
 }
 
 // TestShutdownHandsOverWhileRequestsFinish: an instance shutting down releases the applier lease while its last
-// requests finish, not after them. A request whose body never completes holds the HTTP shutdown for the whole
-// grace; the other instance must be applying well before that grace is over.
+// requests finish, not after them, and its WebSockets keep getting events meanwhile. A request whose body never
+// completes holds the HTTP shutdown for the whole grace; the other instance must be applying well before that
+// grace is over, and a watcher on the one shutting down gets what the other stores.
 func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
 	t.Parallel()
 	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
@@ -222,6 +223,10 @@ func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
 	eventually(t, 10*time.Second, func() (bool, string) { return a.Applying(), "a never applied" })
 	b := start("b")
 	defer func() { _ = b.Shutdown(context.Background()) }()
+	watcher := mustDial(t, "http://"+a.Addr().String(), token(t, "show-1"))
+	watcher.subscribe("show-1")
+	watcher.expect("subscribed", "show-1")
+	watcher.expect("snapshot", "show-1")
 
 	// A notification whose body stops half-way: the server waits for the rest until its read timeout (30 s).
 	conn, err := net.Dial("tcp", a.Addr().String())
@@ -248,6 +253,10 @@ func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
 		t.Fatalf("b applied %s after a began shutting down; want well within the %s grace", took, grace)
 	}
 	t.Logf("b applies %s after a began shutting down", took.Round(time.Millisecond))
+	joinAudience(t, "http://"+b.Addr().String(), "show-1", 7)
+	if e := watcher.expectEvents("show-1", 1, 0)[0]; e.UID != 7 {
+		t.Fatalf("the watcher on the instance shutting down got %+v", e)
+	}
 	select {
 	case <-stopped:
 	case <-time.After(grace + 5*time.Second):

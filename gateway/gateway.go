@@ -52,6 +52,8 @@ type Gateway struct {
 	view    *liveView
 	hub     *hub.Hub
 	stop    context.CancelFunc // stops the applier and the view
+	// stopApplier stops the applier alone: at the start of Shutdown, while the view goes on feeding WebSockets.
+	stopApplier context.CancelFunc
 	// viewTarget is USHER_PRESENCE's last sequence when the gateway started: the view is ready once it holds it.
 	viewTarget uint64
 	workers    sync.WaitGroup
@@ -148,8 +150,9 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	g.view.events = g.handEvents
 	g.metrics.observeState(g)
 	wctx, stop := context.WithCancel(context.Background())
-	g.stop = stop
-	g.workers.Go(func() { g.applier.run(wctx) })
+	actx, stopApplier := context.WithCancel(wctx)
+	g.stop, g.stopApplier = stop, stopApplier
+	g.workers.Go(func() { g.applier.run(actx) })
 	g.workers.Go(func() { g.view.run(wctx) })
 	if err = g.catchUp(ctx); err != nil {
 		return err
@@ -236,13 +239,13 @@ func (g *Gateway) JetStream() jetstream.JetStream { return g.js }
 
 // Shutdown stops accepting requests and waits for those in flight (each ends with a PubAck or an error answer);
 // meanwhile the applier saves its checkpoint and gives up its lease, so that another instance takes over while
-// the last requests finish (what they store after the checkpoint, the next applier applies). Then it drains and
-// closes NATS and stops the embedded server. It is bounded by ctx and by Config.ShutdownGrace.
+// the last requests finish (what they store after the checkpoint, the next applier applies), and the view goes on
+// feeding this instance's WebSockets. Then it closes the WebSockets, stops the view, drains and closes NATS and
+// stops the embedded server. It is bounded by ctx and by Config.ShutdownGrace.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.ShutdownGrace)
 	defer cancel()
-	workers := make(chan (<-chan struct{}), 1)
-	go func() { workers <- g.stopWorkers(ctx) }() // ends by ctx at the latest; received below
+	g.stopApplier() // it stops by itself; stopWorkers waits for it
 	err := g.http.Shutdown(ctx)
 	if err != nil {
 		err = fmt.Errorf("http shutdown: %w", err)
@@ -251,7 +254,7 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if g.hub != nil {
 		g.hub.Close(ctx) // WebSockets are hijacked: http.Server.Shutdown does not wait for them
 	}
-	g.closeNATS(ctx, <-workers)
+	g.closeNATS(ctx, g.stopWorkers(ctx))
 	return err
 }
 
