@@ -69,18 +69,25 @@ func (c *corkConn) cork() {
 // flushChunk is the most a flush writes under one deadline.
 const flushChunk = 64 << 10
 
-// flush uncorks and writes what was held back, each flushChunk of it within timeout: a client that reads a large
-// snapshot slowly but steadily keeps up; one that stops reading is cut off after timeout.
-func (c *corkConn) flush(timeout time.Duration) error {
+// flush uncorks and writes what was held back: each flushChunk of it within timeout, and the whole within total. A
+// client that reads a large snapshot slowly but steadily keeps up; one that stops reading is cut off after
+// timeout. The total bound is the ping interval: a ping waits behind a flush, and coder/websocket closes the
+// connection when a ping cannot be written in time, so a flush must end first, with an error that says why.
+func (c *corkConn) flush(timeout, total time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
 	if len(c.buf) == 0 {
 		return nil
 	}
+	end := time.Now().Add(total)
 	var err error
 	for off := 0; off < len(c.buf) && err == nil; {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+		deadline := time.Now().Add(timeout)
+		if deadline.After(end) {
+			deadline = end
+		}
+		_ = c.Conn.SetWriteDeadline(deadline)
 		var n int
 		n, err = c.Conn.Write(c.buf[off:min(len(c.buf), off+flushChunk)])
 		off += n

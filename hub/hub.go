@@ -66,7 +66,8 @@ type Config struct {
 	SendQueue int
 	// PingInterval is how often the server pings; a peer that does not answer within it is dropped.
 	PingInterval time.Duration
-	// WriteTimeout bounds each 64 KiB of a batched write to a client; past it the client is closed (CloseTooSlow).
+	// WriteTimeout bounds each 64 KiB of a batched write to a client, and PingInterval the whole batch; past either
+	// the client is closed (CloseTooSlow).
 	WriteTimeout time.Duration
 	// MaxReplay is the most events a resume replays; a resume further behind gets a reset and a snapshot.
 	MaxReplay int

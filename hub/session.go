@@ -161,7 +161,10 @@ func (s *session) subscribe(req request) {
 // sendSnapshot attaches sub with its live frames held back, sends a snapshot of the channel, then the held frames
 // it does not cover. The snapshot is made outside every lock the fan-out takes.
 func (s *session) sendSnapshot(sub *subscription) {
-	ch, seq := s.h.attach(sub)
+	ch, seq, ok := s.h.attach(sub)
+	if !ok {
+		return // the session closed meanwhile: no snapshot for nobody
+	}
 	frame, at := ch.snapshot(s.h.src, sub.channel, seq)
 	s.enqueue(frame)
 	sub.goLive(at)
@@ -191,7 +194,10 @@ func (s *session) resume(sub *subscription, since uint64) error {
 	if since+1 < first {
 		return errTooOld
 	}
-	_, until := s.h.attach(sub) // live frames now wait in sub.pending
+	_, until, ok := s.h.attach(sub) // live frames now wait in sub.pending
+	if !ok {
+		return nil // the session closed meanwhile
+	}
 	last := since
 	for replayed := 0; last < until; {
 		events, err := src.Events(ctx, sub.channel, last, until, pageSize)
@@ -248,8 +254,9 @@ func (sub *subscription) deliver(seq uint64, frame outFrame) {
 }
 
 // attach registers sub with its channel, not live: its live frames wait in sub.pending until goLive. It returns the
-// channel and the last event the view has for it: every event after that one reaches pending.
-func (h *Hub) attach(sub *subscription) (*channel, uint64) {
+// channel and the last event the view has for it: every event after that one reaches pending. It returns false,
+// and leaves no trace in the hub, when the session has closed.
+func (h *Hub) attach(sub *subscription) (*channel, uint64, bool) {
 	for {
 		h.mu.Lock()
 		ch := h.channels[sub.channel]
@@ -270,11 +277,13 @@ func (h *Hub) attach(sub *subscription) (*channel, uint64) {
 		sub.live, sub.pending = false, nil
 		sub.mu.Unlock()
 		ch.subs[sub] = struct{}{}
-		if sub.s.isClosed() { // closed meanwhile: its close may have run its detach already
-			delete(ch.subs, sub)
-		}
+		closed := sub.s.isClosed() // closed meanwhile: its close may have run its detach already
 		ch.mu.Unlock()
-		return ch, seq
+		if closed {
+			h.detach(sub) // drops the channel too if it has no one else
+			return nil, 0, false
+		}
+		return ch, seq, true
 	}
 }
 
@@ -347,12 +356,12 @@ func (s *session) writeLoop() {
 		s.cork.cork()
 		for _, f := range batch {
 			if err := s.conn.Write(s.ctx, websocket.MessageText, f.data); err != nil {
-				_ = s.cork.flush(s.h.cfg.WriteTimeout)
+				_ = s.cork.flush(s.h.cfg.WriteTimeout, s.h.cfg.PingInterval)
 				s.close(websocket.StatusInternalError, "write failed")
 				return
 			}
 		}
-		if err := s.cork.flush(s.h.cfg.WriteTimeout); err != nil {
+		if err := s.cork.flush(s.h.cfg.WriteTimeout, s.h.cfg.PingInterval); err != nil {
 			s.closeSlow()
 			return
 		}
