@@ -81,7 +81,7 @@ func (s *State) UnmarshalJSON(b []byte) error {
 	}
 	for _, c := range in.Channels {
 		ch := &channelState{
-			members: make(map[uint32]*entry, len(c.Members)), tombs: make(map[uint32]tomb, len(c.Tombs)),
+			name: c.Name, members: make(map[uint32]*entry, len(c.Members)), tombs: make(map[uint32]tomb, len(c.Tombs)),
 			createdTs: c.CreatedTs, destroyedTs: c.DestroyedTs, touchedMs: c.TouchedMs, seq: c.Seq, gen: s.gen,
 		}
 		for _, m := range c.Members {

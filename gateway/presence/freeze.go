@@ -20,6 +20,7 @@ type Frozen struct {
 
 // Freeze freezes the state as it is now. Several may be held at once.
 func (s *State) Freeze() *Frozen {
+	s.holding() // forget the released ones
 	s.gen++
 	p := &Frozen{names: make([]string, 0, len(s.channels)), channels: make([]*channelState, 0, len(s.channels))}
 	for name, ch := range s.channels {
@@ -35,8 +36,12 @@ func (p *Frozen) MarshalJSON() ([]byte, error) {
 	return encodeChannels(p.names, p.channels)
 }
 
-// Release tells the State this Frozen is no longer read.
-func (p *Frozen) Release() { p.released.Store(true) }
+// Release tells the State this Frozen is no longer read. Call it once MarshalJSON has returned; the Frozen lets go
+// of the channels it holds at once, even if the State is not changed for a while.
+func (p *Frozen) Release() {
+	p.names, p.channels = nil, nil
+	p.released.Store(true)
+}
 
 // writable returns ch, the channel called name, ready to be changed: a copy, put in its place, when a held Frozen
 // may be reading it.
@@ -45,7 +50,7 @@ func (s *State) writable(name string, ch *channelState) *channelState {
 		return ch
 	}
 	c := &channelState{
-		members: make(map[uint32]*entry, len(ch.members)), tombs: maps.Clone(ch.tombs),
+		name: ch.name, members: make(map[uint32]*entry, len(ch.members)), tombs: maps.Clone(ch.tombs),
 		createdTs: ch.createdTs, destroyedTs: ch.destroyedTs, touchedMs: ch.touchedMs, seq: ch.seq, gen: s.gen,
 	}
 	if c.tombs == nil {

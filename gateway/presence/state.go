@@ -88,6 +88,7 @@ type State struct {
 }
 
 type channelState struct {
+	name        string // the key it is stored under, shared by the expiry entries of its tombstones
 	members     map[uint32]*entry
 	tombs       map[uint32]tomb
 	createdTs   int64 // ts of the newest 101 applied
@@ -129,7 +130,7 @@ func (s *State) Apply(n Notice) ([]Event, Outcome) {
 	}
 	ch := s.channels[ev.ChannelName]
 	if ch == nil {
-		ch = &channelState{members: map[uint32]*entry{}, tombs: map[uint32]tomb{}, gen: s.gen}
+		ch = &channelState{name: ev.ChannelName, members: map[uint32]*entry{}, tombs: map[uint32]tomb{}, gen: s.gen}
 		s.channels[ev.ChannelName] = ch
 	} else {
 		ch = s.writable(ev.ChannelName, ch)
@@ -152,11 +153,11 @@ func (s *State) Apply(n Notice) ([]Event, Outcome) {
 		case n.Type == ncs.ChannelDestroy:
 			for _, e := range out {
 				if e.Event == Leave {
-					s.tombstoned(ev.ChannelName, e.UID, n.ReceivedMs)
+					s.tombstoned(ch.name, e.UID, n.ReceivedMs)
 				}
 			}
 		case n.Type.IsLeave():
-			s.tombstoned(ev.ChannelName, ev.UID, n.ReceivedMs)
+			s.tombstoned(ch.name, ev.UID, n.ReceivedMs)
 		}
 	}
 	for i := range out {
