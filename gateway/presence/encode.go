@@ -90,7 +90,7 @@ func (s *State) UnmarshalJSON(b []byte) error {
 			default:
 				return fmt.Errorf("decode presence state: channel %q uid %d has role %q", c.Name, m.UID, m.Role)
 			}
-			ch.members[m.UID] = &entry{Member: m.Member, role: m.Role, clientSeq: m.ClientSeq, lastTs: m.LastTs}
+			ch.members[m.UID] = &entry{Member: m.Member, role: m.Role, clientSeq: m.ClientSeq, lastTs: m.LastTs, gen: ch.gen}
 		}
 		for _, t := range c.Tombs {
 			ch.tombs[t.UID] = tomb{clientSeq: t.ClientSeq, atMs: t.AtMs}

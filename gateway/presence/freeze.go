@@ -8,8 +8,8 @@ import (
 
 // Frozen is a State frozen at one moment, for encoding a checkpoint on another goroutine while the State goes on
 // being applied. Taking one costs a slice of pointers, not a copy: while a Frozen is held, the State copies a
-// channel (its members and tombstones) the first time it changes it, so what a Frozen reads never changes
-// under it. Release it when done; from then on the State changes its channels in place again.
+// channel (its maps of members and tombstones; a member's entry only when a role change alters it) the first time
+// it changes it, so what a Frozen reads never changes under it. Release it when done; from then on the State changes its channels in place again.
 //
 // MarshalJSON and Release may be called from any goroutine; the State itself stays single-goroutine.
 type Frozen struct {
@@ -49,16 +49,17 @@ func (s *State) writable(name string, ch *channelState) *channelState {
 	if ch.gen == s.gen || !s.holding() {
 		return ch
 	}
+	// The members map is copied, not its entries: an entry is changed in place only by a role change, which copies
+	// it first when it is older than the channel copy (entry.gen).
 	c := &channelState{
-		name: ch.name, members: make(map[uint32]*entry, len(ch.members)), tombs: maps.Clone(ch.tombs),
+		name: ch.name, members: maps.Clone(ch.members), tombs: maps.Clone(ch.tombs),
 		createdTs: ch.createdTs, destroyedTs: ch.destroyedTs, touchedMs: ch.touchedMs, seq: ch.seq, gen: s.gen,
+	}
+	if c.members == nil {
+		c.members = map[uint32]*entry{}
 	}
 	if c.tombs == nil {
 		c.tombs = map[uint32]tomb{}
-	}
-	for uid, e := range ch.members {
-		cp := *e // entries change in place (role changes): each is copied; the Member's pointers are never written through
-		c.members[uid] = &cp
 	}
 	s.channels[name] = c
 	return c

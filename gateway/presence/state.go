@@ -102,7 +102,8 @@ type entry struct {
 	Member
 	role      Role
 	clientSeq int64
-	lastTs    int64 // ts of the newest event applied to the entry
+	lastTs    int64  // ts of the newest event applied to the entry
+	gen       uint64 // the gen of the channel copy it was made for: an older one may be shared with a Frozen
 }
 
 type tomb struct {
@@ -228,7 +229,7 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 	switch {
 	case n.Type.IsJoin():
 		delete(ch.tombs, ev.UID)
-		e := &entry{role: roleOf(n.Type), clientSeq: ev.ClientSeq, lastTs: ev.Ts, Member: Member{
+		e := &entry{role: roleOf(n.Type), clientSeq: ev.ClientSeq, lastTs: ev.Ts, gen: ch.gen, Member: Member{
 			UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: copyPtr(ev.ClientType), Since: ev.Ts,
 		}}
 		ch.members[ev.UID] = e
@@ -249,11 +250,17 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 		role := roleOf(n.Type)
 		if m == nil {
 			delete(ch.tombs, ev.UID)
-			ch.members[ev.UID] = &entry{role: role, clientSeq: ev.ClientSeq, lastTs: ev.Ts, Member: Member{
+			ch.members[ev.UID] = &entry{role: role, clientSeq: ev.ClientSeq, lastTs: ev.Ts, gen: ch.gen, Member: Member{
 				UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: copyPtr(ev.ClientType), Since: ev.Ts,
 			}}
 			base.Event, base.Role = RoleChange, role
 			return []Event{base}, Applied
+		}
+		if m.gen != ch.gen { // made before this copy of the channel: a Frozen may read it
+			cp := *m
+			cp.gen = ch.gen
+			m = &cp
+			ch.members[ev.UID] = m
 		}
 		m.clientSeq = ev.ClientSeq
 		m.lastTs = max(m.lastTs, ev.Ts)
