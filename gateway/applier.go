@@ -91,7 +91,7 @@ func (a *applier) run(ctx context.Context) {
 		wg.Wait()
 		if !lost.Load() {
 			if st != nil {
-				a.saveCheckpoint(st.NCSSeq, st.PresenceSeq, st.State)
+				a.saveCheckpoint(context.Background(), st.NCSSeq, st.PresenceSeq, st.State)
 			}
 			a.release(rev)
 		}
@@ -252,7 +252,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 				go func() {
 					defer close(done)
 					defer frozen.Release()
-					a.saveCheckpoint(cp.NCSSeq, cp.PresenceSeq, frozen)
+					a.saveCheckpoint(ctx, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
 				}()
 				saving = done
 			}
@@ -378,9 +378,9 @@ func loadCheckpoint(ctx context.Context, store jetstream.ObjectStore, rules pres
 }
 
 // saveCheckpoint stores the state (a *presence.State, or a *presence.Frozen) after the notification at ncsSeq, when
-// the last presence event was presenceSeq. A failure is logged, not fatal: an older checkpoint only means a longer
-// replay.
-func (a *applier) saveCheckpoint(ncsSeq, presenceSeq uint64, state json.Marshaler) {
+// the last presence event was presenceSeq, unless ctx ends first. A failure is logged, not fatal: an older
+// checkpoint only means a longer replay.
+func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uint64, state json.Marshaler) {
 	b, err := json.Marshal(struct {
 		NCSSeq      uint64         `json:"ncsSeq"`
 		PresenceSeq uint64         `json:"presenceSeq"`
@@ -390,10 +390,14 @@ func (a *applier) saveCheckpoint(ncsSeq, presenceSeq uint64, state json.Marshale
 		a.log.Error("encode checkpoint", "err", err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 	defer cancel()
 	if _, err := a.buckets.Checkpoints.PutBytes(ctx, checkpointObject, b); err != nil {
-		a.log.Warn("checkpoint not saved", "err", err)
+		level := slog.LevelWarn
+		if parent.Err() != nil {
+			level = slog.LevelDebug // the lease ended (shutdown, or lost): the final or the next leader's counts
+		}
+		a.log.Log(context.Background(), level, "checkpoint not saved", "err", err)
 		return
 	}
 	a.log.Debug("checkpoint saved", "ncsSeq", ncsSeq, "presenceSeq", presenceSeq, "bytes", len(b))
