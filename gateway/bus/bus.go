@@ -191,7 +191,25 @@ type Buckets struct {
 // A stream or bucket that already has cfg's settings is left alone: an update, even to the same settings, goes
 // through the cluster's metadata leader, and every instance's start would otherwise make four of them (seen to
 // take more than 10 s on a cluster busy creating those same streams for another instance).
+//
+// Each attempt has ensureAttempt; one that times out while ctx lasts is made again. On a cluster, two instances
+// creating the same stream at once can leave one request without an answer although the stream is created
+// (nats-io/nats.go#949); the next attempt finds it.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, ensureAttempt)
+		b, err := ensureStreams(actx, js, cfg)
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return b, err
+		}
+	}
+}
+
+// ensureAttempt bounds one attempt of EnsureStreams.
+const ensureAttempt = 3 * time.Second
+
+func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
 	replicas := max(cfg.Replicas, 1)
 	for _, want := range []jetstream.StreamConfig{{
 		Name:        NCSStream,
