@@ -88,8 +88,9 @@ type testClient struct {
 	c *websocket.Conn
 }
 
-func serveHub(t *testing.T, src Source) (*Hub, func() *testClient) {
-	h := New(Config{}, src, auth.NewVerifier(testSecret))
+// serveHub serves a hub with cfg over src on loopback, and returns it with a dial for clients (opts may be nil).
+func serveHub(t *testing.T, cfg Config, src Source) (*Hub, func(opts *websocket.DialOptions) *testClient) {
+	h := New(cfg, src, auth.NewVerifier(testSecret))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -101,13 +102,14 @@ func serveHub(t *testing.T, src Source) (*Hub, func() *testClient) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return h, func() *testClient {
+	return h, func(opts *websocket.DialOptions) *testClient {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, nil)
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, opts)
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.SetReadLimit(64 << 20)
 		t.Cleanup(func() { _ = c.CloseNow() })
 		return &testClient{t: t, c: c}
 	}
@@ -158,10 +160,10 @@ func (c *testClient) expect(typ string, seq uint64, members int) {
 func TestSnapshotCoversAnEventFannedOutDuringIt(t *testing.T) {
 	src := &viewSource{v: presence.NewView()}
 	src.apply(join(1, 1))
-	h, dial := serveHub(t, src)
+	h, dial := serveHub(t, Config{}, src)
 	src.early = true
 	src.hook = func() { src.apply(join(2, 2)); h.Publish(join(2, 2), nil) }
-	c := dial()
+	c := dial(nil)
 	c.subscribe()
 	c.expect("subscribed", 0, 0)
 	c.expect("snapshot", 2, 2)
@@ -174,9 +176,9 @@ func TestSnapshotCoversAnEventFannedOutDuringIt(t *testing.T) {
 func TestEventAfterTheSnapshotFollowsIt(t *testing.T) {
 	src := &viewSource{v: presence.NewView()}
 	src.apply(join(1, 1))
-	h, dial := serveHub(t, src)
+	h, dial := serveHub(t, Config{}, src)
 	src.hook = func() { src.apply(join(2, 2)); h.Publish(join(2, 2), nil) }
-	c := dial()
+	c := dial(nil)
 	c.subscribe()
 	c.expect("subscribed", 0, 0)
 	c.expect("snapshot", 1, 1)
@@ -190,16 +192,16 @@ func TestEventAfterTheSnapshotFollowsIt(t *testing.T) {
 func TestSubscribersShareASnapshot(t *testing.T) {
 	src := &viewSource{v: presence.NewView()}
 	src.apply(join(1, 1))
-	h, dial := serveHub(t, src)
+	h, dial := serveHub(t, Config{}, src)
 	for range 3 {
-		c := dial()
+		c := dial(nil)
 		c.subscribe()
 		c.expect("subscribed", 0, 0)
 		c.expect("snapshot", 1, 1)
 	}
 	src.apply(join(2, 2))
 	h.Publish(join(2, 2), nil)
-	c := dial()
+	c := dial(nil)
 	c.subscribe()
 	c.expect("subscribed", 0, 0)
 	c.expect("snapshot", 2, 2)
@@ -229,18 +231,7 @@ func readSnapshotSlowly(t *testing.T, cfg Config) (int, error, int64) {
 		e.Account = fmt.Sprintf("account-%040d", uid)
 		src.apply(e)
 	}
-	h := New(cfg, src, auth.NewVerifier(testSecret))
-	srv := httptest.NewServer(h)
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Close(ctx)
-		srv.Close()
-	}()
-	tok, err := auth.Issue(testSecret, []string{"show"}, time.Hour, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, dial := serveHub(t, cfg, src)
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil {
@@ -249,18 +240,12 @@ func readSnapshotSlowly(t *testing.T, cfg Config) (int, error, int64) {
 		_ = c.(*net.TCPConn).SetReadBuffer(32 << 10)
 		return slowConn{c}, nil
 	}}}
+	c := dial(&websocket.DialOptions{HTTPClient: client})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, &websocket.DialOptions{HTTPClient: client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseNow()
-	conn.SetReadLimit(64 << 20)
-	c := &testClient{t: t, c: conn}
 	c.subscribe()
 	c.expect("subscribed", 0, 0)
-	_, data, err := conn.Read(ctx)
+	_, data, err := c.c.Read(ctx)
 	if err == nil && (!strings.HasPrefix(string(data), `{"type":"snapshot"`) || len(data) < members*70) {
 		t.Fatalf("got %d bytes, not the snapshot of %d members", len(data), members)
 	}
