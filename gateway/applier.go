@@ -381,12 +381,14 @@ func loadCheckpoint(ctx context.Context, store jetstream.ObjectStore, rules pres
 // the last presence event was presenceSeq, unless ctx ends first. A failure is logged, not fatal: an older
 // checkpoint only means a longer replay.
 func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uint64, state json.Marshaler) {
+	start := time.Now()
 	b, err := json.Marshal(struct {
 		NCSSeq      uint64         `json:"ncsSeq"`
 		PresenceSeq uint64         `json:"presenceSeq"`
 		State       json.Marshaler `json:"state"`
 	}{ncsSeq, presenceSeq, state})
 	if err != nil {
+		a.metrics.checkpointFailures.Inc()
 		a.log.Error("encode checkpoint", "err", err)
 		return
 	}
@@ -396,9 +398,13 @@ func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uin
 		level := slog.LevelWarn
 		if parent.Err() != nil {
 			level = slog.LevelDebug // the lease ended (shutdown, or lost): the final or the next leader's counts
+		} else {
+			a.metrics.checkpointFailures.Inc()
 		}
 		a.log.Log(context.Background(), level, "checkpoint not saved", "err", err)
 		return
 	}
+	a.metrics.checkpointSeconds.Observe(time.Since(start).Seconds())
+	a.metrics.checkpointBytes.Set(float64(len(b)))
 	a.log.Debug("checkpoint saved", "ncsSeq", ncsSeq, "presenceSeq", presenceSeq, "bytes", len(b))
 }

@@ -110,6 +110,14 @@ func TestCheckpointsWhileApplying(t *testing.T) {
 		}
 	}
 	t.Logf("%d checkpoints checked against %d presence events", len(seen), len(events))
+
+	m := scrape(t, base, "")
+	if n := m["usher_applier_checkpoint_seconds_count"]; n < float64(len(seen)) {
+		t.Errorf("usher_applier_checkpoint_seconds counted %v checkpoints; %d were seen", n, len(seen))
+	}
+	if m["usher_applier_checkpoint_bytes"] < 1000 || m["usher_applier_checkpoint_failures_total"] != 0 {
+		t.Errorf("usher_applier_checkpoint_bytes %v, usher_applier_checkpoint_failures_total %v", m["usher_applier_checkpoint_bytes"], m["usher_applier_checkpoint_failures_total"])
+	}
 }
 
 func js(v any) string {

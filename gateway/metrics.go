@@ -29,6 +29,10 @@ type metrics struct {
 	notices map[presence.Outcome]prometheus.Counter
 	events  prometheus.Counter
 
+	checkpointSeconds  prometheus.Histogram
+	checkpointBytes    prometheus.Gauge
+	checkpointFailures prometheus.Counter
+
 	delivery    prometheus.Histogram
 	rateLimited prometheus.Counter
 	requests    *prometheus.CounterVec
@@ -74,6 +78,11 @@ func newMetrics() *metrics {
 		m.notices[o] = notices.WithLabelValues(o.String())
 	}
 	m.events = f.counter("usher_presence_events_total", "Presence events published to USHER_PRESENCE by the applier on this instance.")
+	m.checkpointSeconds = f.histogram("usher_applier_checkpoint_seconds", "Time to encode and store one applier checkpoint (in the background, or at the end of a lease).",
+		[]float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})
+	m.checkpointBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "usher_applier_checkpoint_bytes", Help: "Size of the last applier checkpoint stored."})
+	m.reg.MustRegister(m.checkpointBytes)
+	m.checkpointFailures = f.counter("usher_applier_checkpoint_failures_total", "Applier checkpoints not stored (an older one stays: a new applier replays more).")
 	m.delivery = f.histogram("usher_delivery_seconds", "End-to-end latency: from the notification's notifyMs (Agora's clock) to the WebSocket frame written.",
 		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})
 	m.rateLimited = f.counter("usher_ws_upgrades_rate_limited_total", "WebSocket upgrades refused with 429 by the per-IP rate limit.")
