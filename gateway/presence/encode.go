@@ -56,7 +56,7 @@ func encodeChannels(names []string, channels []*channelState) ([]byte, error) {
 		c := channelJSON{Name: names[i], Seq: ch.seq, CreatedTs: ch.createdTs, DestroyedTs: ch.destroyedTs, TouchedMs: ch.touchedMs}
 		for _, uid := range sortedUIDs(ch.members) {
 			m := ch.members[uid]
-			c.Members = append(c.Members, memberJSON{Member: m.Member, Role: m.role, ClientSeq: m.clientSeq, LastTs: m.lastTs})
+			c.Members = append(c.Members, memberJSON{Member: m.Member, Role: m.role.Role(), ClientSeq: m.clientSeq, LastTs: m.lastTs})
 		}
 		for _, uid := range sortedUIDs(ch.tombs) {
 			t := ch.tombs[uid]
@@ -90,7 +90,7 @@ func (s *State) UnmarshalJSON(b []byte) error {
 			default:
 				return fmt.Errorf("decode presence state: channel %q uid %d has role %q", c.Name, m.UID, m.Role)
 			}
-			ch.members[m.UID] = &entry{Member: m.Member, role: m.Role, clientSeq: m.ClientSeq, lastTs: m.LastTs, gen: ch.gen}
+			ch.members[m.UID] = &entry{Member: m.Member, role: codeOf(m.Role), clientSeq: m.ClientSeq, lastTs: m.LastTs, gen: ch.gen}
 		}
 		for _, t := range c.Tombs {
 			ch.tombs[t.UID] = tomb{clientSeq: t.ClientSeq, atMs: t.AtMs}

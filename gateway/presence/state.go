@@ -100,10 +100,40 @@ type channelState struct {
 
 type entry struct {
 	Member
-	role      Role
 	clientSeq int64
 	lastTs    int64  // ts of the newest event applied to the entry
 	gen       uint64 // the gen of the channel copy it was made for: an older one may be shared with a Frozen
+	role      roleCode
+}
+
+// roleCode is a Role in one byte, as entries keep it (with gen, an entry still fits 80 bytes).
+type roleCode uint8
+
+const (
+	codeHost roleCode = iota + 1
+	codeAudience
+	codeUser
+)
+
+func codeOf(r Role) roleCode {
+	switch r {
+	case Host:
+		return codeHost
+	case Audience:
+		return codeAudience
+	}
+	return codeUser
+}
+
+// Role is the Role c stands for.
+func (c roleCode) Role() Role {
+	switch c {
+	case codeHost:
+		return Host
+	case codeAudience:
+		return Audience
+	}
+	return User
 }
 
 type tomb struct {
@@ -194,7 +224,7 @@ func (ch *channelState) destroy(n Notice) ([]Event, Outcome) {
 		delete(ch.members, uid)
 		ch.tombs[uid] = tomb{clientSeq: m.clientSeq, atMs: n.ReceivedMs}
 		out = append(out, Event{
-			Channel: ev.ChannelName, Event: Leave, Role: m.role, UID: uid, Account: m.Account,
+			Channel: ev.ChannelName, Event: Leave, Role: m.role.Role(), UID: uid, Account: m.Account,
 			Platform: m.Platform, Client: m.ClientType, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS,
 		})
 	}
@@ -229,11 +259,11 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 	switch {
 	case n.Type.IsJoin():
 		delete(ch.tombs, ev.UID)
-		e := &entry{role: roleOf(n.Type), clientSeq: ev.ClientSeq, lastTs: ev.Ts, gen: ch.gen, Member: Member{
+		e := &entry{role: codeOf(roleOf(n.Type)), clientSeq: ev.ClientSeq, lastTs: ev.Ts, gen: ch.gen, Member: Member{
 			UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: copyPtr(ev.ClientType), Since: ev.Ts,
 		}}
 		ch.members[ev.UID] = e
-		base.Event, base.Role = Join, e.role
+		base.Event, base.Role = Join, e.role.Role()
 		return []Event{base}, Applied
 
 	case n.Type.IsLeave():
@@ -242,7 +272,7 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 			return nil, Applied // the join has not arrived (or never will): the tombstone keeps it out
 		}
 		delete(ch.members, ev.UID)
-		base.Event, base.Role, base.Reason, base.Duration = Leave, m.role, ev.Reason, ev.Duration
+		base.Event, base.Role, base.Reason, base.Duration = Leave, m.role.Role(), ev.Reason, ev.Duration
 		fillFrom(&base, m)
 		return []Event{base}, Applied
 
@@ -250,7 +280,7 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 		role := roleOf(n.Type)
 		if m == nil {
 			delete(ch.tombs, ev.UID)
-			ch.members[ev.UID] = &entry{role: role, clientSeq: ev.ClientSeq, lastTs: ev.Ts, gen: ch.gen, Member: Member{
+			ch.members[ev.UID] = &entry{role: codeOf(role), clientSeq: ev.ClientSeq, lastTs: ev.Ts, gen: ch.gen, Member: Member{
 				UID: ev.UID, Account: ev.Account, Platform: base.Platform, ClientType: copyPtr(ev.ClientType), Since: ev.Ts,
 			}}
 			base.Event, base.Role = RoleChange, role
@@ -264,13 +294,13 @@ func (ch *channelState) user(n Notice) ([]Event, Outcome) {
 		}
 		m.clientSeq = ev.ClientSeq
 		m.lastTs = max(m.lastTs, ev.Ts)
-		if m.role == role {
+		if m.role.Role() == role {
 			return nil, Applied // already in that role: nothing a client would see changes
 		}
 		if ev.Account != "" {
 			m.Account = ev.Account
 		}
-		m.role = role
+		m.role = codeOf(role)
 		base.Event, base.Role = RoleChange, role
 		fillFrom(&base, m)
 		return []Event{base}, Applied
@@ -324,7 +354,7 @@ func (s *State) View() *View {
 		vc := v.channel(name)
 		vc.seq = ch.seq
 		for uid, m := range ch.members {
-			vc.put(uid, m.role, m.Member)
+			vc.put(uid, m.role.Role(), m.Member)
 		}
 	}
 	return v
