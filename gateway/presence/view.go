@@ -37,15 +37,18 @@ type View struct {
 	channels map[string]*viewChannel
 }
 
+// viewChannel keeps its members side by side in a slice, in no order, with an index by uid: copying a large
+// roster (what a snapshot does under its reader's lock) is then a walk over contiguous memory, not over a map.
 type viewChannel struct {
 	seq     uint64
-	members map[uint32]*viewMember
+	members []viewMember
+	index   map[uint32]int32 // uid -> position in members
 	counts  Counts
 }
 
 type viewMember struct {
 	Member
-	role Role
+	role roleCode
 }
 
 // NewView returns an empty View.
@@ -54,7 +57,7 @@ func NewView() *View { return &View{channels: map[string]*viewChannel{}} }
 func (v *View) channel(name string) *viewChannel {
 	c := v.channels[name]
 	if c == nil {
-		c = &viewChannel{members: map[uint32]*viewMember{}}
+		c = &viewChannel{index: map[uint32]int32{}}
 		v.channels[name] = c
 	}
 	return c
@@ -72,11 +75,12 @@ func (v *View) Apply(e Event) bool {
 	case Join:
 		c.put(e.UID, e.Role, Member{UID: e.UID, Account: e.Account, Platform: e.Platform, ClientType: e.Client, Since: e.Ts})
 	case RoleChange:
-		if m := c.members[e.UID]; m != nil {
+		if i, ok := c.index[e.UID]; ok {
+			m := c.members[i].Member
 			if e.Account != "" {
 				m.Account = e.Account
 			}
-			c.put(e.UID, e.Role, m.Member)
+			c.put(e.UID, e.Role, m)
 		} else {
 			c.put(e.UID, e.Role, Member{UID: e.UID, Account: e.Account, Platform: e.Platform, ClientType: e.Client, Since: e.Ts})
 		}
@@ -87,15 +91,33 @@ func (v *View) Apply(e Event) bool {
 }
 
 func (c *viewChannel) put(uid uint32, role Role, m Member) {
-	c.remove(uid)
-	c.members[uid] = &viewMember{Member: m, role: role}
+	vm := viewMember{Member: m, role: codeOf(role)}
+	if i, ok := c.index[uid]; ok {
+		*c.count(c.members[i].role.Role())--
+		c.members[i] = vm
+	} else {
+		c.index[uid] = int32(len(c.members))
+		c.members = append(c.members, vm)
+	}
 	*c.count(role)++
 }
 
 func (c *viewChannel) remove(uid uint32) {
-	if old := c.members[uid]; old != nil {
-		*c.count(old.role)--
-		delete(c.members, uid)
+	i, ok := c.index[uid]
+	if !ok {
+		return
+	}
+	*c.count(c.members[i].role.Role())--
+	delete(c.index, uid)
+	last := int32(len(c.members) - 1)
+	if i != last { // the last one fills the gap
+		c.members[i] = c.members[last]
+		c.index[c.members[i].UID] = i
+	}
+	c.members[last] = viewMember{} // no pointers kept alive past the end
+	c.members = c.members[:last]
+	if cap(c.members) > 64 && len(c.members) < cap(c.members)/4 { // a roster that emptied gives its room back
+		c.members = append(make([]viewMember, 0, 2*len(c.members)), c.members...)
 	}
 }
 
@@ -136,11 +158,12 @@ func (v *View) Copy(channel string) Snapshot {
 	s.Hosts = make([]Member, 0, c.counts.Hosts)
 	s.Audience = make([]Member, 0, c.counts.Audience)
 	s.Users = make([]Member, 0, c.counts.Users)
-	for _, m := range c.members {
+	for i := range c.members {
+		m := &c.members[i]
 		switch m.role {
-		case Host:
+		case codeHost:
 			s.Hosts = append(s.Hosts, m.Member)
-		case Audience:
+		case codeAudience:
 			s.Audience = append(s.Audience, m.Member)
 		default:
 			s.Users = append(s.Users, m.Member)
