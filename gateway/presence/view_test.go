@@ -3,6 +3,7 @@ package presence_test
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"github.com/usher-presence/usher/gateway/presence"
@@ -246,4 +247,51 @@ func TestJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	equal(t, "event round trip", out, in)
+}
+
+// A roster that grows large and then empties, in random order, keeps exactly the members still in it, with their
+// roles and counts (members are kept side by side; a leave moves the last one into the gap, and a roster that
+// emptied is given a smaller slice).
+func TestViewLargeRosterEmpties(t *testing.T) {
+	r := rand.New(rand.NewPCG(propertySeed, 7))
+	v := presence.NewView()
+	seq := uint64(0)
+	want := map[uint32]presence.Role{}
+	apply := func(e presence.Event) {
+		seq++
+		e.Seq, e.Channel = seq, "big"
+		v.Apply(e)
+	}
+	for uid := uint32(1); uid <= 1000; uid++ {
+		role := []presence.Role{presence.Host, presence.Audience, presence.User}[uid%3]
+		apply(presence.Event{Event: presence.Join, Role: role, UID: uid, Ts: int64(uid)})
+		want[uid] = role
+	}
+	for _, i := range r.Perm(1000)[:990] {
+		uid := uint32(i + 1)
+		if i%7 == 0 { // some change role before they go
+			apply(presence.Event{Event: presence.RoleChange, Role: presence.Audience, UID: uid})
+		}
+		apply(presence.Event{Event: presence.Leave, UID: uid})
+		delete(want, uid)
+	}
+	for uid := range want {
+		if uid%2 == 0 {
+			apply(presence.Event{Event: presence.RoleChange, Role: presence.Host, UID: uid})
+			want[uid] = presence.Host
+		}
+	}
+	s := v.Snapshot("big")
+	got := map[uint32]presence.Role{}
+	for role, ms := range map[presence.Role][]presence.Member{presence.Host: s.Hosts, presence.Audience: s.Audience, presence.User: s.Users} {
+		for _, m := range ms {
+			got[m.UID] = role
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("roster %v, want %v", got, want)
+	}
+	if c := s.Counts; c.Hosts != len(s.Hosts) || c.Audience != len(s.Audience) || c.Users != len(s.Users) || c.Hosts+c.Audience+c.Users != 10 {
+		t.Fatalf("counts %+v for %d/%d/%d members", c, len(s.Hosts), len(s.Audience), len(s.Users))
+	}
 }
