@@ -163,7 +163,7 @@ func (s *session) subscribe(req request) {
 func (s *session) sendSnapshot(sub *subscription) {
 	ch, seq, ok := s.h.attach(sub)
 	if !ok {
-		return // the session closed meanwhile: no snapshot for nobody
+		return // the session closed meanwhile: nobody to send a snapshot to
 	}
 	frame, at := ch.snapshot(s.h.src, sub.channel, seq)
 	s.enqueue(frame)
