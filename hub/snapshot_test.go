@@ -155,6 +155,20 @@ func (c *testClient) expect(typ string, seq uint64, members int) {
 	}
 }
 
+// subscribeForSnapshot subscribes and reads the subscribed frame and a snapshot at seq with members audience members.
+func (c *testClient) subscribeForSnapshot(seq uint64, members int) {
+	c.t.Helper()
+	c.subscribe()
+	c.expect("subscribed", 0, 0)
+	c.expect("snapshot", seq, members)
+}
+
+// land applies e to src and fans it out, as the gateway's view does with each stored event.
+func land(h *Hub, src *viewSource, e presence.Event) {
+	src.apply(e)
+	h.Publish(e, nil)
+}
+
 // An event the view applied before the snapshot was copied, but fanned out only once the subscriber was attached,
 // is in the snapshot and is not sent again after it.
 func TestSnapshotCoversAnEventFannedOutDuringIt(t *testing.T) {
@@ -162,13 +176,10 @@ func TestSnapshotCoversAnEventFannedOutDuringIt(t *testing.T) {
 	src.apply(join(1, 1))
 	h, dial := serveHub(t, Config{}, src)
 	src.early = true
-	src.hook = func() { src.apply(join(2, 2)); h.Publish(join(2, 2), nil) }
+	src.hook = func() { land(h, src, join(2, 2)) }
 	c := dial(nil)
-	c.subscribe()
-	c.expect("subscribed", 0, 0)
-	c.expect("snapshot", 2, 2)
-	src.apply(join(3, 3))
-	h.Publish(join(3, 3), nil)
+	c.subscribeForSnapshot(2, 2)
+	land(h, src, join(3, 3))
 	c.expect("presence", 3, 0) // not 2 again
 }
 
@@ -177,11 +188,9 @@ func TestEventAfterTheSnapshotFollowsIt(t *testing.T) {
 	src := &viewSource{v: presence.NewView()}
 	src.apply(join(1, 1))
 	h, dial := serveHub(t, Config{}, src)
-	src.hook = func() { src.apply(join(2, 2)); h.Publish(join(2, 2), nil) }
+	src.hook = func() { land(h, src, join(2, 2)) }
 	c := dial(nil)
-	c.subscribe()
-	c.expect("subscribed", 0, 0)
-	c.expect("snapshot", 1, 1)
+	c.subscribeForSnapshot(1, 1)
 	c.expect("presence", 2, 0)
 	if typ, seq, _ := c.next(200 * time.Millisecond); typ != "" {
 		t.Fatalf("then a %s frame at %d: want nothing more", typ, seq)
@@ -195,16 +204,11 @@ func TestSubscribersShareASnapshot(t *testing.T) {
 	h, dial := serveHub(t, Config{}, src)
 	for range 3 {
 		c := dial(nil)
-		c.subscribe()
-		c.expect("subscribed", 0, 0)
-		c.expect("snapshot", 1, 1)
+		c.subscribeForSnapshot(1, 1)
 	}
-	src.apply(join(2, 2))
-	h.Publish(join(2, 2), nil)
+	land(h, src, join(2, 2))
 	c := dial(nil)
-	c.subscribe()
-	c.expect("subscribed", 0, 0)
-	c.expect("snapshot", 2, 2)
+	c.subscribeForSnapshot(2, 2)
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	if src.copies != 2 {
