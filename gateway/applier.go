@@ -359,12 +359,12 @@ func (a *applier) publish(e presence.Event, id string, ncsSeq, expectLast uint64
 
 // loadCheckpoint returns the latest checkpoint, or an empty state before the first notification.
 func (a *applier) loadCheckpoint(ctx context.Context) (*checkpoint, error) {
-	return loadCheckpoint(ctx, a.buckets.Checkpoints, a.rules)
+	return loadCheckpoint(ctx, a.js, a.buckets.Checkpoints, a.rules)
 }
 
-func loadCheckpoint(ctx context.Context, store jetstream.ObjectStore, rules presence.Rules) (*checkpoint, error) {
+func loadCheckpoint(ctx context.Context, js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules) (*checkpoint, error) {
 	cp := &checkpoint{State: presence.NewState(rules)}
-	b, err := store.GetBytes(ctx, checkpointObject)
+	b, err := readObject(ctx, js, store, checkpointObject)
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return cp, nil
 	}

@@ -58,7 +58,7 @@ func (lv *liveView) run(ctx context.Context) {
 
 func (lv *liveView) follow(ctx context.Context) error {
 	if !lv.loaded {
-		cp, err := loadCheckpoint(ctx, lv.store, lv.rules)
+		cp, err := loadCheckpoint(ctx, lv.js, lv.store, lv.rules)
 		if err != nil {
 			return err
 		}
