@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -64,17 +65,30 @@ type Report struct {
 	Fraction              float64 // Delivered / Expected
 	DeliveredPerSec       float64
 	P50, P90, P99, Max    time.Duration
+	Elapsed               time.Duration // sending and the drain
 	ServerCPU             time.Duration
 	CPUPer1000            time.Duration // server CPU time per 1,000 deliveries
 	ServerRSSKiB          int64
+	// LoadCPU is this process's own CPU time over the run (senders and subscribers): the load generator shares the
+	// machine with the server, and the two together tell whether the machine was saturated.
+	LoadCPU time.Duration
+}
+
+// cores is cpu as a number of cores busy over d.
+func cores(cpu, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return cpu.Seconds() / d.Seconds()
 }
 
 func (r Report) String() string {
 	return fmt.Sprintf("%s: %d ch x %d subs, rate %.0f/s (sent %.0f/s, acked %.0f/s), acked %d/%d, delivered %d/%d (%.4f%%), %.0f deliveries/s, "+
-		"latency p50 %s p90 %s p99 %s max %s, server CPU %s (%s per 1000 deliveries), server RSS %d KiB",
+		"latency p50 %s p90 %s p99 %s max %s, server CPU %s = %.2f cores (%s per 1000 deliveries), server RSS %d KiB, load generator %.2f cores",
 		r.Target, r.Channels, r.Subscribers, r.Rate, r.SentRate, r.AckedPerSec, r.Acked, r.Sent, r.Delivered, r.Expected, 100*r.Fraction,
 		r.DeliveredPerSec, r.P50.Round(100*time.Microsecond), r.P90.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond),
-		r.Max.Round(time.Millisecond), r.ServerCPU.Round(time.Millisecond), r.CPUPer1000.Round(10*time.Microsecond), r.ServerRSSKiB)
+		r.Max.Round(time.Millisecond), r.ServerCPU.Round(time.Millisecond), cores(r.ServerCPU, r.Elapsed),
+		r.CPUPer1000.Round(10*time.Microsecond), r.ServerRSSKiB, cores(r.LoadCPU, r.Elapsed))
 }
 
 // Pass reports whether the run meets the delivery goal at the rate asked: the notifications went out at (within
@@ -289,6 +303,7 @@ func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (
 	}
 	f.run.Store(rs)
 	cpu0, _, _ := procStats(cfg.ServerPID)
+	load0, _, _ := procStats(os.Getpid())
 
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: senders}}
 	defer client.CloseIdleConnections()
@@ -340,6 +355,7 @@ pace:
 	}
 	elapsed := time.Since(start)
 	cpu1, rss, _ := procStats(cfg.ServerPID)
+	load1, _, _ := procStats(os.Getpid())
 	f.run.Store(nil)
 
 	h := &histogram{}
@@ -353,7 +369,8 @@ pace:
 	r := Report{Target: cfg.Target, Channels: cfg.Channels, Subscribers: len(f.subs), Rate: rate,
 		SentRate: float64(sent) / sendTime.Seconds(), Sent: sent, Acked: int(acked.Load()),
 		Expected: expected.Load(), Delivered: f.delivered(),
-		P50: h.quantile(0.50), P90: h.quantile(0.90), P99: h.quantile(0.99), Max: h.max, ServerRSSKiB: rss}
+		P50: h.quantile(0.50), P90: h.quantile(0.90), P99: h.quantile(0.99), Max: h.max, ServerRSSKiB: rss,
+		Elapsed: elapsed, LoadCPU: load1 - load0}
 	if r.Expected > 0 {
 		r.Fraction = float64(r.Delivered) / float64(r.Expected)
 	}
