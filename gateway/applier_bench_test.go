@@ -15,17 +15,14 @@ import (
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/subject"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // seeded stores n audience joins spread over channels in USHER_NCS of a fresh NATS server, as the ingester would,
 // then starts a gateway on that server and returns it with the time it took to apply them all.
 func seeded(b *testing.B, n, channels int) (*gateway.Gateway, string, time.Duration) {
 	b.Helper()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: b.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := testutil.NATSServer(b, "127.0.0.1:-1")
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		b.Fatal(err)
@@ -74,7 +71,7 @@ func seeded(b *testing.B, n, channels int) (*gateway.Gateway, string, time.Durat
 	}
 	took := time.Since(start)
 	tok := token(b, "*")
-	eventually(b, time.Minute, func() (bool, string) {
+	testutil.Eventually(b, time.Minute, 20*time.Millisecond, func() (bool, string) {
 		code, raw := getJSON(b, base, "/readyz", tok, nil)
 		return code == 200, raw
 	})

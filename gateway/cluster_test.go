@@ -17,6 +17,7 @@ import (
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs/sim"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // readPresence returns every event of USHER_PRESENCE, oldest first, with its seq.
@@ -129,7 +130,7 @@ func waitTruth(t testing.TB, gen *sim.Generator, bases []string) {
 		t.Fatal("the simulated truth is empty: nothing to compare")
 	}
 	tok := token(t, "*")
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() (bool, string) {
 		for _, base := range bases {
 			for _, ch := range gen.Channels() {
 				var s presence.Snapshot
@@ -149,11 +150,7 @@ func waitTruth(t testing.TB, gen *sim.Generator, bases []string) {
 // both serve the same rosters, and when the applying instance stops the other takes over.
 func TestTwoInstancesOneNATS(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
 	start := func(name string) (*gateway.Gateway, string) {
 		cfg := testConfig(t, "")
 		cfg.NATSURL, cfg.InstanceID, cfg.LeaseTTL = ns.ClientURL(), name, time.Second
@@ -204,11 +201,7 @@ func TestTwoInstancesOneNATS(t *testing.T) {
 // grace is over, and a watcher on the one shutting down gets what the other stores.
 func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
 	const grace = 6 * time.Second
 	start := func(name string) *gateway.Gateway {
 		cfg := testConfig(t, "")
@@ -220,7 +213,9 @@ func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
 		return g
 	}
 	a := start("a")
-	eventually(t, 10*time.Second, func() (bool, string) { return a.Applying(), "a never applied" })
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return a.Applying(), "a never applied"
+	})
 	b := start("b")
 	defer func() { _ = b.Shutdown(context.Background()) }()
 	watcher := mustDial(t, "http://"+a.Addr().String(), token(t, "show-1"))
@@ -242,7 +237,9 @@ func TestShutdownHandsOverWhileRequestsFinish(t *testing.T) {
 	began := time.Now()
 	stopped := make(chan time.Duration, 1)
 	go func() { _ = a.Shutdown(context.Background()); stopped <- time.Since(began) }()
-	eventually(t, grace, func() (bool, string) { return b.Applying(), "b does not apply" })
+	testutil.Eventually(t, grace, 20*time.Millisecond, func() (bool, string) {
+		return b.Applying(), "b does not apply"
+	})
 	took := time.Since(began)
 	select {
 	case d := <-stopped:

@@ -4,10 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -18,6 +18,7 @@ import (
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/ncs/sim"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // TestMain lets this test binary run as a gateway child process, so tests can kill -9 a real server.
@@ -99,14 +100,10 @@ func (c *child) kill() {
 	<-c.done
 }
 
+// freeAddr returns a loopback host:port that was free a moment ago.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t))
 }
 
 // snapshots returns every channel's snapshot from base.

@@ -17,6 +17,7 @@ import (
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/subject"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // Agora's published signature vector.
@@ -425,11 +426,7 @@ func TestShutdownLosesNothing(t *testing.T) {
 // TestExternalNATS runs the gateway against a NATS server reached by URL, as USHER_NATS_URL does.
 func TestExternalNATS(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
 	cfg := testConfig(t, "")
 	cfg.NATSURL = ns.ClientURL()
 	g, base := startGateway(t, cfg)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 func TestBodyAndHeaderLimits(t *testing.T) {
@@ -93,7 +94,7 @@ func TestUpgradeRateLimit(t *testing.T) {
 		t.Errorf("usher_ws_upgrades_rate_limited_total = %v, want 1", m["usher_ws_upgrades_rate_limited_total"])
 	}
 	// The bucket refills at the configured rate.
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 		c, resp, err := dial(t, base, tok, false)
 		if err != nil {
 			return false, fmt.Sprintf("still refused: %v %v", err, resp)
@@ -131,7 +132,7 @@ func TestConnectionsPerSubject(t *testing.T) {
 	}
 	// Closing one frees its place.
 	_ = a1.conn.CloseNow()
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 		c, _, err := dial(t, base, alice, false)
 		if err != nil {
 			return false, err.Error()
@@ -327,7 +328,7 @@ func TestSlowReaderOfAResponseCutOff(t *testing.T) {
 	storeJoins(t, g, ch, members, 1000)
 	tok, all := token(t, ch), token(t, "*")
 	// Polled through the small channel list: reading the roster itself may well take longer than the write timeout.
-	eventually(t, 60*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 60*time.Second, 20*time.Millisecond, func() (bool, string) {
 		var list struct {
 			Channels []struct {
 				Channel string

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,32 +24,15 @@ import (
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/test/testutil"
 )
-
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestLogsHoldNoSecrets runs traffic with every secret in play (NCS secret, JWT secret, client tokens in a
 // header, a subprotocol and a query string, a metrics token, a forged signature) and checks that the debug-level
 // log names none of them, while it does log each request with an id.
 func TestLogsHoldNoSecrets(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs testutil.SyncBuffer
 	cfg := testConfig(t, t.TempDir())
 	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg.MetricsToken = "metrics-token-do-not-log"
@@ -92,7 +73,7 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	getMetrics(t, base, "a-wrong-metrics-token")
 
 	// Every request is logged once it ends; wait for the last ones.
-	eventually(t, 5*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
 		return strings.Count(logs.String(), `"msg":"http request"`) >= 9, logs.String()
 	})
 	out := logs.String()

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // scrape GETs /metrics with the given bearer token ("" for none) and returns the samples by their full name with
@@ -135,7 +136,7 @@ func TestMetricsCountTraffic(t *testing.T) {
 
 	// Counters move as they should: eventually, since the applier and the hub work after the answers.
 	var after map[string]float64
-	eventually(t, 10*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 		after = scrape(t, base, metricsToken)
 		return delta(before, after, "usher_delivery_seconds_count") >= 4, "no end-to-end latency observed for the 4 events"
 	})

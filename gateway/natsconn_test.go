@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/usher-presence/usher/gateway"
-	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // TestStartFailsCleanly makes Start fail after it connected to NATS and started its workers: it must return the
@@ -40,19 +40,15 @@ func TestStartFailsCleanly(t *testing.T) {
 	})
 	t.Run("replicas on a single server", func(t *testing.T) {
 		t.Parallel()
-		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		ns := testutil.NATSServer(t, "127.0.0.1:-1")
 		cfg := testConfig(t, "")
 		cfg.NATSURL, cfg.Replicas = ns.ClientURL(), 3
-		_, err = gateway.Start(context.Background(), cfg)
+		_, err := gateway.Start(context.Background(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "USHER_REPLICAS is 3") || !strings.Contains(err.Error(), "non-clustered") ||
 			strings.Contains(err.Error(), "\n") {
 			t.Fatalf("got %v, want one line naming USHER_REPLICAS and what the server said", err)
 		}
-		eventually(t, 5*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
 			return ns.NumClients() == 0, "NATS connections left open after a failed start"
 		})
 	})
@@ -100,16 +96,12 @@ func TestNATSOverTLS(t *testing.T) {
 // workers after the connection is closed), not after each step's own timeout in turn.
 func TestShutdownWithoutNATS(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns := testutil.NATSServer(t, "127.0.0.1:-1") // shut down below, while the gateway runs
 	cfg := testConfig(t, "")
 	cfg.NATSURL = ns.ClientURL()
 	cfg.ShutdownGrace = 2 * time.Second
 	g, err := gateway.Start(context.Background(), cfg)
 	if err != nil {
-		ns.Shutdown()
 		t.Fatal(err)
 	}
 	base := "http://" + g.Addr().String()

@@ -18,6 +18,7 @@ import (
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 func token(t testing.TB, channels ...string) string {
@@ -57,28 +58,12 @@ func presencePath(channel string) string {
 	return "/v1/channels/" + url.PathEscape(channel) + "/presence"
 }
 
-// eventually retries cond until it holds or the deadline passes; the last failure message is reported.
-func eventually(t testing.TB, within time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitSnapshot waits until the channel's snapshot satisfies want.
 func waitSnapshot(t testing.TB, base, channel string, want func(presence.Snapshot) bool) presence.Snapshot {
 	t.Helper()
 	tok := token(t, channel)
 	var s presence.Snapshot
-	eventually(t, 15*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
 		s = presence.Snapshot{}
 		code, raw := getJSON(t, base, presencePath(channel), tok, &s)
 		return code == 200 && want(s), fmt.Sprintf("%d %s", code, raw)

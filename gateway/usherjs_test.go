@@ -3,80 +3,15 @@ package gateway_test
 import (
 	"bufio"
 	"encoding/json"
-	"io"
-	"net"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
-
-// cutProxy forwards TCP connections to a target; cut drops every connection and refuses new ones until restore.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	down   bool
-	wg     sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	p.wg.Go(p.serve)
-	t.Cleanup(func() { _ = ln.Close(); p.cut(); p.wg.Wait() })
-	return p
-}
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(up, c); _ = up.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(c, up); _ = c.Close() })
-	}
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
-}
 
 type driveLine struct {
 	Kind     string
@@ -163,8 +98,8 @@ func TestUsherJSResumes(t *testing.T) {
 	joinAudience(t, base, ch, 1, 2)
 	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
 
-	proxy := newCutProxy(t, base[len("http://"):])
-	next := startDrive(t, node, "ws://"+proxy.ln.Addr().String()+"/v1/ws", token(t, ch), ch, 2*time.Second)
+	proxy := testutil.NewCutProxy(t, base[len("http://"):])
+	next := startDrive(t, node, "ws://"+proxy.Addr()+"/v1/ws", token(t, ch), ch, 2*time.Second)
 
 	if s := next("snapshot"); len(s.Audience) != 2 {
 		t.Fatalf("snapshot %+v", s)
@@ -175,10 +110,10 @@ func TestUsherJSResumes(t *testing.T) {
 		t.Fatalf("event %+v", last)
 	}
 
-	proxy.cut()
+	proxy.Cut()
 	joinAudience(t, base, ch, 4, 5) // happen while the client is cut off
 	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 })
-	proxy.restore()
+	proxy.Restore()
 	for {
 		l := next("state")
 		if l.State == "live" {
@@ -211,9 +146,9 @@ func TestUsherJSConnectTimeout(t *testing.T) {
 	joinAudience(t, base, ch, 7)
 	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
 
-	proxy := newCutProxy(t, base[len("http://"):])
-	proxy.cut()
-	next := startDrive(t, node, "ws://"+proxy.ln.Addr().String()+"/v1/ws", token(t, ch), ch, 300*time.Millisecond)
+	proxy := testutil.NewCutProxy(t, base[len("http://"):])
+	proxy.Cut()
+	next := startDrive(t, node, "ws://"+proxy.Addr()+"/v1/ws", token(t, ch), ch, 300*time.Millisecond)
 	for timeouts := 0; timeouts < 2; {
 		l := next("state")
 		if l.State == "live" {
@@ -223,7 +158,7 @@ func TestUsherJSConnectTimeout(t *testing.T) {
 			timeouts++
 		}
 	}
-	proxy.restore()
+	proxy.Restore()
 	for l := next("state"); l.State != "live"; l = next("state") {
 	}
 	if s := next("snapshot"); len(s.Audience) != 1 || s.Audience[0] != 7 {

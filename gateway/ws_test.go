@@ -21,6 +21,7 @@ import (
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // frame is a server frame, decoded.
@@ -359,7 +360,7 @@ func TestWSStalledClient(t *testing.T) {
 	if got != n {
 		t.Fatalf("the reader received %d of %d events", got, n)
 	}
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() (bool, string) {
 		st := g.HubStats()
 		return st.SlowClosed >= 1, fmt.Sprintf("%+v", st)
 	})
@@ -526,11 +527,11 @@ func TestWSDeadPeerDropped(t *testing.T) {
 	g, base := startGateway(t, cfg)
 	c := mustDial(t, base, token(t, "*"))
 	c.send(map[string]string{"op": "subscribe", "channel": "a"}) // written, never read
-	eventually(t, 15*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
 		st := g.HubStats()
 		return st.Subscriptions == 1, fmt.Sprintf("%+v", st)
 	})
-	eventually(t, 15*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
 		st := g.HubStats()
 		return st.Connections == 0, fmt.Sprintf("%+v", st)
 	})

@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,38 +15,16 @@ import (
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/test/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer goroutine and a reading test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
 
 // TestDemo runs usher serve --demo: it must print working secrets and a console link, and feed itself a simulated
 // stream that it accepts, over several channels, readable on the embedded NATS server.
 func TestDemo(t *testing.T) {
 	t.Parallel()
-	natsPort := freePort(t)
+	natsPort := testutil.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- serve(ctx, []string{"--demo", "--demo-rate", "100"}, env(map[string]string{

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // env returns a getenv over m.
@@ -173,7 +174,7 @@ func TestToken(t *testing.T) {
 
 // TestRunStopsOnSIGTERM runs the server as main does and sends the process SIGTERM: run must stop cleanly.
 func TestRunStopsOnSIGTERM(t *testing.T) {
-	var stdout, stderr syncBuffer
+	var stdout, stderr testutil.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(nil, env(map[string]string{

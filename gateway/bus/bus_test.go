@@ -8,26 +8,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // TestEnsureStreams declares the streams, declares them again unchanged (left alone), then with other limits
 // (updated in place), then with replicas a single server cannot keep (ErrReplicas, naming what the server said).
 func TestEnsureStreams(t *testing.T) {
 	t.Parallel()
-	ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: bus.ListenOff})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := bus.ConnectEmbedded(ns, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	nc, js := testutil.JetStream(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 

@@ -9,6 +9,7 @@ import (
 
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs/sim"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // faults are the delivery faults of every test's simulated Agora: duplicates, resends (same and new noticeId) and
@@ -72,7 +73,7 @@ func TestKillUsherMidBurst(t *testing.T) {
 		killed := time.Now()
 		leader.p.kill(t)
 		t.Logf("killed -9 usher %s (the applier) after 3000 acknowledged notifications", leader.name)
-		eventually(t, 30*time.Second, func() (bool, string) {
+		testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 			for _, u := range survivors {
 				if u.leading() {
 					takeover = time.Since(killed)
@@ -185,7 +186,7 @@ func TestRestartedInstanceResumes(t *testing.T) {
 	a.p.stop(t)
 	t.Logf("usher a stopped (SIGTERM) in %s", time.Since(stopped).Round(10*time.Millisecond))
 	var takeover time.Duration
-	eventually(t, 20*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 20*time.Second, 100*time.Millisecond, func() (bool, string) {
 		if b.leading() {
 			takeover = time.Since(stopped)
 			return true, ""

@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -35,6 +34,7 @@ import (
 	"github.com/usher-presence/usher/gateway/ncs/sim"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/gateway/subject"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 const (
@@ -96,62 +96,17 @@ func needBinaries(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// eventually polls cond every 100 ms until it holds, failing the test after within.
-func eventually(t *testing.T, within time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, why)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// logBuf keeps a process's output for the test log.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proc is a child process owned by a test: it is killed (-9) and waited for when the test ends.
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *logBuf
+	out  *testutil.SyncBuffer // the process's stdout and stderr
 	done chan struct{}
 }
 
 func startProc(t *testing.T, name, path string, args, env []string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(path, args...), out: &logBuf{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: exec.Command(path, args...), out: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd.Env = env
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	// Killed with the test process too, should it die (a test timeout) before its clean-up runs.
@@ -254,7 +209,8 @@ func tryNATS(t *testing.T, n int) (*natsCluster, error) {
 	c := &natsCluster{t: t}
 	dir := t.TempDir()
 	for i := range n {
-		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i+1), client: freePort(t), route: freePort(t), health: freePort(t)})
+		c.nodes = append(c.nodes, &natsNode{name: fmt.Sprintf("n%d", i+1),
+			client: testutil.FreePort(t), route: testutil.FreePort(t), health: testutil.FreePort(t)})
 	}
 	var routes []string
 	for _, nd := range c.nodes {
@@ -363,7 +319,7 @@ type usher struct {
 func startUsher(t *testing.T, name string, nc *natsCluster, extraEnv ...string) *usher {
 	t.Helper()
 	for attempt := 1; ; attempt++ {
-		port := freePort(t)
+		port := testutil.FreePort(t)
 		env := []string{
 			"PORT=" + strconv.Itoa(port), "USHER_NCS_SECRETS=" + ncsSecret, "USHER_JWT_SECRET=" + jwtSecret,
 			"USHER_NATS_URL=" + nc.urls(), "USHER_REPLICAS=3", "USHER_INSTANCE_ID=" + name, "USHER_LOG_LEVEL=info",
@@ -445,7 +401,7 @@ func (u *usher) leading() bool {
 func waitLeader(t *testing.T, us ...*usher) *usher {
 	t.Helper()
 	var leader *usher
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		leader = nil
 		n := 0
 		for _, u := range us {
@@ -772,7 +728,7 @@ func waitTruth(t *testing.T, gen *sim.Generator, us ...*usher) {
 	}
 	tok := token(t)
 	client := &http.Client{Timeout: 5 * time.Second}
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		for _, u := range us {
 			for _, ch := range gen.Channels() {
 				req, _ := http.NewRequest(http.MethodGet, u.base+"/v1/channels/"+url.PathEscape(ch)+"/presence", nil)
@@ -954,7 +910,7 @@ func (w *watcher) verify(t *testing.T, presenceMsgs []storedMsg) {
 		}
 		stored[ch] = append(stored[ch], m.seq)
 	}
-	eventually(t, 30*time.Second, func() (bool, string) {
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		for _, ch := range w.channels {

@@ -13,6 +13,7 @@ import (
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 	"github.com/usher-presence/usher/web/e2e"
 )
 
@@ -24,7 +25,9 @@ const wait = 20 * time.Second
 func TestConsoleLive(t *testing.T) {
 	t.Parallel()
 	srv := startServer(t)
-	proxy := newCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	// The browser talks to Usher through a proxy, so that the test can cut the server's connection.
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	site := "http://" + proxy.Addr()
 	const show, talk = "show #1 <b>&amp;", "talk.2" // the name must be shown as text, never as markup
 	seq := time.Now().UnixMilli()
 	next := func() int64 { seq++; return seq }
@@ -39,9 +42,9 @@ func TestConsoleLive(t *testing.T) {
 
 	b := newBrowser(t, 1440, 900)
 	tok := token(t, "moderator", "*")
-	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(proxy.url()+"/#token="+tok))
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(site+"/#token="+tok))
 	b.poll("the console to sign in", `!document.querySelector("#app").hidden`, wait)
-	if loc := eval[string](b, "location.href"); loc != proxy.url()+"/" {
+	if loc := eval[string](b, "location.href"); loc != site+"/" {
 		t.Errorf("after sign-in the address is %q; the token must leave it", loc)
 	}
 
@@ -125,7 +128,7 @@ func TestConsoleLive(t *testing.T) {
 	b.shot("2-live")
 
 	// Cut the server's connection; more happens meanwhile.
-	proxy.cut()
+	proxy.Cut()
 	b.poll("the page to show it is reconnecting", `document.querySelector("#conn").dataset.state === "reconnecting"`, wait)
 	srv.send(t,
 		user(ncs.AudienceJoin, show, 14, next(), map[string]any{"platform": 8}),
@@ -143,7 +146,7 @@ func TestConsoleLive(t *testing.T) {
 		t.Fatalf("%d events stored after the snapshot, want 9: %+v", len(stored), stored)
 	}
 	b.shot("3-reconnecting")
-	proxy.restore()
+	proxy.Restore()
 	b.poll("the page to resume", `document.querySelector("#conn").dataset.resumes === "1"`, 30*time.Second)
 	p = b.waitPanel(show, "what happened while cut off", wait, func(p panel) bool {
 		return p.Hosts == "1" && p.Audience == "3" && len(p.Feed) >= len(stored)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 	"github.com/usher-presence/usher/web/e2e"
 )
 
@@ -34,28 +34,23 @@ const (
 )
 
 // logBook routes the gateway's warnings to t.Logf and keeps every line it logged, down to debug, so that a test can
-// check what the server wrote.
+// check what the server wrote (String).
 type logBook struct {
-	mu   sync.Mutex
+	testutil.SyncBuffer // every line
+
+	mu   sync.Mutex // guards done; held while a line is kept and logged, so that both see the lines in one order
 	t    testing.TB
 	done bool
-	all  bytes.Buffer
 }
 
 func (w *logBook) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.all.Write(p)
+	_, _ = w.SyncBuffer.Write(p)
 	if !w.done && (bytes.Contains(p, []byte("level=WARN")) || bytes.Contains(p, []byte("level=ERROR"))) {
 		w.t.Logf("%s", bytes.TrimRight(p, "\n"))
 	}
 	return len(p), nil
-}
-
-func (w *logBook) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.all.String()
 }
 
 // server is a real gateway with in-process embedded NATS, stopped when the test ends.
@@ -254,72 +249,6 @@ func (s *server) events(t testing.TB, channel string, since uint64) []presence.E
 		}
 		since = page.Events[len(page.Events)-1].Seq
 	}
-}
-
-// cutProxy forwards TCP connections to a target; cut drops every connection and refuses new ones until restore.
-// The browser talks to Usher through it, so that a test can cut the server's connection.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	down   bool
-	wg     sync.WaitGroup
-}
-
-func newCutProxy(t *testing.T, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	p.wg.Go(p.serve)
-	t.Cleanup(func() { _ = ln.Close(); p.cut(); p.wg.Wait() })
-	return p
-}
-
-func (p *cutProxy) url() string { return "http://" + p.ln.Addr().String() }
-
-func (p *cutProxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		if p.down {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
-		if err != nil {
-			p.mu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Go(func() { _, _ = io.Copy(up, c); _ = up.Close() })
-		p.wg.Go(func() { _, _ = io.Copy(c, up); _ = c.Close() })
-	}
-}
-
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = true
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *cutProxy) restore() {
-	p.mu.Lock()
-	p.down = false
-	p.mu.Unlock()
 }
 
 // browser is a headless Chromium tab, closed when the test ends. It records every URL the page requests, fails
