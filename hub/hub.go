@@ -176,10 +176,18 @@ func (h *Hub) Publish(e presence.Event, raw []byte) {
 		return
 	}
 	frame := outFrame{data: EventFrame(e, raw), notifyMs: e.NotifyMs}
+	// Writers are started after the loop: a goroutine started per subscriber, inside it, doubled the loop's time
+	// (BenchmarkPublishFanout), and every channel's events wait for this one.
+	var start []*session
 	ch.mu.Lock()
-	defer ch.mu.Unlock()
 	for sub := range ch.subs {
-		sub.deliver(e.Seq, frame)
+		if sub.deliver(e.Seq, frame) {
+			start = append(start, sub.s)
+		}
+	}
+	ch.mu.Unlock()
+	for _, s := range start {
+		s.startWriter()
 	}
 }
 

@@ -234,23 +234,24 @@ func (sub *subscription) goLive(seq uint64) {
 	sub.pending, sub.after, sub.live = nil, seq, true
 }
 
-// deliver passes a live frame to the subscription: dropped if the client has it, held while a resume replays.
-func (sub *subscription) deliver(seq uint64, frame outFrame) {
+// deliver passes a live frame to the subscription: dropped if the client has it, held while a resume replays. It
+// reports whether the session's writer must be started, which the caller does once it holds no lock (startWriter).
+func (sub *subscription) deliver(seq uint64, frame outFrame) (start bool) {
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	if seq <= sub.after {
-		return
+		return false
 	}
 	if !sub.live {
 		if len(sub.pending) >= sub.s.h.cfg.SendQueue {
 			sub.s.closeSlow()
-			return
+			return false
 		}
 		sub.pending = append(sub.pending, pendingFrame{seq, frame})
-		return
+		return false
 	}
 	sub.after = seq
-	sub.s.enqueueFrame(frame)
+	return sub.s.queueFrame(frame)
 }
 
 // attach registers sub with its channel, not live: its live frames wait in sub.pending until goLive. It returns the
@@ -320,24 +321,36 @@ func (s *session) unsubscribe(channel string) {
 func (s *session) enqueue(frame []byte) { s.enqueueFrame(outFrame{data: frame}) }
 
 func (s *session) enqueueFrame(frame outFrame) {
+	if s.queueFrame(frame) {
+		s.startWriter()
+	}
+}
+
+// queueFrame queues a frame and reports whether the writer must be started: it was not running, and is now
+// counted as running, so that exactly one caller starts it. A client whose queue is full is closed.
+func (s *session) queueFrame(frame outFrame) (start bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	if len(s.queue) >= s.h.cfg.SendQueue {
 		s.mu.Unlock()
 		s.closeSlow()
-		return
+		return false
 	}
 	s.queue = append(s.queue, frame)
-	if !s.writing {
+	start = !s.writing
+	if start {
 		s.writing = true
 		s.writers.Add(1)
-		go s.writeLoop()
 	}
 	s.mu.Unlock()
+	return start
 }
+
+// startWriter runs the writer that queueFrame counted.
+func (s *session) startWriter() { go s.writeLoop() }
 
 // writeLoop writes what is queued, each batch corked into as few syscalls as it fits, and exits when the queue is
 // empty.

@@ -84,12 +84,12 @@ func join(seq uint64, uid uint32) presence.Event {
 
 // testClient is a real WebSocket client of a hub served over loopback.
 type testClient struct {
-	t *testing.T
+	t testing.TB
 	c *websocket.Conn
 }
 
 // serveHub serves a hub with cfg over src on loopback, and returns it with a dial for clients (opts may be nil).
-func serveHub(t *testing.T, cfg Config, src Source) (*Hub, func(opts *websocket.DialOptions) *testClient) {
+func serveHub(t testing.TB, cfg Config, src Source) (*Hub, func(opts *websocket.DialOptions) *testClient) {
 	h := New(cfg, src, auth.NewVerifier(testSecret))
 	srv := httptest.NewServer(h)
 	t.Cleanup(func() {
