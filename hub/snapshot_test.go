@@ -261,14 +261,15 @@ func readSnapshotSlowly(t *testing.T, cfg Config) (int, error, int64) {
 }
 
 // A client that reads a large snapshot slowly but steadily is served, not closed as too slow: the write timeout
-// bounds each 64 KiB of a write, not the whole of a frame of several megabytes.
+// bounds each 64 KiB of a write, not the whole of a frame of several megabytes. (3 s: the 8 MB take about 5 s to
+// read, so a timeout on the whole write fails, while 64 KiB take about 40 ms, with room for a loaded machine.)
 func TestLargeSnapshotToASteadyReader(t *testing.T) {
 	start := time.Now()
-	n, err, slow := readSnapshotSlowly(t, Config{WriteTimeout: time.Second})
+	n, err, slow := readSnapshotSlowly(t, Config{WriteTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatalf("reading the snapshot after %s: %v (closed as slow: %d)", time.Since(start).Round(time.Millisecond), err, slow)
 	}
-	t.Logf("%d-byte snapshot read in %s with a 1 s write timeout", n, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d-byte snapshot read in %s with a 3 s write timeout", n, time.Since(start).Round(time.Millisecond))
 }
 
 // One batch must still go out within the ping interval (pings wait behind it): past it the client is closed and
