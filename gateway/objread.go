@@ -16,6 +16,8 @@ const (
 	chunkWait = 5 * time.Second
 	// replacedCheck is how long a read waits for a chunk before it checks that the object was not replaced.
 	replacedCheck = 250 * time.Millisecond
+	// readerInactive is how long the server keeps a read's consumer once the read stops pulling.
+	readerInactive = 10 * time.Second
 )
 
 var (
@@ -42,7 +44,8 @@ func readObject(ctx context.Context, js jetstream.JetStream, store jetstream.Obj
 		if !errors.Is(err, errReplaced) {
 			return b, err
 		}
-		// Bounded: each pass needs another replacement, and ctx.
+		// Bounded by ctx. Each pass needs another replacement: one that is replaced more often than it can be read
+		// (a huge checkpoint, saved every few seconds) is read until ctx ends, as nats.go's Get would.
 	}
 }
 
@@ -52,8 +55,11 @@ func readChunks(ctx context.Context, js jetstream.JetStream, store jetstream.Obj
 		return []byte{}, nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// Should the deletion below fail, the server drops the consumer soon after the read stops pulling (the
+	// library's default keeps it 5 minutes).
 	cons, err := js.OrderedConsumer(cctx, "OBJ_"+info.Bucket, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{"$O." + info.Bucket + ".C." + info.NUID}, MaxResetAttempts: 1})
+		FilterSubjects: []string{"$O." + info.Bucket + ".C." + info.NUID}, MaxResetAttempts: 1,
+		InactiveThreshold: readerInactive})
 	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("read object %s: %w", info.Name, err)
@@ -62,7 +68,13 @@ func readChunks(ctx context.Context, js jetstream.JetStream, store jetstream.Obj
 	if err != nil {
 		return nil, fmt.Errorf("read object %s: %w", info.Name, err)
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		// Stop leaves the consumer on the server; delete it now (readerInactive is the fallback).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = js.DeleteConsumer(dctx, "OBJ_"+info.Bucket, cons.CachedInfo().Name)
+	}()
 	b := make([]byte, 0, info.Size)
 	h := sha256.New()
 	for range info.Chunks {
@@ -86,8 +98,10 @@ func readChunks(ctx context.Context, js jetstream.JetStream, store jetstream.Obj
 // nextChunk waits for the next chunk of info's version, at most chunkWait, and answers errReplaced as soon as the
 // object has another version: that one's chunks are purged, and would never come.
 func nextChunk(ctx context.Context, it jetstream.MessagesContext, store jetstream.ObjectStore, info *jetstream.ObjectInfo) (jetstream.Msg, error) {
-	for waited := time.Duration(0); waited < chunkWait; waited += replacedCheck {
-		wctx, cancel := context.WithTimeout(ctx, replacedCheck)
+	dctx, cancel := context.WithTimeout(ctx, chunkWait) // the whole wait, checks included
+	defer cancel()
+	for {
+		wctx, cancel := context.WithTimeout(dctx, replacedCheck)
 		msg, err := it.Next(jetstream.NextContext(wctx))
 		cancel()
 		switch {
@@ -97,13 +111,12 @@ func nextChunk(ctx context.Context, it jetstream.MessagesContext, store jetstrea
 			return msg, nil
 		case !errors.Is(err, context.DeadlineExceeded):
 			return nil, fmt.Errorf("read object %s: %w", info.Name, err)
+		case dctx.Err() != nil:
+			return nil, fmt.Errorf("read object %s: %w", info.Name, errStalled)
 		}
-		ictx, cancel := context.WithTimeout(ctx, chunkWait)
-		now, err := store.GetInfo(ictx, info.Name)
-		cancel()
+		now, err := store.GetInfo(dctx, info.Name)
 		if errors.Is(err, jetstream.ErrObjectNotFound) || err == nil && now.NUID != info.NUID {
 			return nil, errReplaced
 		}
 	}
-	return nil, fmt.Errorf("read object %s: %w", info.Name, errStalled)
 }

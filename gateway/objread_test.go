@@ -40,6 +40,14 @@ func TestReadObject(t *testing.T) {
 	if _, err := readObject(ctx, js, store, "missing"); !errors.Is(err, jetstream.ErrObjectNotFound) {
 		t.Fatalf("missing object: %v, want ErrObjectNotFound", err)
 	}
+	// Reads leave no consumer behind on the server.
+	stream, err := js.Stream(ctx, "OBJ_READ_TEST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Consumers != 0 {
+		t.Fatalf("consumers left on the bucket's stream: %+v, %v", info.State, err)
+	}
 }
 
 // TestReadReplacedVersion reads a version of an object after another replaced it, which purged its chunks: the
