@@ -178,7 +178,8 @@ func (h *Hub) Publish(e presence.Event, raw []byte) {
 	frame := outFrame{data: EventFrame(e, raw), notifyMs: e.NotifyMs}
 	// Writers are started after the loop: a goroutine started per subscriber, inside it, doubled the loop's time
 	// (BenchmarkPublishFanout), and every channel's events wait for this one.
-	var start []*session
+	var small [16]*session // most channels have few watchers: no allocation for them
+	start := small[:0]
 	ch.mu.Lock()
 	for sub := range ch.subs {
 		if sub.deliver(e.Seq, frame) {
