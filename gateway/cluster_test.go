@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/url"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,29 +120,7 @@ func deliver(t testing.TB, gen *sim.Generator, bases []string, n int) {
 // waitTruth waits until every base serves every channel as the generator's truth has it.
 func waitTruth(t testing.TB, gen *sim.Generator, bases []string) {
 	t.Helper()
-	truth := gen.Truth()
-	members := 0
-	for _, ms := range truth {
-		members += len(ms)
-	}
-	if members == 0 {
-		t.Fatal("the simulated truth is empty: nothing to compare")
-	}
-	tok := token(t, "*")
-	testutil.Eventually(t, 30*time.Second, 20*time.Millisecond, func() (bool, string) {
-		for _, base := range bases {
-			for _, ch := range gen.Channels() {
-				var s presence.Snapshot
-				if code, raw := getJSON(t, base, "/v1/channels/"+url.PathEscape(ch)+"/presence", tok, &s); code != 200 {
-					return false, raw
-				}
-				if ok, why := sim.MatchSnapshot(s, truth[ch]); !ok {
-					return false, base + " " + why
-				}
-			}
-		}
-		return true, ""
-	})
+	testutil.WaitRosters(t, gen, token(t, "*"), 20*time.Millisecond, bases...)
 }
 
 // TestTwoInstancesOneNATS runs two gateways on one NATS server: notifications posted to either are applied once,

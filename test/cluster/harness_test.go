@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -718,38 +717,11 @@ func token(t *testing.T) string {
 // waitTruth waits until every instance serves every channel as the generator's truth has it.
 func waitTruth(t *testing.T, gen *sim.Generator, us ...*usher) {
 	t.Helper()
-	truth := gen.Truth()
-	members := 0
-	for _, ms := range truth {
-		members += len(ms)
+	bases := make([]string, len(us))
+	for i, u := range us {
+		bases[i] = u.base
 	}
-	if members == 0 {
-		t.Fatal("the simulated truth is empty: nothing to compare")
-	}
-	tok := token(t)
-	client := &http.Client{Timeout: 5 * time.Second}
-	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
-		for _, u := range us {
-			for _, ch := range gen.Channels() {
-				req, _ := http.NewRequest(http.MethodGet, u.base+"/v1/channels/"+url.PathEscape(ch)+"/presence", nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := client.Do(req)
-				if err != nil {
-					return false, err.Error()
-				}
-				var s presence.Snapshot
-				err = json.NewDecoder(resp.Body).Decode(&s)
-				resp.Body.Close()
-				if resp.StatusCode != 200 || err != nil {
-					return false, fmt.Sprintf("%s %s: %d %v", u.name, ch, resp.StatusCode, err)
-				}
-				if ok, why := sim.MatchSnapshot(s, truth[ch]); !ok {
-					return false, u.name + " " + why
-				}
-			}
-		}
-		return true, ""
-	})
+	testutil.WaitRosters(t, gen, token(t), 100*time.Millisecond, bases...)
 }
 
 // ---- WebSocket watchers ----
