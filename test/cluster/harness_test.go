@@ -242,11 +242,14 @@ func (c *natsCluster) startNode(i int) {
 func (c *natsCluster) waitHealthy() error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		why := ""
+		// Every node first: one that could not bind its ports exits, and startNATS retries on new ones.
 		for _, nd := range c.nodes {
 			if nd.p.exited() {
 				return fmt.Errorf("NATS node %s exited: %s", nd.name, tail(nd.p.out.String(), 500))
 			}
+		}
+		why := ""
+		for _, nd := range c.nodes {
 			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", nd.health))
 			if err != nil {
 				why = nd.name + ": " + err.Error()
