@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
@@ -649,5 +650,37 @@ func TestWSSubscribeWhileBusy(t *testing.T) {
 	}
 	if n != clients*rounds {
 		t.Fatalf("%d subscriptions checked, want %d", n, clients*rounds)
+	}
+}
+
+// TestWSShutdownGoingAway: on shutdown each client gets a close frame with 1001 (going away), so that it resumes
+// elsewhere, instead of a connection dropped without a word.
+func TestWSShutdownGoingAway(t *testing.T) {
+	t.Parallel()
+	g, err := gateway.Start(context.Background(), testConfig(t, t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + g.Addr().String()
+	clients := []*wsClient{mustDial(t, base, token(t, "*")), mustDial(t, base, token(t, "*"))}
+	for _, c := range clients {
+		c.subscribe("show-1")
+		c.expect("subscribed", "show-1")
+		c.expect("snapshot", "show-1")
+	}
+	stopped := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		stopped <- g.Shutdown(ctx)
+	}()
+	for i, c := range clients {
+		_, err := c.read(20 * time.Second)
+		if got := websocket.CloseStatus(err); got != websocket.StatusGoingAway {
+			t.Errorf("client %d: %v (close status %d), want close status 1001", i, err, got)
+		}
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("shutdown: %v", err)
 	}
 }

@@ -351,12 +351,13 @@ func (h *Hub) Close(ctx context.Context) {
 		all = append(all, s)
 	}
 	h.mu.Unlock()
-	h.cancel()
+	// The sessions' contexts derive from the hub's: cancelling it first would end each session's pending read,
+	// which makes coder/websocket drop the connection without a close frame. So close them, then cancel.
 	for _, s := range all {
 		s.close(websocket.StatusGoingAway, "server shutting down")
 	}
 	done := make(chan struct{})
-	go func() { h.sessWG.Wait(); h.pingerWG.Wait(); close(done) }()
+	go func() { h.sessWG.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -365,6 +366,8 @@ func (h *Hub) Close(ctx context.Context) {
 		}
 		<-done
 	}
+	h.cancel()
+	h.pingerWG.Wait()
 }
 
 // Stats are the hub's counters.
