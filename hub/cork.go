@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
@@ -40,63 +41,94 @@ func (c *corkHijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	return c.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(c.conn, 4096)), nil
 }
 
-// corkConn is a net.Conn whose writes, while corked, go to a buffer that flush sends in one write.
+// corkConn is a net.Conn whose writes, while corked, go to a buffer that is sent in one write: when it would pass
+// flushChunk, and at flush. It never holds more than flushChunk: a large frame (a snapshot) is sent as it is
+// written, not copied, so a client that asks for many snapshots cannot make the server hold them all at once.
 //
 // All methods may be called concurrently.
 type corkConn struct {
 	net.Conn
-	mu     sync.Mutex
-	corked bool
-	buf    []byte
+	mu       sync.Mutex
+	corked   bool
+	buf      []byte
+	timeout  time.Duration // while corked: the most one flushChunk may take
+	end      time.Time     // while corked: when everything written until flush must be sent
+	timedOut bool          // a write missed its deadline: the client does not read
 }
+
+// flushChunk is the most the connection holds back, and the most it writes under one deadline.
+const flushChunk = 64 << 10
 
 func (c *corkConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.corked {
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	if len(c.buf)+len(p) <= flushChunk {
 		c.buf = append(c.buf, p...)
 		return len(p), nil
 	}
-	return c.Conn.Write(p)
+	_, err := c.send(c.buf)
+	c.buf = c.buf[:0]
+	if err != nil {
+		return 0, err
+	}
+	return c.send(p)
 }
 
-func (c *corkConn) cork() {
+// cork holds writes back until flush. Each flushChunk sent meanwhile, or by flush, must go within timeout, and all
+// of them within total. A client that reads a large snapshot slowly but steadily keeps up; one that stops reading
+// is cut off after timeout. The total bound is the ping interval: a ping waits behind a batch, and coder/websocket
+// closes the connection when a ping cannot be written in time, so a batch must end first, with an error that says
+// why.
+func (c *corkConn) cork(timeout, total time.Duration) {
 	c.mu.Lock()
-	c.corked = true
+	c.corked, c.timeout, c.end = true, timeout, time.Now().Add(total)
 	c.mu.Unlock()
 }
 
-// flushChunk is the most a flush writes under one deadline.
-const flushChunk = 64 << 10
-
-// flush uncorks and writes what was held back: each flushChunk of it within timeout, and the whole within total. A
-// client that reads a large snapshot slowly but steadily keeps up; one that stops reading is cut off after
-// timeout. The total bound is the ping interval: a ping waits behind a flush, and coder/websocket closes the
-// connection when a ping cannot be written in time, so a flush must end first, with an error that says why.
-func (c *corkConn) flush(timeout, total time.Duration) error {
+// flush uncorks and sends what was held back.
+func (c *corkConn) flush() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
-	if len(c.buf) == 0 {
-		return nil
-	}
-	end := time.Now().Add(total)
-	var err error
-	for off := 0; off < len(c.buf) && err == nil; {
-		deadline := time.Now().Add(timeout)
-		if deadline.After(end) {
-			deadline = end
-		}
-		_ = c.Conn.SetWriteDeadline(deadline)
-		var n int
-		n, err = c.Conn.Write(c.buf[off:min(len(c.buf), off+flushChunk)])
-		off += n
-	}
-	_ = c.Conn.SetWriteDeadline(time.Time{})
-	if cap(c.buf) > 64<<10 {
-		c.buf = nil // a snapshot made it large: do not keep that much per idle connection
+	_, err := c.send(c.buf)
+	if cap(c.buf) > flushChunk {
+		c.buf = nil // do not keep more than a chunk per idle connection
 	} else {
 		c.buf = c.buf[:0]
 	}
 	return err
+}
+
+// send writes p a flushChunk at a time under the cork's deadlines. The caller holds c.mu.
+func (c *corkConn) send(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	off := 0
+	var err error
+	for off < len(p) && err == nil {
+		var n int
+		deadline := time.Now().Add(c.timeout)
+		if deadline.After(c.end) {
+			deadline = c.end
+		}
+		_ = c.Conn.SetWriteDeadline(deadline)
+		n, err = c.Conn.Write(p[off:min(len(p), off+flushChunk)])
+		off += n
+	}
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		c.timedOut = true
+	}
+	return off, err
+}
+
+// slow reports whether a write missed its deadline.
+func (c *corkConn) slow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.timedOut
 }

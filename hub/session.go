@@ -366,15 +366,19 @@ func (s *session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
-		s.cork.cork()
+		s.cork.cork(s.h.cfg.WriteTimeout, s.h.cfg.PingInterval)
 		for _, f := range batch {
 			if err := s.conn.Write(s.ctx, websocket.MessageText, f.data); err != nil {
-				_ = s.cork.flush(s.h.cfg.WriteTimeout, s.h.cfg.PingInterval)
-				s.close(websocket.StatusInternalError, "write failed")
+				_ = s.cork.flush()
+				if s.cork.slow() {
+					s.closeSlow()
+				} else {
+					s.close(websocket.StatusInternalError, "write failed")
+				}
 				return
 			}
 		}
-		if err := s.cork.flush(s.h.cfg.WriteTimeout, s.h.cfg.PingInterval); err != nil {
+		if err := s.cork.flush(); err != nil {
 			s.closeSlow()
 			return
 		}
