@@ -115,7 +115,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer cancel()
-	events, err := g.events(ctx, ch, since, int(limit))
+	events, _, err := g.events(ctx, ch, since, int(limit))
 	if err != nil {
 		g.log.Error("read presence events", "channel", ch, "err", err)
 		_ = c.Error(errEventsDown)
@@ -136,51 +136,62 @@ func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
 	return v, nil
 }
 
-// events reads up to limit events of channel with seq > since from USHER_PRESENCE. On a NATS cluster the first
-// pull from a consumer just created can reach a server before the consumer does ("no responders"): that read is
-// made up to 5 times in all, 100 ms apart, within ctx.
-func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, error) {
+// events reads up to limit events of channel with seq > since from USHER_PRESENCE, and tells how many were stored
+// after since. On a NATS cluster the first pull from a consumer just created can reach a server before the consumer
+// does ("no responders"): that read is made up to 5 times in all, 100 ms apart, within ctx.
+func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, uint64, error) {
 	for attempt := 1; ; attempt++ {
-		out, err := g.readEvents(ctx, channel, since, limit)
+		out, stored, err := g.readEvents(ctx, channel, since, limit)
 		if err == nil || !errors.Is(err, nats.ErrNoResponders) || attempt == 5 {
-			return out, err
+			return out, stored, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, errors.Join(err, ctx.Err())
+			return nil, 0, errors.Join(err, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-func (g *Gateway) readEvents(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, error) {
+// readEvents reads one page of events through an ordered consumer made for it, and deletes that consumer.
+func (g *Gateway) readEvents(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, uint64, error) {
 	out := []presence.Event{}
 	cons, err := g.js.OrderedConsumer(ctx, bus.PresenceStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject.Presence(channel)},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    since + 1,
+		FilterSubjects:    []string{subject.Presence(channel)},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       since + 1,
+		InactiveThreshold: readerInactive,
 	})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	defer func() {
+		// The library leaves the consumer on the server; delete it now (readerInactive is the fallback).
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if info := cons.CachedInfo(); info != nil {
+			_ = g.js.DeleteConsumer(dctx, bus.PresenceStream, info.Name)
+		}
+	}()
 	info, err := cons.Info(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	want := min(uint64(limit), info.NumPending)
+	stored := info.NumPending
+	want := min(uint64(limit), stored)
 	if want == 0 {
-		return out, nil
+		return out, stored, nil
 	}
 	batch, err := cons.Fetch(int(want), jetstream.FetchContext(ctx))
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	got := 0
 	for msg := range batch.Messages() {
 		got++
 		meta, err := msg.Metadata()
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		var e presence.Event
 		if err := json.Unmarshal(msg.Data(), &e); err != nil {
@@ -190,13 +201,13 @@ func (g *Gateway) readEvents(ctx context.Context, channel string, since uint64, 
 		out = append(out, e)
 	}
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return nil, err
+		return nil, 0, err
 	}
 	if got == 0 {
 		// Events were pending and none came in time (the consumer's server died, say). An empty page would read as
 		// "nothing after since": a resume would go live over a gap.
-		return nil, fmt.Errorf("%d events of %q pending after seq %d, none read in time: %w", want, channel, since,
+		return nil, 0, fmt.Errorf("%d events of %q pending after seq %d, none read in time: %w", want, channel, since,
 			context.DeadlineExceeded)
 	}
-	return out, nil
+	return out, stored, nil
 }

@@ -20,17 +20,17 @@ func (s hubSource) WaitSeq(ctx context.Context, seq uint64) error {
 	return s.g.view.waitSeq(ctx, seq)
 }
 
-func (s hubSource) Events(ctx context.Context, channel string, since, until uint64, limit int) ([]presence.Event, error) {
-	events, err := s.g.events(ctx, channel, since, limit)
+func (s hubSource) Events(ctx context.Context, channel string, since, until uint64, limit int) ([]presence.Event, uint64, error) {
+	events, stored, err := s.g.events(ctx, channel, since, limit)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for i, e := range events {
 		if e.Seq > until {
-			return events[:i], nil
+			return events[:i], stored, nil
 		}
 	}
-	return events, nil
+	return events, stored, nil
 }
 
 func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {

@@ -684,3 +684,44 @@ func TestWSShutdownGoingAway(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 }
+
+// TestEventReadsLeaveNoConsumer: each page of events, read for a resume or for GET .../events, goes through an
+// ordered consumer of its own; none stays on the server once read.
+func TestEventReadsLeaveNoConsumer(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, "show-1", 1, 2, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	consumers := func() int {
+		s, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.Consumers
+	}
+	c := mustDial(t, base, token(t, "*"))
+	c.subscribe("show-1")
+	c.expect("subscribed", "show-1")
+	at := c.expect("snapshot", "show-1").Seq
+	before := consumers() // the view's own
+	for range 3 {
+		c.subscribe("show-1", 0)
+		c.expect("subscribed", "show-1")
+		c.expectEvents("show-1", 3, 0)
+		req, _ := http.NewRequest(http.MethodGet, base+"/v1/channels/show-1/events?since=0", nil)
+		req.Header.Set("Authorization", "Bearer "+token(t, "*"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET events: %d", resp.StatusCode)
+		}
+	}
+	c.quiet()
+	if after := consumers(); after != before {
+		t.Fatalf("%d consumers on %s after 3 resumes and 3 reads of events (up to seq %d), %d before", after, bus.PresenceStream, at, before)
+	}
+}

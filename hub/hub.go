@@ -37,8 +37,9 @@ type Source interface {
 	Seq(channel string) uint64
 	// WaitSeq waits until the view has passed every event up to seq (any channel) to Publish.
 	WaitSeq(ctx context.Context, seq uint64) error
-	// Events returns up to limit stored events of channel with since < seq <= until, oldest first.
-	Events(ctx context.Context, channel string, since, until uint64, limit int) ([]presence.Event, error)
+	// Events returns up to limit stored events of channel with since < seq <= until, oldest first, and how many
+	// events of channel with seq > since were stored when it read them (counting any after until).
+	Events(ctx context.Context, channel string, since, until uint64, limit int) (events []presence.Event, stored uint64, err error)
 	// FirstSeq is the oldest event still stored (any channel); events before it are gone.
 	FirstSeq(ctx context.Context) (uint64, error)
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,7 @@ type session struct {
 	cancel context.CancelFunc
 	expiry *time.Timer
 
+	room    chan struct{} // a token when the writer takes the queue, for waitRoom
 	mu      sync.Mutex
 	queue   []outFrame
 	writing bool
@@ -66,7 +68,8 @@ type outFrame struct {
 
 func (h *Hub) newSession(conn *websocket.Conn, cork *corkConn, claims *auth.Claims) *session {
 	ctx, cancel := context.WithCancel(h.ctx)
-	s := &session{h: h, conn: conn, cork: cork, claims: claims, ctx: ctx, cancel: cancel, subs: map[string]*subscription{}}
+	s := &session{h: h, conn: conn, cork: cork, claims: claims, ctx: ctx, cancel: cancel, subs: map[string]*subscription{},
+		room: make(chan struct{}, 1)}
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
@@ -199,25 +202,64 @@ func (s *session) resume(sub *subscription, since uint64) error {
 		return nil // the session closed meanwhile
 	}
 	last := since
-	for replayed := 0; last < until; {
-		events, err := src.Events(ctx, sub.channel, last, until, pageSize)
+	for page := 0; last < until; page++ {
+		events, stored, err := src.Events(ctx, sub.channel, last, until, pageSize)
 		if err != nil {
 			return err
+		}
+		if page == 0 && stored > uint64(s.h.cfg.MaxReplay) {
+			return fmt.Errorf("%w: %d events to replay, more than %d", errTooOld, stored, s.h.cfg.MaxReplay)
+		}
+		// Events are removed oldest first (USHER_PRESENCE_MAX_AGE): if none after last has gone, none was missed.
+		if first, err := src.FirstSeq(ctx); err != nil {
+			return err
+		} else if last+1 < first {
+			return fmt.Errorf("%w: events after %d expired during the replay", errTooOld, last)
 		}
 		if len(events) == 0 {
 			break
 		}
-		replayed += len(events)
-		if replayed > s.h.cfg.MaxReplay {
-			return fmt.Errorf("%w: more than %d events to replay", errTooOld, s.h.cfg.MaxReplay)
-		}
-		for _, e := range events {
-			s.enqueue(EncodeEvent(e))
-			last = e.Seq
+		// Replayed frames go no faster than the client reads: wait for room in its queue, a part at a time.
+		for part := range slices.Chunk(events, max(1, s.h.cfg.SendQueue/2)) {
+			if err := s.waitRoom(ctx, len(part)); errors.Is(err, errSessionClosed) {
+				return nil
+			} else if err != nil {
+				return fmt.Errorf("the client did not read its replay in time: %w", err)
+			}
+			for _, e := range part {
+				s.enqueue(EncodeEvent(e))
+				last = e.Seq
+			}
 		}
 	}
 	sub.goLive(max(last, until))
 	return nil
+}
+
+// errSessionClosed: the session closed while waiting.
+var errSessionClosed = errors.New("session closed")
+
+// waitRoom waits until the send queue has room for n more frames, or ctx ends.
+func (s *session) waitRoom(ctx context.Context, n int) error {
+	for {
+		s.mu.Lock()
+		closed, free := s.closed, s.h.cfg.SendQueue-len(s.queue)
+		s.mu.Unlock()
+		switch {
+		case closed:
+			return errSessionClosed
+		case free >= n:
+			return nil
+		}
+		select {
+		case <-s.room:
+		case <-ctx.Done():
+			if s.isClosed() {
+				return errSessionClosed
+			}
+			return ctx.Err()
+		}
+	}
 }
 
 // goLive sends the live frames held back while the client was given everything up to seq, the ones after seq in
@@ -366,6 +408,10 @@ func (s *session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
+		select {
+		case s.room <- struct{}{}:
+		default:
+		}
 		s.cork.cork(s.h.cfg.WriteTimeout, s.h.cfg.PingInterval)
 		for _, f := range batch {
 			if err := s.conn.Write(s.ctx, websocket.MessageText, f.data); err != nil {
@@ -427,6 +473,10 @@ func (s *session) close(code websocket.StatusCode, reason string) (closed bool) 
 		s.mu.Lock()
 		s.closed = true
 		s.queue = nil
+		select {
+		case s.room <- struct{}{}: // wakes a replay waiting for room
+		default:
+		}
 		subs := s.subs
 		s.subs = map[string]*subscription{}
 		expiry := s.expiry

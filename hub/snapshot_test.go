@@ -64,16 +64,20 @@ func (s *viewSource) Seq(channel string) uint64 {
 
 func (s *viewSource) WaitSeq(context.Context, uint64) error { return nil }
 
-func (s *viewSource) Events(_ context.Context, channel string, since, until uint64, limit int) ([]presence.Event, error) {
+func (s *viewSource) Events(_ context.Context, channel string, since, until uint64, limit int) ([]presence.Event, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []presence.Event
+	var stored uint64
 	for _, e := range s.events {
-		if e.Channel == channel && e.Seq > since && e.Seq <= until && len(out) < limit {
-			out = append(out, e)
+		if e.Channel == channel && e.Seq > since {
+			stored++
+			if e.Seq <= until && len(out) < limit {
+				out = append(out, e)
+			}
 		}
 	}
-	return out, nil
+	return out, stored, nil
 }
 
 func (s *viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }
