@@ -304,8 +304,10 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg})
 }
 
-// pinger pings every session once per PingInterval, a few at a time; a session that does not answer in time is
-// closed. One goroutine for the whole hub, not one per connection.
+// pinger pings every session once per PingInterval, and drops one that does not answer within PingInterval. Each
+// ping waits for its pong in a goroutine of its own, so dead peers, however many, hold up no other ping; the pings
+// of a round are spread over a quarter of the interval, so that few wait at once. A dead peer goes within about
+// 2.25 intervals.
 func (h *Hub) pinger() {
 	t := time.NewTicker(h.cfg.PingInterval)
 	defer t.Stop()
@@ -321,25 +323,23 @@ func (h *Hub) pinger() {
 			all = append(all, s)
 		}
 		h.mu.RUnlock()
-		work := make(chan *session)
-		var wg sync.WaitGroup
-		for range min(64, len(all)) {
-			wg.Go(func() {
-				for s := range work {
+		const step = 64 // pings sent between two pauses
+		pause := h.cfg.PingInterval / 4 / time.Duration(len(all)/step+1)
+		for i, s := range all {
+			if s.pinging.CompareAndSwap(false, true) { // false: its last ping still waits, and will drop it
+				h.pingerWG.Go(func() {
+					defer s.pinging.Store(false)
 					s.ping(h.cfg.PingInterval)
+				})
+			}
+			if i%step == step-1 {
+				select {
+				case <-h.ctx.Done():
+					return
+				case <-time.After(pause):
 				}
-			})
-		}
-	feed:
-		for _, s := range all {
-			select {
-			case work <- s:
-			case <-h.ctx.Done():
-				break feed
 			}
 		}
-		close(work)
-		wg.Wait()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -32,6 +33,7 @@ type session struct {
 	expiry *time.Timer
 
 	room    chan struct{} // a token when the writer takes the queue, for waitRoom
+	pinging atomic.Bool   // a ping waits for its pong
 	mu      sync.Mutex
 	queue   []outFrame
 	writing bool
