@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -95,4 +96,33 @@ func TestResumeWhileEventsExpire(t *testing.T) {
 		}
 	}
 	c.expect("snapshot", 3000, 3000)
+}
+
+// A since that is not a whole number gets bad_request naming the channel, so the client knows which subscription
+// failed; nothing is subscribed.
+func TestBadSinceNamesTheChannel(t *testing.T) {
+	h, dial := serveHub(t, Config{}, storedEvents(3, 10))
+	c := dial(nil)
+	for _, since := range []string{"-1", "1.5", `"41"`, "18446744073709551616"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		msg := `{"op":"subscribe","since":` + since + `,"channel":"show"}`
+		if err := c.c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, b, err := c.c.Read(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f errorFrame
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Type != "error" || f.Code != CodeBadRequest || f.Channel != "show" || !strings.Contains(f.Message, "since") {
+			t.Fatalf("since %s: got %s, want a bad_request error for channel show about since", since, b)
+		}
+	}
+	if n := h.Stats().Subscriptions; n != 0 {
+		t.Fatalf("%d subscriptions after bad requests", n)
+	}
 }

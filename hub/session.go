@@ -100,8 +100,12 @@ func (s *session) readLoop() {
 			return // a close from either side, a frame over the limit, or a dead connection: none is logged
 		}
 		var req request
-		if typ != websocket.MessageText || json.Unmarshal(data, &req) != nil {
+		if typ != websocket.MessageText {
 			s.enqueue(encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}"))
+			continue
+		}
+		if err := json.Unmarshal(data, &req); err != nil {
+			s.enqueue(badFrame(err, req.Channel))
 			continue
 		}
 		switch req.Op {
@@ -119,6 +123,18 @@ func (s *session) readLoop() {
 			s.enqueue(encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op)))
 		}
 	}
+}
+
+// badFrame is the error for a client frame that does not decode. A field of the wrong type (a since of -1, 1.5 or
+// "41") leaves the others decoded, so the error names the channel the client meant.
+func badFrame(err error, channel string) []byte {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field == "since" {
+		return encodeError(CodeBadRequest, channel, "since must be a whole number from 0 to 18446744073709551615: the seq of the last event the client has")
+	}
+	if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		return encodeError(CodeBadRequest, channel, "op and channel must be strings: {\"op\":\"subscribe\",\"channel\":\"...\"}")
+	}
+	return encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
 }
 
 func (s *session) subscribe(req request) {
