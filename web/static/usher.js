@@ -13,7 +13,10 @@
 //   });
 //
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
-// subscription from its last seq: no event is lost or repeated. By default the token travels in the WebSocket
+// subscription from its last seq: no event is lost or repeated. The backoff starts over only once a connection has
+// stayed up for stableAfter (10 s), so a server that accepts and then closes is not hammered. When the token has
+// expired (the server closed with 4001, or its exp has passed before a reconnection, which the server would refuse)
+// the client stops with state "closed" and info {code: 4001}; setToken(newToken) then reconnects and resumes. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
 // tokenIn: "query" to use ?token= instead. A connection attempt that neither opens nor fails within connectTimeout
 // (10 s; a black-holed network, a proxy that accepts and goes silent) is abandoned and retried.
@@ -28,15 +31,19 @@
     this.minDelay = opts.minDelay || 500;
     this.maxDelay = opts.maxDelay || 30000;
     this.connectTimeout = opts.connectTimeout || 10000;
+    this.stableAfter = opts.stableAfter || 10000;
     this.WebSocket = opts.WebSocket || root.WebSocket;
     this.onstate = null;
     this.subs = {}; // channel -> {handlers, seq}
+    this.awaiting = {}; // channel -> subscribes sent on this connection and not answered yet
     this.ws = null;
     this.attempt = 0;
     this.closed = false;
     this.timer = null;
     this.connectTimer = null;
+    this.stableTimer = null;
     this.everLive = false;
+    this.expired = false; // stopped because the token expired: setToken starts again
     this._connect();
   }
 
@@ -68,8 +75,11 @@
     ws.onopen = function () {
       self._clearConnectTimer();
       var resumed = self.everLive;
-      self.attempt = 0;
       self.everLive = true;
+      // The backoff starts over only once this connection has lasted: a server that accepts and closes at once
+      // (overloaded, shutting down, or closing a client as too slow) sees the delays grow.
+      self.stableTimer = setTimeout(function () { self.stableTimer = null; if (self.ws === ws) self.attempt = 0; }, self.stableAfter);
+      self.awaiting = {}; // a new connection: nothing of the old one can arrive
       for (var ch in self.subs) self._sendSubscribe(ch);
       self._state("live", { resumed: resumed });
     };
@@ -81,10 +91,10 @@
     ws.onclose = function (ev) {
       if (self.ws !== ws) return;
       self._clearConnectTimer();
+      self._clearStableTimer();
       self.ws = null;
       if (self.closed) { self._state("closed", { code: ev.code, reason: ev.reason }); return; }
-      // 4001: the token expired; 1008/4003-like refusals would loop, so stop on 4001 and let the app renew.
-      if (ev.code === 4001) { self.closed = true; self._state("closed", { code: ev.code, reason: ev.reason }); return; }
+      if (ev.code === 4001) { self._expire(ev.reason); return; }
       self._retry(ev);
     };
     ws.onerror = function () { /* onclose follows */ };
@@ -94,8 +104,21 @@
     if (this.connectTimer) { clearTimeout(this.connectTimer); this.connectTimer = null; }
   };
 
+  UsherClient.prototype._clearStableTimer = function () {
+    if (this.stableTimer) { clearTimeout(this.stableTimer); this.stableTimer = null; }
+  };
+
+  // _expire stops on an expired token: the server would refuse every attempt with 401, which a browser reports only
+  // as a failed connection, so retrying would go on for ever. setToken starts again.
+  UsherClient.prototype._expire = function (reason) {
+    this.closed = true;
+    this.expired = true;
+    this._state("closed", { code: 4001, reason: reason || "token expired" });
+  };
+
   UsherClient.prototype._retry = function (ev) {
     var self = this;
+    if (tokenExpired(this.token)) { this._expire(); return; }
     this.attempt++;
     // Exponential backoff with full jitter, so that many clients do not reconnect in step.
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, this.attempt - 1));
@@ -108,6 +131,12 @@
 
   UsherClient.prototype._frame = function (f) {
     var sub = f.channel !== undefined ? this.subs[f.channel] : null;
+    if (this.awaiting[f.channel] > 0) {
+      // Frames sent before the server took the latest subscribe belong to an earlier subscription of the channel
+      // (one unsubscribed, or replaced by subscribing again): drop them until its answer.
+      if (f.type === "subscribed" || f.type === "error") this.awaiting[f.channel]--;
+      if (this.awaiting[f.channel] > 0 || f.type !== "subscribed" && f.type !== "error") return;
+    }
     switch (f.type) {
       case "snapshot":
         if (!sub) return;
@@ -135,17 +164,19 @@
   };
 
   UsherClient.prototype._send = function (obj) {
-    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(obj));
+    if (this.ws && this.ws.readyState === 1) { this.ws.send(JSON.stringify(obj)); return true; }
+    return false;
   };
 
   UsherClient.prototype._sendSubscribe = function (channel) {
     var sub = this.subs[channel];
     var msg = { op: "subscribe", channel: channel };
     if (sub.seq !== null && sub.seq !== undefined) msg.since = sub.seq; // resume: only what was missed
-    this._send(msg);
+    if (this._send(msg)) this.awaiting[channel] = (this.awaiting[channel] || 0) + 1;
   };
 
   // subscribe starts watching a channel; handlers: snapshot, event, reset, error, subscribed (all optional).
+  // Subscribing again to a channel starts it over, with a new snapshot, for the new handlers only.
   UsherClient.prototype.subscribe = function (channel, handlers) {
     this.subs[channel] = { handlers: handlers || {}, seq: null };
     this._sendSubscribe(channel);
@@ -155,6 +186,18 @@
     if (!this.subs[channel]) return;
     delete this.subs[channel];
     this._send({ op: "unsubscribe", channel: channel });
+  };
+
+  // setToken replaces the token (the next connection uses it). After the client stopped on an expired token it
+  // reconnects at once and resumes every subscription from its last seq.
+  UsherClient.prototype.setToken = function (token) {
+    if (!token) throw new Error("UsherClient: setToken needs a token");
+    this.token = token;
+    if (!this.expired) return;
+    this.expired = false;
+    this.closed = false;
+    this.attempt = 0;
+    this._connect();
   };
 
   // lastSeq is the seq of the last snapshot or event applied for channel (null before the first).
@@ -173,13 +216,41 @@
 
   UsherClient.prototype.close = function () {
     this.closed = true;
+    this.expired = false;
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     this._clearConnectTimer();
+    this._clearStableTimer();
     if (this.ws) this.ws.close(1000, "bye");
     else this._state("closed", {});
   };
 
   function call(fn, arg) { if (typeof fn === "function") fn(arg); }
+
+  // tokenExpired reports whether a JWT's exp has passed (false when it has none or cannot be read: the server
+  // decides).
+  function tokenExpired(token) {
+    var part = String(token).split(".")[1];
+    if (!part) return false;
+    try {
+      var claims = JSON.parse(base64url(part));
+      return typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
+    } catch (e) {
+      return false;
+    }
+  }
+
+  // base64url decodes to a string of bytes (enough for JSON of ASCII claims); React Native may have no atob.
+  function base64url(s) {
+    var abc = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", out = "", bits = 0, n = 0;
+    for (var i = 0; i < s.length; i++) {
+      var v = abc.indexOf(s.charAt(i) === "+" ? "-" : s.charAt(i) === "/" ? "_" : s.charAt(i));
+      if (v < 0) { if (s.charAt(i) === "=") break; throw new Error("not base64url"); }
+      bits = bits << 6 | v;
+      n += 6;
+      if (n >= 8) { n -= 8; out += String.fromCharCode(bits >> n & 255); }
+    }
+    return out;
+  }
 
   if (typeof module === "object" && module.exports) module.exports = UsherClient;
   else root.UsherClient = UsherClient;

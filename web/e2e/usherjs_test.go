@@ -1,0 +1,190 @@
+package e2e_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/coder/websocket"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/hub"
+	"github.com/usher-presence/usher/test/testutil"
+	"github.com/usher-presence/usher/web/static"
+)
+
+// scriptedServer serves usher.js on a blank page and answers GET /v1/ws with script, run once per connection (n
+// counts them from 1). It stands in for Usher where a test needs the server to misbehave on cue, or frames in an
+// order that a real server produces only by chance.
+func scriptedServer(t *testing.T, script func(ctx context.Context, c *websocket.Conn, n int)) string {
+	t.Helper()
+	lib, err := static.FS.ReadFile("usher.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns atomic.Int64
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /usher.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = w.Write(lib)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte(`<!doctype html><title>usher.js</title><script src="/usher.js"></script>`))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{hub.Subprotocol}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		script(ctx, c, int(conns.Add(1)))
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { cancel(); srv.Close() })
+	return srv.URL
+}
+
+// readOp reads the client's next frame and checks its op.
+func readOp(ctx context.Context, c *websocket.Conn, op string) bool {
+	_, b, err := c.Read(ctx)
+	if err != nil {
+		return false
+	}
+	var m struct{ Op string }
+	return json.Unmarshal(b, &m) == nil && m.Op == op
+}
+
+func writeJSON(ctx context.Context, c *websocket.Conn, frames ...string) {
+	for _, f := range frames {
+		if c.Write(ctx, websocket.MessageText, []byte(f)) != nil {
+			return
+		}
+	}
+}
+
+// A server that accepts and closes at once (overloaded, shutting down, or closing the client as too slow) sees
+// usher.js wait longer each time: the backoff starts over only once a connection has lasted.
+func TestUsherJSBacksOffFromAServerThatClosesAtOnce(t *testing.T) {
+	t.Parallel()
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, _ int) {
+		_ = c.Close(websocket.StatusTryAgainLater, "busy")
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.tries = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40, maxDelay: 5000});
+		c.onstate = (state, info) => { if (state === "reconnecting" && info.delay !== undefined) tries.push(info); };
+		c.subscribe("show", {});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("six reconnections", `tries.length >= 6`, wait)
+	var tries []struct{ Attempt, Delay, Code int }
+	if err := json.Unmarshal([]byte(eval[string](b, `client.close(), JSON.stringify(tries)`)), &tries); err != nil {
+		t.Fatal(err)
+	}
+	for i, try := range tries[:6] {
+		if try.Attempt != i+1 || try.Code != int(websocket.StatusTryAgainLater) {
+			t.Fatalf("reconnection %d: %+v; want attempt %d after a 1013 (all: %+v)", i+1, try, i+1, tries)
+		}
+	}
+	if d := tries[5].Delay; d < 40*32/2 {
+		t.Fatalf("sixth delay %d ms, want at least %d: the backoff did not grow (%+v)", d, 40*32/2, tries)
+	}
+}
+
+// Frames that the server sent before it read an unsubscribe and a new subscribe of the same channel belong to the
+// old subscription: the new handlers get nothing before their own subscribed and snapshot.
+func TestUsherJSDropsTheOldSubscriptionsFrames(t *testing.T) {
+	t.Parallel()
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if n > 1 || !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`,
+			`{"type":"presence","channel":"show","seq":11,"event":"join","uid":1}`)
+		if !readOp(ctx, c, "unsubscribe") || !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"presence","channel":"show","seq":12,"event":"join","uid":2}`, // in flight: the old one's
+			`{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":12,"hosts":[],"audience":[],"users":[],"counts":{}}`,
+			`{"type":"presence","channel":"show","seq":13,"event":"join","uid":3}`)
+		<-ctx.Done()
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t"});
+		const second = {
+			subscribed: () => got.push("subscribed"),
+			snapshot: s => got.push("snapshot " + s.seq),
+			event: e => got.push("event " + e.seq),
+		};
+		c.subscribe("show", {event: e => { if (e.seq === 11) { c.unsubscribe("show"); c.subscribe("show", second); } }});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the new subscription's event 13", `got.includes("event 13")`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "subscribed, snapshot 12, event 13" {
+		t.Fatalf("the new handlers got %q, want %q", got, "subscribed, snapshot 12, event 13")
+	}
+}
+
+// A token that expires while the client is cut off would be refused (401, which a browser reports only as a failed
+// connection) on every attempt: usher.js stops with state "closed" and code 4001 instead of retrying for ever, and
+// setToken with a new token reconnects and resumes from the last event, without a snapshot.
+func TestUsherJSStopsOnAnExpiredTokenAndResumesWithANewOne(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	site := "http://" + proxy.Addr()
+	const ch = "show-1"
+	seq := time.Now().UnixMilli()
+	srv.send(t, user(ncs.AudienceJoin, ch, 11, seq, nil))
+	short, err := auth.Issue(testJWTSecret, []string{ch}, 4*time.Second, "viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiry := time.Now().Add(4 * time.Second)
+
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/")) // the console page, which loads usher.js
+	eval[bool](b, `(() => {
+		window.got = []; window.states = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(short)+`, minDelay: 100, maxDelay: 400});
+		c.onstate = (state, info) => states.push(state + " " + (info.code || ""));
+		c.subscribe(`+jsString(ch)+`, {snapshot: s => got.push("snapshot " + s.audience.length), event: e => got.push("event " + e.uid)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot", `got.includes("snapshot 1")`, wait)
+
+	proxy.Cut() // the client retries, refused, until the token has expired
+	time.Sleep(time.Until(expiry) + 500*time.Millisecond)
+	srv.send(t, user(ncs.AudienceJoin, ch, 12, seq+1, nil)) // happens while the client is away
+	proxy.Restore()
+	b.poll(`state "closed" with code 4001`, `states.includes("closed 4001")`, wait)
+	time.Sleep(time.Second) // long enough for two more attempts, had it gone on
+	if s := eval[string](b, `states.slice(states.indexOf("closed 4001")).join(", ")`); s != "closed 4001" {
+		t.Fatalf("states after the stop: %s; want none", s)
+	}
+
+	eval[bool](b, `client.setToken(`+jsString(token(t, "viewer", ch))+`), true`)
+	b.poll("the event that happened while away", `got.includes("event 12")`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "snapshot 1, event 12" {
+		t.Fatalf("the handlers got %q, want %q: a resume, not a new snapshot", got, "snapshot 1, event 12")
+	}
+}
