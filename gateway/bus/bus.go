@@ -151,6 +151,13 @@ type StreamConfig struct {
 	Replicas int
 }
 
+// PresenceDedup is USHER_PRESENCE's de-duplication window. Each presence event still carries its notification's
+// noticeId as Nats-Msg-Id, for readers, but exactly-once does not rest on the window: the applier publishes each
+// event with the exact sequence it must land at (Nats-Expected-Last-Sequence) and skips those already stored. A long
+// window would only hold every id in the server's memory (about 150 B each) for nothing: the shortest JetStream
+// allows is 100 ms.
+const PresenceDedup = time.Second
+
 // ErrReplicas is wrapped by EnsureStreams's error when the NATS servers cannot keep the replicas asked for: a
 // single server asked for more than one, or a cluster with too few JetStream servers up.
 var ErrReplicas = errors.New("the NATS servers cannot keep that many replicas")
@@ -229,7 +236,7 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      cfg.PresenceMaxAge,
-		Duplicates:  min(cfg.Dedup, cfg.PresenceMaxAge),
+		Duplicates:  min(PresenceDedup, cfg.PresenceMaxAge),
 		Replicas:    replicas,
 	}} {
 		if has(ctx, js, want.Name, func(c jetstream.StreamConfig) bool {

@@ -57,6 +57,15 @@ func TestEnsureStreams(t *testing.T) {
 				t.Fatalf("%s max age %s, want %s", name, got, want)
 			}
 		}
+		for name, want := range map[string]time.Duration{bus.NCSStream: cfg.Dedup, bus.PresenceStream: bus.PresenceDedup} {
+			s, err := js.Stream(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.CachedInfo().Config.Duplicates; got != want {
+				t.Fatalf("%s de-duplication window %s, want %s", name, got, want)
+			}
+		}
 	}
 	for i := range 2 {
 		b, n, err := round(cfg)
