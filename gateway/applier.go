@@ -90,10 +90,14 @@ func (a *applier) run(ctx context.Context) {
 		cancel()
 		wg.Wait()
 		if !lost.Load() {
-			if st != nil {
-				a.saveCheckpoint(context.Background(), st.NCSSeq, st.PresenceSeq, st.State)
+			// The renewer may not have noticed a loss yet (this instance stalled past the lease's TTL, say): renew once
+			// more, so that a final checkpoint never overwrites a newer leader's.
+			if held, ok := a.confirm(rev); ok {
+				if st != nil {
+					a.saveCheckpoint(context.Background(), st.NCSSeq, st.PresenceSeq, st.State)
+				}
+				a.release(held)
 			}
-			a.release(rev)
 		}
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("applier stopped; retrying", "err", err)
@@ -153,6 +157,18 @@ func (a *applier) renew(ctx context.Context, stop context.CancelFunc, rev uint64
 	}
 }
 
+// confirm renews the lease at rev, and reports whether this instance still held it; the lease then lasts a TTL more.
+func (a *applier) confirm(rev uint64) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	next, err := a.buckets.Leases.Update(ctx, leaseKey, []byte(a.id), rev)
+	if err != nil {
+		a.log.Warn("applier lease lost before its final checkpoint; not saved", "err", err)
+		return 0, false
+	}
+	return next, true
+}
+
 // release gives the lease up at once, so another instance need not wait for it to expire.
 func (a *applier) release(rev uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -194,7 +210,9 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	}
 	l := &leader{state: cp.State, ncsSeq: cp.NCSSeq, last: cp.PresenceSeq, stored: info.State.LastSeq}
 	if l.stored < l.last {
-		a.log.Warn("presence stream is behind the checkpoint; continuing from the stream", "checkpoint", l.last, "stream", l.stored)
+		// Only from outside (USHER_PRESENCE purged, or restored from an older backup than the checkpoints): the
+		// rosters hold events the stream does not, and clients will not see them.
+		a.log.Error("presence stream is behind the checkpoint; continuing from the stream", "checkpoint", l.last, "stream", l.stored)
 		l.last = l.stored
 	}
 
@@ -204,13 +222,14 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	}
 	defer f.close()
 
-	// current is the state to checkpoint: only once every event derived so far is acknowledged.
-	current := func() *checkpoint {
+	// current is the state to checkpoint: only once every event derived so far is acknowledged. An event that was
+	// not is counted in l.last and in the state, so this leader must stop, with no checkpoint: the next one
+	// derives it again from the last checkpoint and publishes it.
+	current := func() (*checkpoint, error) {
 		if err := a.settle(l); err != nil {
-			a.log.Warn("presence events not acknowledged; no checkpoint", "err", err)
-			return nil
+			return nil, err
 		}
-		return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state}
+		return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state}, nil
 	}
 	// Checkpoints are encoded and stored in the background from a frozen copy of the state, so a large roster does
 	// not hold up the notifications behind it; the final one (when this leader ends) is saved by run, after this.
@@ -225,7 +244,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	for {
 		msg, seq, err := f.nextMsg(ctx, 250*time.Millisecond)
 		if ctx.Err() != nil {
-			return current(), nil
+			return current()
 		}
 		if err == nil {
 			if err := a.applyMsg(l, msg, seq); err != nil {
@@ -234,7 +253,8 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 			}
 			dirty = true
 		} else if !errors.Is(err, errIdle) {
-			return current(), fmt.Errorf("ncs messages: %w", err)
+			cp, serr := current()
+			return cp, errors.Join(fmt.Errorf("ncs messages: %w", err), serr)
 		} else if err := a.settle(l); err != nil { // idle: collect the acknowledgements
 			return nil, err
 		}
@@ -246,16 +266,18 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 			}
 		}
 		if dirty && saving == nil && time.Since(saved) > a.every {
-			if cp := current(); cp != nil {
-				frozen := cp.State.Freeze()
-				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					defer frozen.Release()
-					a.saveCheckpoint(ctx, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
-				}()
-				saving = done
+			cp, err := current()
+			if err != nil {
+				return nil, err
 			}
+			frozen := cp.State.Freeze()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				defer frozen.Release()
+				a.saveCheckpoint(ctx, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
+			}()
+			saving = done
 			saved, dirty = time.Now(), false
 		}
 	}

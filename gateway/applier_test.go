@@ -1,0 +1,171 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/gateway/subject"
+	"github.com/usher-presence/usher/test/testutil"
+)
+
+// failingPublishes is a JetStream whose presence publishes for the notification at NCS sequence failSeq fail
+// without being stored, as when the PubAck never comes or the stream has no leader.
+type failingPublishes struct {
+	jetstream.JetStream
+	failSeq  string
+	attempts atomic.Int64
+}
+
+type failedAck struct{ m *nats.Msg }
+
+func (f failedAck) Ok() <-chan *jetstream.PubAck { return nil }
+func (f failedAck) Err() <-chan error {
+	c := make(chan error, 1)
+	c <- errors.New("nats: no response from stream")
+	return c
+}
+func (f failedAck) Msg() *nats.Msg { return f.m }
+
+func (f *failingPublishes) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	if m.Header.Get(HeaderNCSSeq) == f.failSeq {
+		f.attempts.Add(1)
+		return failedAck{m}, nil
+	}
+	return f.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// storeJoin stores an audience join of channel "c" in USHER_NCS, as ingest does.
+func storeJoin(ctx context.Context, t *testing.T, js jetstream.JetStream, id string, uid int) {
+	t.Helper()
+	body := fmt.Sprintf(`{"noticeId":%q,"productId":1,"eventType":105,"notifyMs":%d,"payload":{"channelName":"c","uid":%d,"clientSeq":1,"ts":%d}}`,
+		id, time.Now().UnixMilli(), uid, time.Now().Unix())
+	m := nats.NewMsg(subject.NCS("c"))
+	m.Data = []byte(body)
+	m.Header.Set(HeaderReceivedMs, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A presence event whose publish fails is never skipped: the leader that derived it stops without a checkpoint
+// that counts it (it used to log the failure at a checkpoint and go on, and its final checkpoint then claimed the
+// event), so the next leader derives it again and publishes it.
+func TestFailedPublishIsNotSkipped(t *testing.T) {
+	js, ctx := testJetStream(t, 60*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	newApplier := func(j jetstream.JetStream, id string) *applier {
+		return &applier{js: j, buckets: buckets, ttl: 3 * time.Second, every: 100 * time.Millisecond, id: id,
+			log: log.With("applier", id), metrics: newMetrics()}
+	}
+	runApplier := func(a *applier) (stop func()) {
+		actx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.run(actx) }()
+		return func() { cancel(); <-done }
+	}
+
+	// A: its publish of the event of NCS sequence 1 fails, while a checkpoint is due (it has been idle for longer
+	// than its interval).
+	failing := &failingPublishes{JetStream: js, failSeq: "1"}
+	a := newApplier(failing, "a")
+	stopA := runApplier(a)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) { return a.leading.Load(), "a not leading" })
+	time.Sleep(200 * time.Millisecond) // idle past its checkpoint interval
+	storeJoin(ctx, t, js, "n1", 1)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return failing.attempts.Load() > 0, "no publish of the event attempted"
+	})
+	time.Sleep(300 * time.Millisecond) // what A does after the failure: a checkpoint, more notifications, or both
+	stopA()                            // a rolling restart: A hands over
+
+	// B, healthy, takes over and applies a later notification.
+	stopB := runApplier(newApplier(js, "b"))
+	defer stopB()
+	storeJoin(ctx, t, js, "n2", 2)
+	ps, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() (bool, string) {
+		info, err := ps.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return info.State.Msgs >= 2, fmt.Sprintf("%d presence events, want 2", info.State.Msgs)
+	})
+	stopB()
+	info, err := ps.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uids []uint32
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := ps.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e presence.Event
+		if err := json.Unmarshal(m.Data, &e); err != nil {
+			t.Fatal(err)
+		}
+		uids = append(uids, e.UID)
+	}
+	if len(uids) != 2 || uids[0] != 1 || uids[1] != 2 {
+		t.Fatalf("USHER_PRESENCE holds the joins of %v, want [1 2]: the join of uid 1 was acknowledged to Agora", uids)
+	}
+}
+
+// A leader that lost its lease without noticing (it stalled past the lease's TTL, and another instance took over)
+// does not save a final checkpoint when it stops: that would overwrite the new leader's.
+func TestFormerLeaderSavesNoFinalCheckpoint(t *testing.T) {
+	js, ctx := testJetStream(t, 60*time.Second)
+	const ttl = 30 * time.Second // renewed every 10 s: the test ends before the renewer would notice
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{js: js, buckets: buckets, ttl: ttl, every: time.Hour, id: "a", log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); a.run(actx) }()
+	storeJoin(ctx, t, js, "n1", 1)
+	ps, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		info, err := ps.Info(ctx)
+		return err == nil && info.State.Msgs == 1, "the join not applied"
+	})
+	// Another instance takes the lease, as it may once the lease has expired.
+	if err := buckets.Leases.Delete(ctx, leaseKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buckets.Leases.Create(ctx, leaseKey, []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	<-done
+	if _, err := buckets.Checkpoints.GetInfo(ctx, checkpointObject); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("the former leader saved a checkpoint (info error %v)", err)
+	}
+	if v, err := buckets.Leases.Get(ctx, leaseKey); err != nil || string(v.Value()) != "b" {
+		t.Fatalf("the new leader's lease: %v, %v", v, err)
+	}
+}
