@@ -19,6 +19,10 @@ const (
 	stallCheck = 2 * time.Second
 	// remakeEvery is how often a follower without a consumer tries to make one.
 	remakeEvery = time.Second
+	// followerInactive is how long the server keeps a follower's consumer with no pull waiting: the fallback when
+	// the follower's own deletion cannot reach it (a follower pulls all the time, idle stream or not; the library's
+	// default is 5 minutes).
+	followerInactive = time.Minute
 )
 
 // follower reads a stream in order, from a given sequence, through an ordered consumer, and keeps reading when
@@ -46,6 +50,7 @@ type follower struct {
 	batch  int
 	log    *slog.Logger
 
+	cons    jetstream.Consumer        // nil while a consumer could not be made
 	it      jetstream.MessagesContext // nil while a consumer could not be made
 	next    uint64                    // stream sequence of the next message wanted
 	idle    time.Time                 // when the follower last delivered or checked the stream
@@ -65,15 +70,12 @@ func follow(ctx context.Context, js jetstream.JetStream, stream, filter string, 
 
 // make replaces the consumer with one starting at f.next. On error the follower has none.
 func (f *follower) make(ctx context.Context) error {
-	if f.it != nil {
-		f.it.Stop()
-		f.it = nil
-	}
+	f.drop()
 	f.tried = time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ocfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: f.next,
-		MaxResetAttempts: 1}
+		MaxResetAttempts: 1, InactiveThreshold: followerInactive}
 	if f.filter != "" {
 		ocfg.FilterSubjects = []string{f.filter}
 	}
@@ -81,12 +83,32 @@ func (f *follower) make(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s consumer: %w", f.stream, err)
 	}
+	f.cons = cons
 	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch))
 	if err != nil {
+		f.drop()
 		return fmt.Errorf("%s messages: %w", f.stream, err)
 	}
 	f.it, f.idle = it, time.Now()
 	return nil
+}
+
+// drop stops the current consumer and deletes it on the server, which the library leaves there until its
+// inactivity threshold. The deletion is bounded: a server out of reach lets followerInactive clear it instead.
+func (f *follower) drop() {
+	if f.it != nil {
+		f.it.Stop()
+		f.it = nil
+	}
+	if f.cons == nil {
+		return
+	}
+	if info := f.cons.CachedInfo(); info != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = f.js.DeleteConsumer(ctx, f.stream, info.Name)
+		cancel()
+	}
+	f.cons = nil
 }
 
 // nextMsg returns the next message and its stream sequence, waiting at most wait (errIdle past it) and never past
@@ -195,8 +217,4 @@ func (f *follower) retryMake(ctx context.Context, wait time.Duration) error {
 	return f.remake(ctx)
 }
 
-func (f *follower) close() {
-	if f.it != nil {
-		f.it.Stop()
-	}
-}
+func (f *follower) close() { f.drop() }

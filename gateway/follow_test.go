@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/subject"
 )
 
 // deadIterator is an ordered consumer's iterator that has quietly stopped: every wait times out.
@@ -94,5 +97,39 @@ func TestFollowerReplacesAStalledConsumer(t *testing.T) {
 	read(onlyA, 8, 1)
 	if onlyA.remakes != 1 {
 		t.Fatalf("filtered follower made again %d times, want 1", onlyA.remakes)
+	}
+}
+
+// A follower that is closed, or replaces its consumer, deletes the one it had: restarts of the applier or the view
+// leave nothing behind on the server.
+func TestFollowerLeavesNoConsumer(t *testing.T) {
+	js, ctx := testJetStream(t, 30*time.Second)
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	consumers := func() int {
+		s, err := js.Stream(ctx, bus.NCSStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.CachedInfo().State.Consumers
+	}
+	for range 5 {
+		f, err := follow(ctx, js, bus.NCSStream, subject.NCSPrefix+">", 1, 512, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := f.make(ctx); err != nil { // as a remake does
+				t.Fatal(err)
+			}
+		}
+		if n := consumers(); n != 1 {
+			t.Fatalf("%d consumers while one follower runs, want 1", n)
+		}
+		f.close()
+	}
+	if n := consumers(); n != 0 {
+		t.Fatalf("%d consumers left on %s after the followers closed", n, bus.NCSStream)
 	}
 }
