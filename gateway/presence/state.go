@@ -351,6 +351,10 @@ func (s *State) Len() (channels, members int) {
 func (s *State) View() *View {
 	v := NewView()
 	for name, ch := range s.channels {
+		if len(ch.members) == 0 {
+			v.floor = max(v.floor, ch.seq) // the applier keeps it for its tombstones; the view forgets it
+			continue
+		}
 		vc := v.channel(name)
 		vc.seq = ch.seq
 		for uid, m := range ch.members {

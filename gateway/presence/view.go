@@ -32,9 +32,15 @@ type Summary struct {
 
 // View folds stored Events, in stream order, into rosters. Every instance keeps one, fed from USHER_PRESENCE.
 //
+// A channel is forgotten as soon as its last member leaves, so that a view's memory follows the live channels, not
+// every channel it ever saw (Agora channels made per call or per session would otherwise pile up until a restart).
+// floor, the last event of any forgotten channel, then stands for the channel's last event: every later event of
+// it has a higher seq, and an event at or below floor of a channel the view does not hold is one it has applied.
+//
 // A View is not safe for concurrent use; its owner guards it.
 type View struct {
 	channels map[string]*viewChannel
+	floor    uint64
 }
 
 // viewChannel keeps its members side by side in a slice, in no order, with an index by uid: copying a large
@@ -66,6 +72,9 @@ func (v *View) channel(name string) *viewChannel {
 // Apply folds one stored event into the view. An event whose Seq is not above its channel's is one the view
 // already holds: Apply ignores it and returns false.
 func (v *View) Apply(e Event) bool {
+	if v.channels[e.Channel] == nil && e.Seq <= v.floor {
+		return false // the channel's events up to its last leave were applied, and it was forgotten
+	}
 	c := v.channel(e.Channel)
 	if e.Seq <= c.seq {
 		return false
@@ -86,9 +95,21 @@ func (v *View) Apply(e Event) bool {
 		}
 	case Leave:
 		c.remove(e.UID)
+		if len(c.members) == 0 {
+			v.forget(e.Channel, c)
+		}
 	}
 	return true
 }
+
+// forget drops an empty channel.
+func (v *View) forget(name string, c *viewChannel) {
+	delete(v.channels, name)
+	v.floor = max(v.floor, c.seq)
+}
+
+// Len is the number of channels the view holds: those with members.
+func (v *View) Len() int { return len(v.channels) }
 
 func (c *viewChannel) put(uid uint32, role Role, m Member) {
 	vm := viewMember{Member: m, role: codeOf(role)}
@@ -136,10 +157,11 @@ func (v *View) Seq(channel string) uint64 {
 	if c := v.channels[channel]; c != nil {
 		return c.seq
 	}
-	return 0
+	return v.floor
 }
 
-// Snapshot returns a channel's roster. An unknown channel has an empty roster at seq 0.
+// Snapshot returns a channel's roster. A channel the view does not hold (never seen, or empty and forgotten) has an
+// empty roster at the view's floor (0 until a channel was forgotten).
 func (v *View) Snapshot(channel string) Snapshot {
 	s := v.Copy(channel)
 	s.Sort()
@@ -149,7 +171,7 @@ func (v *View) Snapshot(channel string) Snapshot {
 // Copy is Snapshot with the members in no particular order: the part that reads the View. A caller that guards the
 // View with a lock holds it for Copy only, and calls Sort on the result after releasing it.
 func (v *View) Copy(channel string) Snapshot {
-	s := Snapshot{Channel: channel, Hosts: []Member{}, Audience: []Member{}, Users: []Member{}}
+	s := Snapshot{Channel: channel, Seq: v.floor, Hosts: []Member{}, Audience: []Member{}, Users: []Member{}}
 	c := v.channels[channel]
 	if c == nil {
 		return s

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
 	"testing"
 
 	"github.com/usher-presence/usher/gateway/presence"
@@ -293,5 +294,44 @@ func TestViewLargeRosterEmpties(t *testing.T) {
 	}
 	if c := s.Counts; c.Hosts != len(s.Hosts) || c.Audience != len(s.Audience) || c.Users != len(s.Users) || c.Hosts+c.Audience+c.Users != 10 {
 		t.Fatalf("counts %+v for %d/%d/%d members", c, len(s.Hosts), len(s.Audience), len(s.Users))
+	}
+}
+
+// A channel whose last member leaves is forgotten, so that a view holds the live channels, not every channel it
+// ever saw. Its seq is then the view's floor: at or past its last event, so that resuming from it misses nothing;
+// an event at or below the floor of a channel it does not hold is one it applied, and is ignored; a later join
+// brings the channel back.
+func TestViewForgetsEmptyChannels(t *testing.T) {
+	t.Parallel()
+	v := presence.NewView()
+	const n = 10_000
+	seq := uint64(0)
+	for i := range n {
+		ch := "call-" + string(rune('a'+i%26)) + "-" + strconv.Itoa(i)
+		seq++
+		v.Apply(viewJoin(seq, ch, 1, presence.Audience, 100))
+		seq++
+		if !v.Apply(presence.Event{Seq: seq, Channel: ch, Event: presence.Leave, Role: presence.Audience, UID: 1, NoticeID: "n", Source: "ncs"}) {
+			t.Fatalf("the leave of %s not applied", ch)
+		}
+	}
+	if got := v.Len(); got != 0 {
+		t.Fatalf("the view holds %d channels after every one emptied, want 0", got)
+	}
+	first := "call-a-0"
+	if got := v.Seq(first); got != seq {
+		t.Fatalf("Seq of a forgotten channel is %d, want the floor %d", got, seq)
+	}
+	if v.Apply(viewJoin(2, first, 1, presence.Audience, 100)) { // its own join again, redelivered
+		t.Fatal("an event below the floor brought a forgotten channel back")
+	}
+	if !v.Apply(viewJoin(seq+1, first, 2, presence.Audience, 200)) {
+		t.Fatal("a new join of a forgotten channel not applied")
+	}
+	want := snapshot(first, nil, ms(viewMember(2, 200)), nil)
+	want.Seq = seq + 1
+	equal(t, first, v.Snapshot(first), want)
+	if v.Len() != 1 {
+		t.Fatalf("%d channels, want 1", v.Len())
 	}
 }
