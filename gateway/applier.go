@@ -31,6 +31,8 @@ const (
 	// sequence points keeps the applier deterministic, so replay from a checkpoint decides exactly as the first run.
 	pruneEvery    = 1000
 	effectTimeout = 5 * time.Second
+	// pubAckForget is when the JetStream client drops an asynchronous publish still waiting for its PubAck.
+	pubAckForget = 2 * effectTimeout
 	// maxInflight bounds the presence events published and not yet acknowledged. They are pipelined: each carries
 	// the exact sequence it must land at, so if one fails, every later one fails too, and the applier restarts
 	// from its checkpoint.

@@ -118,7 +118,10 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	if err != nil {
 		return err
 	}
-	if g.js, err = jetstream.New(g.nc); err != nil {
+	// An asynchronous publish whose PubAck never comes (lost in a stream leader change, say) stays in the library's
+	// table of pending publishes until a reconnect, unless it times out; at 4,000 of them every publish fails. The
+	// applier gives up on an acknowledgement after effectTimeout; the library forgets it a little later.
+	if g.js, err = jetstream.New(g.nc, jetstream.WithPublishAsyncTimeout(pubAckForget)); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
