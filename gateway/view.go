@@ -64,6 +64,7 @@ func (lv *liveView) follow(ctx context.Context) error {
 		}
 		lv.mu.Lock()
 		lv.v, lv.seq, lv.loaded = cp.State.View(), cp.PresenceSeq, true
+		lv.v.RaiseFloor(cp.PresenceSeq)
 		close(lv.changed) // waitSeq callers: the checkpoint may hold what they wait for (no event may follow it)
 		lv.changed = make(chan struct{})
 		lv.mu.Unlock()

@@ -29,11 +29,12 @@ import (
 // Source is what the hub reads rosters and stored events from. The gateway implements it with its view and
 // USHER_PRESENCE.
 type Source interface {
-	// Snapshot is a channel's roster, with the seq of its last event. It holds at least every event of the channel
-	// passed to Publish (the view applies an event before it passes it on), and may hold one not passed on yet.
+	// Snapshot is a channel's roster, at the seq of its last event (or, for a channel with no member, a seq at or
+	// past it). It holds at least every event of the channel passed to Publish (the view applies an event before it
+	// passes it on), and may hold one not passed on yet.
 	Snapshot(channel string) presence.Snapshot
-	// Seq is the last event of channel the source holds, 0 if none: every later event reaches Publish after this
-	// call returns.
+	// Seq is the last event of channel the source holds, or for a channel with no member a seq at or past its last
+	// event (0 if none): every later event of the channel reaches Publish after this call returns.
 	Seq(channel string) uint64
 	// WaitSeq waits until the view has passed every event up to seq (any channel) to Publish.
 	WaitSeq(ctx context.Context, seq uint64) error

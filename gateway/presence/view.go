@@ -95,9 +95,9 @@ func (v *View) Apply(e Event) bool {
 		}
 	case Leave:
 		c.remove(e.UID)
-		if len(c.members) == 0 {
-			v.forget(e.Channel, c)
-		}
+	}
+	if len(c.members) == 0 { // a last leave, a channel's create or destroy, any event that leaves it empty
+		v.forget(e.Channel, c)
 	}
 	return true
 }
@@ -110,6 +110,10 @@ func (v *View) forget(name string, c *viewChannel) {
 
 // Len is the number of channels the view holds: those with members.
 func (v *View) Len() int { return len(v.channels) }
+
+// RaiseFloor raises the view's floor to seq: a view made from a checkpoint holds every event up to the
+// checkpoint's last, so a channel it does not hold had its last event at or before it.
+func (v *View) RaiseFloor(seq uint64) { v.floor = max(v.floor, seq) }
 
 func (c *viewChannel) put(uid uint32, role Role, m Member) {
 	vm := viewMember{Member: m, role: codeOf(role)}

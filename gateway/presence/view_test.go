@@ -307,12 +307,19 @@ func TestViewForgetsEmptyChannels(t *testing.T) {
 	const n = 10_000
 	seq := uint64(0)
 	for i := range n {
+		// A call's channel as NCS reports it: created, joined, left, destroyed.
 		ch := "call-" + string(rune('a'+i%26)) + "-" + strconv.Itoa(i)
-		seq++
-		v.Apply(viewJoin(seq, ch, 1, presence.Audience, 100))
-		seq++
-		if !v.Apply(presence.Event{Seq: seq, Channel: ch, Event: presence.Leave, Role: presence.Audience, UID: 1, NoticeID: "n", Source: "ncs"}) {
-			t.Fatalf("the leave of %s not applied", ch)
+		for _, e := range []presence.Event{
+			{Channel: ch, Event: presence.ChannelCreate, Ts: 100, NoticeID: "c", Source: "ncs"},
+			viewJoin(0, ch, 1, presence.Audience, 100),
+			{Channel: ch, Event: presence.Leave, Role: presence.Audience, UID: 1, NoticeID: "l", Source: "ncs"},
+			{Channel: ch, Event: presence.ChannelDestroy, Ts: 101, NoticeID: "d", Source: "ncs"},
+		} {
+			seq++
+			e.Seq = seq
+			if !v.Apply(e) {
+				t.Fatalf("%s of %s at seq %d not applied", e.Event, ch, seq)
+			}
 		}
 	}
 	if got := v.Len(); got != 0 {
@@ -325,11 +332,15 @@ func TestViewForgetsEmptyChannels(t *testing.T) {
 	if v.Apply(viewJoin(2, first, 1, presence.Audience, 100)) { // its own join again, redelivered
 		t.Fatal("an event below the floor brought a forgotten channel back")
 	}
-	if !v.Apply(viewJoin(seq+1, first, 2, presence.Audience, 200)) {
+	v.RaiseFloor(seq + 10) // as loading a checkpoint at seq+10 does
+	if v.Apply(viewJoin(seq+5, first, 1, presence.Audience, 100)) {
+		t.Fatal("an event below the floor brought a forgotten channel back")
+	}
+	if !v.Apply(viewJoin(seq+11, first, 2, presence.Audience, 200)) {
 		t.Fatal("a new join of a forgotten channel not applied")
 	}
 	want := snapshot(first, nil, ms(viewMember(2, 200)), nil)
-	want.Seq = seq + 1
+	want.Seq = seq + 11
 	equal(t, first, v.Snapshot(first), want)
 	if v.Len() != 1 {
 		t.Fatalf("%d channels, want 1", v.Len())
