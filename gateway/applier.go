@@ -165,6 +165,13 @@ func (a *applier) confirm(rev uint64) (uint64, bool) {
 	defer cancel()
 	next, err := a.buckets.Leases.Update(ctx, leaseKey, []byte(a.id), rev)
 	if err != nil {
+		// The renewal that stopping interrupted may have landed: then the lease is still this instance's, at a
+		// revision the renewer never learnt.
+		if e, gerr := a.buckets.Leases.Get(ctx, leaseKey); gerr == nil && string(e.Value()) == a.id {
+			next, err = a.buckets.Leases.Update(ctx, leaseKey, []byte(a.id), e.Revision())
+		}
+	}
+	if err != nil {
 		a.log.Warn("applier lease lost before its final checkpoint; not saved", "err", err)
 		return 0, false
 	}

@@ -169,3 +169,38 @@ func TestFormerLeaderSavesNoFinalCheckpoint(t *testing.T) {
 		t.Fatalf("the new leader's lease: %v, %v", v, err)
 	}
 }
+
+// A renewal that landed on the server after the renewer stopped waiting for it leaves the renewer a stale
+// revision: confirm still finds the lease this instance's, so the final checkpoint is saved and the lease released.
+func TestConfirmAfterAnUnseenRenewal(t *testing.T) {
+	js, ctx := testJetStream(t, 30*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &applier{js: js, buckets: buckets, ttl: 30 * time.Second, id: "a", log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
+	rev, err := buckets.Leases.Create(ctx, leaseKey, []byte("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buckets.Leases.Update(ctx, leaseKey, []byte("a"), rev); err != nil { // the renewal nobody saw
+		t.Fatal(err)
+	}
+	if _, ok := a.confirm(rev); !ok {
+		t.Fatal("confirm gave up a lease this instance still holds")
+	}
+	if _, err := buckets.Leases.Update(ctx, leaseKey, []byte("b"), rev); err == nil {
+		t.Fatal("the test's stale revision still works")
+	}
+	// Another instance's lease is never taken.
+	e, err := buckets.Leases.Get(ctx, leaseKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buckets.Leases.Update(ctx, leaseKey, []byte("b"), e.Revision()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.confirm(e.Revision()); ok {
+		t.Fatal("confirm took another instance's lease")
+	}
+}

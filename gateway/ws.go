@@ -34,13 +34,9 @@ func (s hubSource) Events(ctx context.Context, channel string, since, until uint
 }
 
 func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {
-	ps, err := s.g.js.Stream(ctx, bus.PresenceStream)
+	ps, err := s.g.js.Stream(ctx, bus.PresenceStream) // one request: it fetches the stream's info
 	if err != nil {
 		return 0, fmt.Errorf("presence stream: %w", err)
 	}
-	info, err := ps.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("presence stream info: %w", err)
-	}
-	return info.State.FirstSeq, nil
+	return ps.CachedInfo().State.FirstSeq, nil
 }
