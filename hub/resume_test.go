@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,7 +14,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // resumeFrom asks for every event of "show" after since.
@@ -125,4 +130,147 @@ func TestBadSinceNamesTheChannel(t *testing.T) {
 	if n := h.Stats().Subscriptions; n != 0 {
 		t.Fatalf("%d subscriptions after bad requests", n)
 	}
+}
+
+// resumeUnderLoad resumes from 0 over n stored events of accountLen-byte accounts (more than the socket buffers
+// hold, so the replay waits for the client), lands live more events while the client does not read, then reads.
+// It returns the types of the frames read, in order, and their seqs.
+func resumeUnderLoad(t *testing.T, cfg Config, n, accountLen, live int) (*Hub, []string, []uint64) {
+	t.Helper()
+	src := storedEvents(n, accountLen)
+	h, dial := serveHub(t, cfg, src)
+	c := dial(nil)
+	c.resumeFrom(0)
+	time.Sleep(300 * time.Millisecond) // the replay fills the queue and the socket, and waits
+	for i := range live {
+		e := join(uint64(n+1+i), uint32(n+1+i))
+		e.Account = strings.Repeat("b", accountLen)
+		land(h, src, e)
+	}
+	var types []string
+	var seqs []uint64
+	for {
+		typ, seq, _ := c.next(5 * time.Second)
+		if typ == "" {
+			return h, types, seqs
+		}
+		types, seqs = append(types, typ), append(seqs, seq)
+		if seq == uint64(n+live) && (typ == "presence" || typ == "snapshot") {
+			return h, types, seqs
+		}
+	}
+}
+
+// Live events that come while a long resume is paced by the client are held, then sent after the replay at the
+// client's pace too: it gets every event in order, and is not closed as too slow.
+func TestResumeHoldsLiveEventsAtTheClientsPace(t *testing.T) {
+	const n, live = 3000, 200
+	h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 256}, n, 4000, live)
+	if len(types) != 1+n+live || types[0] != "subscribed" {
+		t.Fatalf("%d frames (first %q), want subscribed and %d events", len(types), types[0], n+live)
+	}
+	for i, seq := range seqs[1:] {
+		if types[i+1] != "presence" || seq != uint64(i+1) {
+			t.Fatalf("frame %d: %s at %d, want presence %d", i+1, types[i+1], seq, i+1)
+		}
+	}
+	if slow := h.Stats().SlowClosed; slow != 0 {
+		t.Fatalf("%d clients closed as too slow", slow)
+	}
+}
+
+// More live events than a send queue holds, while a resume waits for the client: the client gets reset and a
+// snapshot that covers them, not a close.
+func TestResumeOverflowedByLiveEventsResets(t *testing.T) {
+	const n, live = 3000, 200
+	h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 64}, n, 4000, live)
+	last := len(types) - 1
+	if last < 2 || types[last] != "snapshot" || seqs[last] != n+live || types[last-1] != "reset" {
+		t.Fatalf("the frames end with %v at %v, want reset, then a snapshot at %d", types[max(0, last-1):], seqs[max(0, last-1):], n+live)
+	}
+	if slow := h.Stats().SlowClosed; slow != 0 {
+		t.Fatalf("%d clients closed as too slow", slow)
+	}
+}
+
+// A resume that goes at a slow client's pace for longer than the ping interval does not get the client dropped:
+// the server goes on reading the client's frames, pongs among them, while the replay waits. (Small socket buffers
+// on both ends, so that what waits in them takes the client milliseconds to read, not seconds: a ping written
+// behind them is answered at once.)
+func TestLongResumeDoesNotMissPongs(t *testing.T) {
+	const n = 3000
+	h := New(Config{SendQueue: 64, PingInterval: time.Second}, storedEvents(n, 4000), auth.NewVerifier(testSecret))
+	srv := httptest.NewUnstartedServer(h)
+	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+		if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {
+			_ = tc.SetWriteBuffer(16 << 10)
+		}
+	}
+	srv.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		h.Close(ctx)
+		srv.Close()
+	})
+	tok, err := auth.Issue(testSecret, []string{"show"}, time.Hour, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer := &net.Dialer{}
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dialer.DialContext(ctx, network, addr)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(16 << 10)
+		}
+		return c, err
+	}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, &websocket.DialOptions{HTTPClient: client})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadLimit(1 << 20)
+	t.Cleanup(func() { _ = conn.CloseNow() })
+	c := &testClient{t: t, c: conn}
+	c.resumeFrom(0)
+	c.expect("subscribed", 0, 0)
+	start := time.Now()
+	for seq := uint64(1); seq <= n; seq++ {
+		c.expect("presence", seq, 0)
+		time.Sleep(time.Millisecond) // a slow reader: about 3 s for the replay
+	}
+	if d := time.Since(start); d < 2*time.Second {
+		t.Fatalf("the replay took %s: too short to span two ping intervals, the test proves nothing", d)
+	}
+	if st := h.Stats(); st.Connections != 1 {
+		t.Fatalf("%+v: the client was dropped", st)
+	}
+}
+
+// Client frames wait for their answers in a bounded queue: a client that sends far more than it lets the server
+// answer (here, pings while a resume waits for it to read) is closed with 1008.
+func TestTooManyFramesWaiting(t *testing.T) {
+	h, dial := serveHub(t, Config{MaxSubscriptions: 10}, storedEvents(3000, 4000))
+	c := dial(nil)
+	c.resumeFrom(0) // the replay waits for the client, which does not read yet
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 2*10 + 16 + 8 {
+		if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"ping"}`)); err != nil {
+			break // closed already
+		}
+	}
+	for {
+		if _, _, err := c.c.Read(ctx); err != nil {
+			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+				t.Fatalf("closed with %v (status %d), want 1008", err, got)
+			}
+			break
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return h.Stats().Connections == 0, "still connected"
+	})
 }

@@ -40,7 +40,9 @@ type session struct {
 	closed  bool
 	subs    map[string]*subscription
 	once    sync.Once
-	writers sync.WaitGroup
+	ops     []clientOp     // client frames waiting for the op worker, in order
+	working bool           // the op worker runs
+	workers sync.WaitGroup // the writer and the op worker
 }
 
 // subscription is one session's interest in one channel.
@@ -54,6 +56,8 @@ type subscription struct {
 	// live is false while a resume replays stored events; live frames then wait in pending.
 	live    bool
 	pending []pendingFrame
+	// overflow: more live frames came while held back than a send queue holds; they were dropped.
+	overflow bool
 }
 
 type pendingFrame struct {
@@ -90,7 +94,9 @@ func (h *Hub) newSession(conn *websocket.Conn, cork *corkConn, claims *auth.Clai
 	return s
 }
 
-// readLoop reads client frames until the connection ends. newSession counted it in the hub's WaitGroup.
+// readLoop reads client frames until the connection ends, and hands them to the op worker. It never waits for an
+// operation (a resume may take seconds to go at the client's pace): it keeps reading, so that the client's pongs
+// are seen. newSession counted it in the hub's WaitGroup.
 func (s *session) readLoop() {
 	defer s.h.sessWG.Done()
 	defer s.close(websocket.StatusNormalClosure, "")
@@ -99,29 +105,88 @@ func (s *session) readLoop() {
 		if err != nil {
 			return // a close from either side, a frame over the limit, or a dead connection: none is logged
 		}
-		var req request
+		var o clientOp
 		if typ != websocket.MessageText {
-			s.enqueue(encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}"))
-			continue
+			o.bad = encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
+		} else if err := json.Unmarshal(data, &o.req); err != nil {
+			o.bad = badFrame(err, o.req.Channel)
 		}
-		if err := json.Unmarshal(data, &req); err != nil {
-			s.enqueue(badFrame(err, req.Channel))
-			continue
+		if !s.queueOp(o) {
+			s.close(websocket.StatusPolicyViolation, "too many requests waiting for an answer")
+			return
 		}
-		switch req.Op {
-		case opPing:
-			s.enqueue(pongFrame)
-		case opSubscribe:
-			s.subscribe(req)
-		case opUnsubscribe:
-			if err := ncs.ValidChannelName(req.Channel); err != nil {
-				s.enqueue(encodeError(CodeBadRequest, req.Channel, err.Error()))
-				continue
-			}
-			s.unsubscribe(req.Channel)
-		default:
-			s.enqueue(encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op)))
+	}
+}
+
+// clientOp is a client frame for the op worker: a request, or the error that answers a frame that was not one.
+type clientOp struct {
+	req request
+	bad []byte
+}
+
+// queueOp queues a client frame for the op worker, starting it if it is not running. It reports false when too
+// many frames wait: twice the subscriptions allowed, and some.
+func (s *session) queueOp(o clientOp) bool {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return true
+	}
+	if len(s.ops) >= 2*s.h.cfg.MaxSubscriptions+16 {
+		s.mu.Unlock()
+		return false
+	}
+	s.ops = append(s.ops, o)
+	start := !s.working
+	if start {
+		s.working = true
+		s.workers.Add(1)
+	}
+	s.mu.Unlock()
+	if start {
+		go s.opLoop()
+	}
+	return true
+}
+
+// opLoop answers the client's frames in the order they came, and exits when none waits. Like the writer, it runs
+// only while there is work: an idle connection has no goroutine of ours.
+func (s *session) opLoop() {
+	defer s.workers.Done()
+	for {
+		s.mu.Lock()
+		if len(s.ops) == 0 || s.closed {
+			s.ops, s.working = nil, false
+			s.mu.Unlock()
+			return
 		}
+		o := s.ops[0]
+		s.ops = s.ops[1:]
+		s.mu.Unlock()
+		s.do(o)
+	}
+}
+
+// do answers one client frame.
+func (s *session) do(o clientOp) {
+	if o.bad != nil {
+		s.enqueue(o.bad)
+		return
+	}
+	req := o.req
+	switch req.Op {
+	case opPing:
+		s.enqueue(pongFrame)
+	case opSubscribe:
+		s.subscribe(req)
+	case opUnsubscribe:
+		if err := ncs.ValidChannelName(req.Channel); err != nil {
+			s.enqueue(encodeError(CodeBadRequest, req.Channel, err.Error()))
+			return
+		}
+		s.unsubscribe(req.Channel)
+	default:
+		s.enqueue(encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op)))
 	}
 }
 
@@ -188,7 +253,11 @@ func (s *session) sendSnapshot(sub *subscription) {
 	}
 	frame, at := ch.snapshot(s.h.src, sub.channel, seq)
 	s.enqueue(frame)
-	sub.goLive(at)
+	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
+	defer cancel()
+	if err := s.goLive(ctx, sub, at); err != nil && !errors.Is(err, errSessionClosed) {
+		s.closeSlow() // the client did not take its held frames in time, or more came than a queue holds
+	}
 }
 
 // errTooOld sends a resume down the reset path.
@@ -250,8 +319,7 @@ func (s *session) resume(sub *subscription, since uint64) error {
 			}
 		}
 	}
-	sub.goLive(max(last, until))
-	return nil
+	return s.goLive(ctx, sub, max(last, until))
 }
 
 // errSessionClosed: the session closed while waiting.
@@ -280,18 +348,44 @@ func (s *session) waitRoom(ctx context.Context, n int) error {
 	}
 }
 
+// errHeldOverflow: more live frames came while a subscription was held back than a send queue holds.
+var errHeldOverflow = errors.New("more events came during the replay than a send queue holds")
+
 // goLive sends the live frames held back while the client was given everything up to seq, the ones after seq in
-// order, and lets the next ones through.
-func (sub *subscription) goLive(seq uint64) {
-	sub.mu.Lock()
-	defer sub.mu.Unlock()
-	for _, p := range sub.pending {
-		if p.seq > seq {
-			sub.s.enqueueFrame(p.frame)
-			seq = p.seq
+// order, and lets the next ones through. Like a replay, it goes at the client's pace, half a send queue at a time:
+// a long replay of a busy channel holds back many frames.
+func (s *session) goLive(ctx context.Context, sub *subscription, seq uint64) error {
+	part := max(1, s.h.cfg.SendQueue/2)
+	for {
+		if err := s.waitRoom(ctx, part); errors.Is(err, errSessionClosed) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("the client did not read its held frames in time: %w", err)
 		}
+		sub.mu.Lock()
+		if sub.overflow {
+			sub.mu.Unlock()
+			return errHeldOverflow
+		}
+		n := 0
+		for _, p := range sub.pending {
+			if n == part {
+				break
+			}
+			n++
+			if p.seq > seq {
+				sub.s.enqueueFrame(p.frame)
+				seq = p.seq
+			}
+		}
+		sub.pending = sub.pending[n:]
+		if len(sub.pending) == 0 {
+			sub.pending, sub.after, sub.live = nil, seq, true
+			sub.mu.Unlock()
+			return nil
+		}
+		sub.mu.Unlock()
 	}
-	sub.pending, sub.after, sub.live = nil, seq, true
 }
 
 // deliver passes a live frame to the subscription: dropped if the client has it, held while a resume replays. It
@@ -303,8 +397,11 @@ func (sub *subscription) deliver(seq uint64, frame outFrame) (start bool) {
 		return false
 	}
 	if !sub.live {
-		if len(sub.pending) >= sub.s.h.cfg.SendQueue {
-			sub.s.closeSlow()
+		if sub.overflow {
+			return false
+		}
+		if len(sub.pending) >= sub.s.h.cfg.SendQueue { // goLive gives up: a resume then sends reset and a snapshot
+			sub.overflow, sub.pending = true, nil
 			return false
 		}
 		sub.pending = append(sub.pending, pendingFrame{seq, frame})
@@ -335,7 +432,7 @@ func (h *Hub) attach(sub *subscription) (*channel, uint64, bool) {
 		// fans it out, so every event after seq is fanned out after this, to pending.
 		seq := h.src.Seq(sub.channel)
 		sub.mu.Lock()
-		sub.live, sub.pending = false, nil
+		sub.live, sub.pending, sub.overflow = false, nil, false
 		sub.mu.Unlock()
 		ch.subs[sub] = struct{}{}
 		closed := sub.s.isClosed() // closed meanwhile: its close may have run its detach already
@@ -403,7 +500,7 @@ func (s *session) queueFrame(frame outFrame) (start bool) {
 	start = !s.writing
 	if start {
 		s.writing = true
-		s.writers.Add(1)
+		s.workers.Add(1)
 	}
 	s.mu.Unlock()
 	return start
@@ -415,7 +512,7 @@ func (s *session) startWriter() { go s.writeLoop() }
 // writeLoop writes what is queued, each batch corked into as few syscalls as it fits, and exits when the queue is
 // empty.
 func (s *session) writeLoop() {
-	defer s.writers.Done()
+	defer s.workers.Done()
 	var batch []outFrame
 	for {
 		s.mu.Lock()
@@ -514,7 +611,7 @@ func (s *session) close(code websocket.StatusCode, reason string) (closed bool) 
 			s.h.mu.Unlock()
 			_ = s.conn.Close(code, reason)
 			s.cancel()
-			s.writers.Wait()
+			s.workers.Wait()
 		})
 	})
 	return closed
