@@ -199,7 +199,8 @@ func TestResumeOverflowedByLiveEventsResets(t *testing.T) {
 // behind them is answered at once.)
 func TestLongResumeDoesNotMissPongs(t *testing.T) {
 	const n = 3000
-	h := New(Config{SendQueue: 64, PingInterval: time.Second}, storedEvents(n, 4000), auth.NewVerifier(testSecret))
+	// A short send queue keeps each batch far inside the ping interval, which bounds a batch's write.
+	h := New(Config{SendQueue: 16, PingInterval: time.Second}, storedEvents(n, 4000), auth.NewVerifier(testSecret))
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
 		if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {

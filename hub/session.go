@@ -567,6 +567,12 @@ func (s *session) ping(timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, timeout)
 	defer cancel()
 	if err := s.conn.Ping(ctx); err != nil && s.ctx.Err() == nil {
+		if s.cork.slow() {
+			// A write to this client missed its deadline, and coder/websocket closed the connection under the ping
+			// waiting behind it: the client is too slow, which this goroutine may notice before the writer does.
+			s.closeSlow()
+			return
+		}
 		s.h.log.Debug("peer did not answer a ping; dropped", "err", err)
 		s.close(websocket.StatusGoingAway, "no pong")
 	}
