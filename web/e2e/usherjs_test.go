@@ -188,3 +188,37 @@ func TestUsherJSStopsOnAnExpiredTokenAndResumesWithANewOne(t *testing.T) {
 		t.Fatalf("the handlers got %q, want %q: a resume, not a new snapshot", got, "snapshot 1, event 12")
 	}
 }
+
+// A device whose clock runs a day ahead does not take a valid token for an expired one: cut off and back, the
+// client reconnects and resumes rather than stopping with 4001.
+func TestUsherJSIgnoresAWrongDeviceClock(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	site := "http://" + proxy.Addr()
+	const ch = "show-1"
+	seq := time.Now().UnixMilli()
+	srv.send(t, user(ncs.AudienceJoin, ch, 11, seq, nil))
+
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/")) // the console page, which loads usher.js
+	eval[bool](b, `(() => {
+		const realNow = Date.now;
+		Date.now = () => realNow() + 24 * 3600 * 1000; // this device's clock is a day ahead
+		window.got = []; window.states = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(token(t, "viewer", ch))+`, minDelay: 100, maxDelay: 400});
+		c.onstate = (state, info) => states.push(state + " " + (info.code || ""));
+		c.subscribe(`+jsString(ch)+`, {snapshot: s => got.push("snapshot " + s.audience.length), event: e => got.push("event " + e.uid)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot", `got.includes("snapshot 1")`, wait)
+	proxy.Cut()
+	b.poll("a failed reconnection", `states.filter(s => s.startsWith("reconnecting")).length >= 2 || states.includes("closed 4001")`, wait)
+	srv.send(t, user(ncs.AudienceJoin, ch, 12, seq+1, nil))
+	proxy.Restore()
+	b.poll("the event sent while cut off", `got.includes("event 12") || states.includes("closed 4001")`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "snapshot 1, event 12" {
+		t.Fatalf("the handlers got %q (states %s), want a resume: %q", got, eval[string](b, `states.join(", ")`), "snapshot 1, event 12")
+	}
+}

@@ -15,8 +15,10 @@
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
 // subscription from its last seq: no event is lost or repeated. The backoff starts over only once a connection has
 // stayed up for stableAfter (10 s), so a server that accepts and then closes is not hammered. When the token has
-// expired (the server closed with 4001, or its exp has passed before a reconnection, which the server would refuse)
-// the client stops with state "closed" and info {code: 4001}; setToken(newToken) then reconnects and resumes. By default the token travels in the WebSocket
+// expired (the server closed with 4001, or a reconnection was refused after the token's lifetime had passed: the
+// server answers 401, which a browser reports only as a failed connection) the client stops with state "closed" and
+// info {code: 4001}; setToken(newToken) then reconnects and resumes. The lifetime is measured on this device from
+// when the token was given (exp - iat), so a device clock that is off does not matter. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
 // tokenIn: "query" to use ?token= instead. A connection attempt that neither opens nor fails within connectTimeout
 // (10 s; a black-holed network, a proxy that accepts and goes silent) is abandoned and retried.
@@ -27,6 +29,7 @@
     if (!opts || !opts.url || !opts.token) throw new Error("UsherClient: url and token are required");
     this.url = opts.url;
     this.token = opts.token;
+    this.tokenSetAt = Date.now();
     this.tokenIn = opts.tokenIn || "protocol";
     this.minDelay = opts.minDelay || 500;
     this.maxDelay = opts.maxDelay || 30000;
@@ -61,6 +64,7 @@
       protocols.push("bearer." + this.token);
     }
     this._state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    this.opened = false;
     var ws = new this.WebSocket(url, protocols);
     this.ws = ws;
     // Not every WebSocket reports a handshake that never completes (Node's does not when the peer closes before
@@ -74,6 +78,7 @@
     }, this.connectTimeout);
     ws.onopen = function () {
       self._clearConnectTimer();
+      self.opened = true;
       var resumed = self.everLive;
       self.everLive = true;
       // The backoff starts over only once this connection has lasted: a server that accepts and closes at once
@@ -118,7 +123,7 @@
 
   UsherClient.prototype._retry = function (ev) {
     var self = this;
-    if (tokenExpired(this.token)) { this._expire(); return; }
+    if (!this.opened && this._tokenExpired()) { this._expire(); return; } // refused, and the token has run out
     this.attempt++;
     // Exponential backoff with full jitter, so that many clients do not reconnect in step.
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, this.attempt - 1));
@@ -193,6 +198,7 @@
   UsherClient.prototype.setToken = function (token) {
     if (!token) throw new Error("UsherClient: setToken needs a token");
     this.token = token;
+    this.tokenSetAt = Date.now();
     if (!this.expired) return;
     this.expired = false;
     this.closed = false;
@@ -226,16 +232,23 @@
 
   function call(fn, arg) { if (typeof fn === "function") fn(arg); }
 
-  // tokenExpired reports whether a JWT's exp has passed (false when it has none or cannot be read: the server
-  // decides).
-  function tokenExpired(token) {
+  // _tokenExpired reports whether the token has run out. A token with iat is judged by the time elapsed on this
+  // device since it was given (its lifetime, exp - iat), not by comparing exp with this device's clock, which may be
+  // off by hours; a token without iat by its exp. False when it has no exp or cannot be read: the server decides.
+  UsherClient.prototype._tokenExpired = function () {
+    var claims = jwtClaims(this.token);
+    if (!claims || typeof claims.exp !== "number") return false;
+    if (typeof claims.iat === "number") return Date.now() - this.tokenSetAt >= (claims.exp - claims.iat) * 1000;
+    return claims.exp * 1000 <= Date.now();
+  };
+
+  function jwtClaims(token) {
     var part = String(token).split(".")[1];
-    if (!part) return false;
+    if (!part) return null;
     try {
-      var claims = JSON.parse(base64url(part));
-      return typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
+      return JSON.parse(base64url(part));
     } catch (e) {
-      return false;
+      return null;
     }
   }
 
