@@ -34,6 +34,8 @@ const (
 	MaxReplicas = 5
 	// DefaultTombstoneRetention is presence.DefaultRetention.
 	DefaultTombstoneRetention = presence.DefaultRetention
+	// MinJWTSecret is the shortest USHER_JWT_SECRET allowed, in bytes.
+	MinJWTSecret = 16
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
 	MinDedupWindow = 10 * time.Minute
 
@@ -201,7 +203,7 @@ func (c Config) Validate() error {
 		return errors.New("USHER_NCS_SECRETS is not set: give the NCS secret(s) from Agora's console, comma-separated (or run with --demo)")
 	case c.JWTSecret == "":
 		return errors.New("USHER_JWT_SECRET is not set: give the HS256 key that signs client tokens (or run with --demo)")
-	case len(c.JWTSecret) < 16:
+	case len(c.JWTSecret) < MinJWTSecret:
 		return errors.New("USHER_JWT_SECRET is too short: use at least 16 bytes (32 random bytes recommended)")
 	case c.DedupWindow < MinDedupWindow:
 		return fmt.Errorf("USHER_DEDUP_WINDOW is %s: it must be at least %s", c.DedupWindow, MinDedupWindow)

@@ -32,9 +32,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	)
 	s := newSettings("serve", getenv, stderr)
 	s.Int(&port, "port", "PORT", 8080, "HTTP listen port")
-	s.Secret(&ncsSecrets, "ncs-secrets", "USHER_NCS_SECRETS", "comma-separated NCS secrets from Agora's console; a signature made with any of them is accepted")
+	s.Secret(&ncsSecrets, "ncs-secrets", "USHER_NCS_SECRETS", "NCS secrets from Agora's console, comma-separated or one per line; a signature made with any of them is accepted")
 	s.Secret(&cfg.JWTSecret, "jwt-secret", "USHER_JWT_SECRET", "HS256 key that signs client tokens")
-	s.String(&cfg.NATSURL, "nats-url", "USHER_NATS_URL", "", "external NATS server URLs, comma-separated; unset runs the embedded server")
+	s.URLs(&cfg.NATSURL, "nats-url", "USHER_NATS_URL", "", "external NATS server URLs, comma-separated; unset runs the embedded server")
 	s.String(&cfg.NATSCreds, "nats-creds", "USHER_NATS_CREDS", "", "NATS credentials file (user JWT and nkey seed) for the external NATS servers")
 	s.String(&cfg.NATSCA, "nats-ca", "USHER_NATS_CA", "", "PEM file of the CA that signed the external NATS servers' certificates; unset: the system's roots")
 	s.String(&cfg.NATSCert, "nats-cert", "USHER_NATS_CERT", "", "PEM client certificate for NATS servers that verify clients; with USHER_NATS_KEY")
@@ -80,7 +80,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return err
 	}
 	cfg.Addr = ":" + strconv.Itoa(port)
-	cfg.NCSSecrets = splitList(ncsSecrets)
+	cfg.NCSSecrets = splitSecrets(ncsSecrets)
 	cfg.AllowedOrigins = splitList(origins)
 	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 || cfg.MaxPerSubject < 1 {
 		return fmt.Errorf("USHER_MAX_CONNECTIONS, USHER_MAX_SUBSCRIPTIONS and USHER_MAX_CONNECTIONS_PER_SUBJECT must be at least 1")
@@ -92,6 +92,18 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		"USHER_READ_TIMEOUT": cfg.ReadTimeout, "USHER_WRITE_TIMEOUT": cfg.WriteTimeout, "USHER_IDLE_TIMEOUT": cfg.IdleTimeout} {
 		if d <= 0 {
 			return fmt.Errorf("%s is %s: it must be positive (a server without timeouts can be held open by anyone)", name, d)
+		}
+	}
+	// The gateway reads a zero as "the default"; from the command line a zero was asked for, and means nothing.
+	for _, z := range []struct {
+		name string
+		zero bool
+	}{{"USHER_REPLICAS", cfg.Replicas == 0}, {"USHER_DEDUP_WINDOW", cfg.DedupWindow == 0},
+		{"USHER_NCS_MAX_AGE", cfg.NCSMaxAge == 0}, {"USHER_TOMBSTONE_RETENTION", cfg.TombstoneRetention == 0},
+		{"USHER_CHECKPOINT_INTERVAL", cfg.CheckpointInterval == 0}, {"USHER_PRESENCE_MAX_AGE", cfg.PresenceMaxAge == 0},
+		{"USHER_MAX_BODY_BYTES", maxBody == 0}, {"USHER_MAX_HEADER_BYTES", cfg.MaxHeaderBytes == 0}} {
+		if z.zero {
+			return fmt.Errorf("%s is 0: give a positive value, or unset it for the default (usher serve --help)", z.name)
 		}
 	}
 	cfg.MaxBodyBytes = int64(maxBody)

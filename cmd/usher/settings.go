@@ -9,14 +9,23 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/usher-presence/usher/gateway/bus"
 )
 
 // settings registers flags whose defaults come from environment variables, so that a flag wins over its variable,
 // which wins over the built-in default. Secrets may also come from a file named by NAME_FILE.
 type settings struct {
-	fs     *flag.FlagSet
-	getenv func(string) string
-	errs   []error
+	fs      *flag.FlagSet
+	getenv  func(string) string
+	errs    []error         // bad NAME_FILE variants
+	envErrs []flagError     // bad environment values, in the order registered: moot when the flag is given
+	redact  map[string]bool // flags whose default, from the environment, help must not show as it is
+}
+
+type flagError struct {
+	flag string
+	err  error
 }
 
 func newSettings(name string, getenv func(string) string, stderr io.Writer) *settings {
@@ -61,6 +70,19 @@ func (s *settings) String(p *string, flagName, env, def, text string) {
 	s.fs.StringVar(p, flagName, v, help(text, env, def))
 }
 
+// URLs is a String setting of URLs that may carry credentials (user:password@): help shows them redacted.
+func (s *settings) URLs(p *string, flagName, env, def, text string) {
+	s.String(p, flagName, env, def, text)
+	if f := s.fs.Lookup(flagName); f != nil {
+		f.DefValue = bus.RedactURLs(f.DefValue)
+	}
+}
+
+// envError records a bad environment value for flagName; Parse reports it unless the flag itself is given.
+func (s *settings) envError(flagName string, err error) {
+	s.envErrs = append(s.envErrs, flagError{flagName, err})
+}
+
 // Secret is a string setting that also reads NAME_FILE and never shows its value in help.
 func (s *settings) Secret(p *string, flagName, env, text string) {
 	v, _ := s.env(env, true)
@@ -76,7 +98,7 @@ func (s *settings) Int(p *int, flagName, env string, def int, text string) {
 	if raw, ok := s.env(env, false); ok {
 		n, err := strconv.Atoi(raw)
 		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a whole number", env, raw))
+			s.envError(flagName, fmt.Errorf("%s=%q is not a whole number", env, raw))
 		}
 		v = n
 	}
@@ -88,7 +110,7 @@ func (s *settings) Duration(p *time.Duration, flagName, env string, def time.Dur
 	if raw, ok := s.env(env, false); ok {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a duration (e.g. 90s, 10m, 2h)", env, raw))
+			s.envError(flagName, fmt.Errorf("%s=%q is not a duration (e.g. 90s, 10m, 2h)", env, raw))
 		}
 		v = d
 	}
@@ -100,7 +122,7 @@ func (s *settings) Float(p *float64, flagName, env string, def float64, text str
 	if raw, ok := s.env(env, false); ok {
 		f, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
-			s.errs = append(s.errs, fmt.Errorf("%s=%q is not a number", env, raw))
+			s.envError(flagName, fmt.Errorf("%s=%q is not a number", env, raw))
 		}
 		v = f
 	}
@@ -120,10 +142,29 @@ func (s *settings) Parse(args []string) error {
 	if len(s.errs) > 0 {
 		return s.errs[0]
 	}
+	given := map[string]bool{}
+	s.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, e := range s.envErrs {
+		if !given[e.flag] { // the flag wins over its variable, even a bad one
+			return e.err
+		}
+	}
 	if s.fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", s.fs.Arg(0))
 	}
 	return nil
+}
+
+// splitSecrets splits a list of secrets given comma-separated or one per line (as a NAME_FILE often holds them),
+// dropping blanks.
+func splitSecrets(s string) []string {
+	var out []string
+	for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // splitList splits a comma-separated list, dropping blanks.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/ncs"
 )
 
@@ -35,6 +36,8 @@ func token(args []string, getenv func(string) string, stdout, stderr io.Writer) 
 	switch {
 	case secret == "":
 		return errors.New("USHER_JWT_SECRET is not set: the token must be signed with the server's key")
+	case len(secret) < gateway.MinJWTSecret:
+		return fmt.Errorf("USHER_JWT_SECRET is too short: the server refuses keys under %d bytes, so it would refuse this token", gateway.MinJWTSecret)
 	case len(channels) == 0:
 		return errors.New("give at least one --channel")
 	case ttl <= 0:

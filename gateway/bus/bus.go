@@ -119,13 +119,13 @@ func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Co
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
 	}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", redactURLs(urls), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), err)
 	}
 	return nc, nil
 }
 
-// redactURLs hides credentials in NATS URLs for messages.
-func redactURLs(urls string) string {
+// RedactURLs hides the credentials in comma-separated NATS URLs, for messages and help.
+func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, u := range parts {
 		if at := strings.LastIndex(u, "@"); at >= 0 {
