@@ -255,6 +255,7 @@ func TestWSSnapshotThenLive(t *testing.T) {
 		}
 	}
 	c.send(map[string]string{"op": "unsubscribe", "channel": ch})
+	c.quiet() // answered in order: the unsubscribe has taken effect
 	joinAudience(t, base, ch, 6)
 	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 6 })
 	c.quiet() // nothing after the unsubscribe
