@@ -1,14 +1,17 @@
 package e2e_test
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/ncs"
@@ -357,4 +360,86 @@ func TestConsoleLargeAudience(t *testing.T) {
 	b.waitPanel(arena, "one match for a uid", wait, func(p panel) bool {
 		return len(p.AudRows) == 1 && p.AudRows[0].UID == 100042
 	})
+}
+
+// TestConsolePickerWhileEventsFlow uses the channel picker while an open channel gets about 20 events a second, so
+// that the picker's counts change every few hundred milliseconds and the busy channel climbs past another: a picker
+// button with the keyboard focus keeps it (Enter opens the channel), and a click on a button (the button held down
+// for 150 ms, once for 400 ms) opens its channel every time.
+func TestConsolePickerWhileEventsFlow(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const busy, calm, quiet = "busy", "calm", "quiet"
+	var mu sync.Mutex
+	seq := time.Now().UnixMilli()
+	next := func() int64 { mu.Lock(); defer mu.Unlock(); seq++; return seq }
+	srv.send(t, user(ncs.AudienceJoin, busy, 1, next(), nil), user(ncs.AudienceJoin, quiet, 2, next(), nil))
+	for uid := uint32(3); uid < 6; uid++ {
+		srv.send(t, user(ncs.AudienceJoin, calm, uid, next(), nil))
+	}
+	srv.waitRoster(t, calm, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	order := `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel).join(" ")`
+	b.poll("the picker, busiest first", order+` === "calm busy quiet"`, wait)
+	b.clickChannel(busy)
+	b.waitPanel(busy, "the snapshot", wait, func(p panel) bool { return p.Snapshots == 1 })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var sender sync.WaitGroup
+	sender.Go(func() {
+		for uid := uint32(100); ctx.Err() == nil; uid++ {
+			if err := srv.post(user(ncs.AudienceJoin, busy, uid, next(), nil)); err != nil && ctx.Err() == nil {
+				t.Errorf("post: %v", err)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	defer func() { cancel(); sender.Wait() }()
+	b.poll("the busy channel at the top of the picker", order+` === "busy calm quiet"`, wait)
+
+	// Keyboard: focus quiet's button; it keeps the focus while the counts change, and Enter opens the channel.
+	counts := `document.querySelector("#channel-list li[data-channel=busy] .cl-counts").textContent`
+	before := eval[string](b, counts)
+	eval[bool](b, `(window.quietButton = `+pickerButton(quiet)+`).focus(), true`)
+	time.Sleep(1500 * time.Millisecond)
+	if after := eval[string](b, counts); after == before {
+		t.Fatalf("the busy channel's counts in the picker stayed %q: the picker was not updated", after)
+	}
+	if !eval[bool](b, `document.activeElement === window.quietButton && window.quietButton.isConnected`) {
+		t.Errorf("the focused picker button lost the focus while the picker was updated; the focus is on <%s>",
+			eval[string](b, `document.activeElement.tagName + (document.activeElement.className ? "." + document.activeElement.className : "")`))
+	} else {
+		b.do(5*time.Second, chromedp.KeyEvent(kb.Enter))
+		b.waitPanel(quiet, "the channel opened with Enter", wait, func(p panel) bool { return p.Visible })
+	}
+	closeQuiet := func() {
+		t.Helper()
+		eval[bool](b, `document.querySelector('#panels .panel[data-channel="quiet"] .close')?.click(), true`)
+		b.poll("the channel closed", `!document.querySelector('#panels .panel[data-channel="quiet"]')`, wait)
+	}
+	closeQuiet()
+
+	// Mouse: each click opens the channel.
+	holds := []time.Duration{150, 150, 150, 150, 150, 400}
+	opened := 0
+	for _, hold := range holds {
+		b.press(pickerButton(quiet), hold*time.Millisecond)
+		ok := false
+		for deadline := time.Now().Add(time.Second); !ok && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			ok = eval[bool](b, `!!document.querySelector('#panels .panel.active[data-channel="quiet"]')`)
+		}
+		if ok {
+			opened++
+			closeQuiet()
+		} else {
+			t.Logf("a click held for %s did not open the channel", hold*time.Millisecond)
+		}
+	}
+	if opened != len(holds) {
+		t.Errorf("%d of %d clicks on a picker button opened the channel while another channel had events", opened, len(holds))
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
@@ -524,4 +525,29 @@ func digits(s string) string {
 		}
 		return -1
 	}, s)
+}
+
+// press presses the left mouse button at the centre of the element that the JavaScript expression el gives, holds
+// it for hold and releases it at the same place: a click as a person makes one, during which the page may change.
+func (b *browser) press(el string, hold time.Duration) {
+	b.t.Helper()
+	at := eval[struct{ X, Y float64 }](b, `(() => { const r = (`+el+`).getBoundingClientRect();
+		return {x: r.x + r.width / 2, y: r.y + r.height / 2}; })()`)
+	buttons := func(n int64) chromedp.MouseOption {
+		return func(p *input.DispatchMouseEventParams) {
+			p.Button = input.MouseButtonLeft
+			p.Buttons = n
+			p.ClickCount = 1
+		}
+	}
+	b.do(5*time.Second, chromedp.MouseEvent(chromedp.MouseMoved, at.X, at.Y))
+	b.do(5*time.Second, chromedp.MouseEvent(chromedp.MousePressed, at.X, at.Y, buttons(1)))
+	time.Sleep(hold)
+	b.do(5*time.Second, chromedp.MouseEvent(chromedp.MouseReleased, at.X, at.Y, buttons(0)))
+}
+
+// pickerButton is a JavaScript expression for the picker's button of channel (null when it is not listed).
+func pickerButton(channel string) string {
+	return `[...document.querySelectorAll("#channel-list li[data-channel]")].find(li => li.dataset.channel === ` +
+		jsString(channel) + `)?.querySelector("button")`
 }

@@ -60,6 +60,7 @@
     open: new Map(),     // channel name -> Channel, in tab order
     active: null,
     list: [],            // the picker: [{channel, counts}]
+    picker: new Map(),   // channel -> its entry in the picker, while listed (pickerItem)
     listStatus: "",
     listTimer: null, listFailed: false,
     conn: { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0 },
@@ -961,6 +962,9 @@
 
   // ---- the channel picker
 
+  // renderSide updates the picker in place: each channel keeps its <li> and <button> for as long as it is listed,
+  // and only what changed is touched (texts, the "open" mark, the order), so that a button under the pointer or with
+  // the keyboard focus survives the updates, which come every 300 ms while an open channel has events.
   function renderSide() {
     app.sideDirty = false;
     var ul = $("#channel-list"), q = $("#open-input").value.trim().toLowerCase();
@@ -972,30 +976,85 @@
       items.sort(function (a, b) { return size(b) - size(a) || (a.channel < b.channel ? -1 : a.channel > b.channel ? 1 : 0); });
     }
     if (q) items = items.filter(function (c) { return c.channel.toLowerCase().indexOf(q) >= 0; });
-    ul.textContent = "";
+    var shown = new Map(), want = [];
     items.slice(0, LIST_SHOWN).forEach(function (c) {
-      var li = el("li"), b = li.appendChild(el("button"));
-      b.type = "button";
-      li.dataset.channel = c.channel;
-      b.appendChild(el("span", "cl-name", c.channel));
-      var open = app.open.get(c.channel);
-      if (open) b.appendChild(el("span", "cl-open", "open"));
-      var h, a;
+      var it = pickerItem(c.channel), open = app.open.get(c.channel), h, a;
       if (open && open.snapshots) { h = open.roles.host.size; a = open.audienceSize(); }
       else if (c.counts) { h = c.counts.hosts; a = c.counts.audience + c.counts.users; }
-      if (h !== undefined) {
-        var counts = b.appendChild(el("span", "cl-counts"));
-        counts.appendChild(el("span", "cl-hosts", fmtNum(h) + (h === 1 ? " host" : " hosts")));
-        counts.appendChild(el("span", "cl-audience", fmtNum(a) + " audience"));
+      if (open && !it.open.parentNode) it.b.insertBefore(it.open, it.name.nextSibling);
+      else if (!open && it.open.parentNode) it.open.remove();
+      if (h === undefined) it.counts.remove();
+      else {
+        setText(it.hosts, fmtNum(h) + (h === 1 ? " host" : " hosts"));
+        setText(it.audience, fmtNum(a) + " audience");
+        if (!it.counts.parentNode) it.b.appendChild(it.counts);
       }
-      if (c.channel === app.active) b.setAttribute("aria-current", "true");
-      b.addEventListener("click", function () { openChannel(c.channel, true); });
-      ul.appendChild(li);
+      if (c.channel === app.active) it.b.setAttribute("aria-current", "true");
+      else it.b.removeAttribute("aria-current");
+      shown.set(c.channel, it);
+      want.push(it.li);
     });
-    if (items.length > LIST_SHOWN) ul.appendChild(el("li", "cl-more", fmtNum(items.length - LIST_SHOWN) + " more: type to narrow the list"));
-    if (items.length === 0) ul.appendChild(el("li", "cl-more", q ? "No channel matches; press Open to watch it anyway." : app.all ? "No channel has anyone in it right now." : "Type a channel name to open it."));
+    app.picker.forEach(function (it, name) { if (!shown.has(name)) { it.li.remove(); app.picker.delete(name); } });
+    var more = pickerMore.more, none = pickerMore.none;
+    if (items.length > LIST_SHOWN) {
+      setText(more, fmtNum(items.length - LIST_SHOWN) + " more: type to narrow the list");
+      want.push(more);
+    } else more.remove();
+    if (items.length === 0) {
+      setText(none, q ? "No channel matches; press Open to watch it anyway." : app.all ? "No channel has anyone in it right now." : "Type a channel name to open it.");
+      want.push(none);
+    } else none.remove();
+    arrange(ul, want);
     var st = $("#list-status");
-    st.textContent = app.all ? (app.listStatus === "live" ? fmtNum(app.list.length) + " active" : app.listStatus === "offline" ? "offline" : app.listStatus) : "";
+    setText(st, app.all ? (app.listStatus === "live" ? fmtNum(app.list.length) + " active" : app.listStatus === "offline" ? "offline" : app.listStatus) : "");
+  }
+
+  var pickerMore = { more: el("li", "cl-more"), none: el("li", "cl-more") };
+
+  // pickerItem returns the picker's entry of a channel, made the first time the channel is listed.
+  function pickerItem(name) {
+    var it = app.picker.get(name);
+    if (it) return it;
+    var li = el("li"), b = li.appendChild(el("button"));
+    li.dataset.channel = name;
+    b.type = "button";
+    it = { li: li, b: b, name: b.appendChild(el("span", "cl-name", name)), open: el("span", "cl-open", "open"),
+      counts: el("span", "cl-counts"), hosts: el("span", "cl-hosts"), audience: el("span", "cl-audience") };
+    it.counts.appendChild(it.hosts);
+    it.counts.appendChild(it.audience);
+    b.addEventListener("click", function () { openChannel(name, true); });
+    app.picker.set(name, it);
+    return it;
+  }
+
+  function setText(e, text) { if (e.textContent !== text) e.textContent = text; }
+
+  // arrange makes want (elements of ul or new ones) ul's children, in order, moving as few as it can: the elements
+  // whose order does not change (a longest run of them in increasing old position) stay where they are, and the
+  // others are inserted around them. Moving an element takes the focus off it, so the focus is given back.
+  function arrange(ul, want) {
+    var wanted = new Set(want), pos = new Map(), i = 0;
+    Array.prototype.slice.call(ul.children).forEach(function (e) {
+      if (wanted.has(e)) pos.set(e, i++);
+      else e.remove();
+    });
+    var p = want.map(function (e) { return pos.has(e) ? pos.get(e) : -1; });
+    // Longest increasing subsequence of p (new elements excluded): tails[k] ends the best run of length k + 1.
+    var tails = [], prev = [], keep = [];
+    for (i = 0; i < p.length; i++) {
+      if (p[i] < 0) continue;
+      var lo = 0, hi = tails.length;
+      while (lo < hi) { var mid = (lo + hi) >> 1; if (p[tails[mid]] < p[i]) lo = mid + 1; else hi = mid; }
+      prev[i] = lo ? tails[lo - 1] : -1;
+      tails[lo] = i;
+    }
+    for (i = tails.length ? tails[tails.length - 1] : -1; i >= 0; i = prev[i]) keep[i] = true;
+    var focused = document.activeElement, after = null;
+    for (i = want.length - 1; i >= 0; i--) {
+      if (!keep[i]) ul.insertBefore(want[i], after);
+      after = want[i];
+    }
+    if (focused && focused !== document.activeElement && ul.contains(focused)) focused.focus({ preventScroll: true });
   }
 
   function size(c) {
