@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -442,4 +444,60 @@ func TestConsolePickerWhileEventsFlow(t *testing.T) {
 	if opened != len(holds) {
 		t.Errorf("%d of %d clicks on a picker button opened the channel while another channel had events", opened, len(holds))
 	}
+}
+
+// TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
+// frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
+// times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on
+// 61 s between two bursts of joins, rather than the test waiting a minute.
+func TestConsoleHiddenTabArrivals(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const busy = "busy"
+	seq := time.Now().UnixMilli()
+	srv.send(t, user(ncs.AudienceJoin, busy, 1, seq, nil))
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+			Source: `(() => { const now = Date.now; let skew = 0; Date.now = () => now() + skew; window.skipClock = ms => { skew += ms; }; })()`})
+		return err
+	}), chromedp.Navigate(srv.base+"/#token="+token(t, "host", busy))) // one channel: opened at once
+	b.waitPanel(busy, "the snapshot", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "1" })
+
+	b.hide()
+	const burst = 100
+	uid := uint32(100)
+	joins := func() {
+		t.Helper()
+		var ns []notice
+		for range burst {
+			uid++
+			seq++
+			ns = append(ns, user(ncs.AudienceJoin, busy, uid, seq, nil))
+		}
+		srv.sendMany(t, 4, ns)
+		last := srv.events(t, busy, 0)
+		want := last[len(last)-1].Seq
+		deadline := time.Now().Add(wait)
+		for channelState[uint64](b, busy, `function () { return this.seq; }`) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("the hidden page did not get the joins up to event %d", want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	joins()
+	if n := channelState[int](b, busy, `function () { return this.arrivals.length; }`); n != burst {
+		t.Fatalf("%d arrival times kept after %d joins", n, burst)
+	}
+	eval[bool](b, `skipClock(61000), true`)
+	joins()
+	if n := channelState[int](b, busy, `function () { return this.arrivals.length; }`); n != burst {
+		t.Errorf("the hidden tab keeps %d arrival times; the joins of the last minute are %d", n, burst)
+	}
+
+	b.show()
+	b.waitPanel(busy, "the last minute's arrivals", wait, func(p panel) bool {
+		return p.Arrivals == fmt.Sprintf("+%d", burst) && digits(p.Audience) == fmt.Sprint(1+2*burst)
+	})
 }

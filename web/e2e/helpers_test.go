@@ -16,8 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/domdebugger"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
 
 	"github.com/usher-presence/usher/auth"
@@ -550,4 +554,105 @@ func (b *browser) press(el string, hold time.Duration) {
 func pickerButton(channel string) string {
 	return `[...document.querySelectorAll("#channel-list li[data-channel]")].find(li => li.dataset.channel === ` +
 		jsString(channel) + `)?.querySelector("button")`
+}
+
+// channelState calls the JavaScript function fn with this bound to console.js's own object of an open channel (a
+// Channel) and decodes what it returns into T. console.js exports nothing; the DevTools protocol reaches its state
+// the way one would in the debugger: the input listener of the panel's filter box closes over the channel as self.
+func channelState[T any](b *browser, channel, fn string) T {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	const group = "channelState" // a listener's handler is reported only for an object in a group
+	yes := true
+	props := func(ctx context.Context, tg *chromedp.Target, obj *runtime.RemoteObject) ([]*runtime.PropertyDescriptor, []*runtime.InternalPropertyDescriptor, error) {
+		if obj == nil || obj.ObjectID == "" {
+			return nil, nil, nil
+		}
+		r, err := cdp.Call(ctx, tg, runtime.GetProperties, runtime.GetPropertiesParams{ObjectID: obj.ObjectID, OwnProperties: &yes})
+		return r.Result, r.InternalProperties, err
+	}
+	// self finds the variable self in the scopes of the filter box's input listener.
+	self := func(ctx context.Context, tg *chromedp.Target) (*runtime.RemoteObject, error) {
+		box, err := chromedp.Evaluate[*runtime.RemoteObject](`[...document.querySelectorAll("#panels .panel")].find(p => p.dataset.channel === `+
+			jsString(channel)+`).querySelector(".filter")`, chromedp.EvalObjectGroup(group))(ctx, tg)
+		if err != nil {
+			return nil, err
+		}
+		ls, err := cdp.Call(ctx, tg, domdebugger.GetEventListeners, domdebugger.GetEventListenersParams{ObjectID: box.ObjectID})
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range ls.Listeners {
+			if l.Type != "input" {
+				continue
+			}
+			_, internal, err := props(ctx, tg, l.Handler)
+			if err != nil {
+				return nil, err
+			}
+			for _, ip := range internal {
+				if ip.Name != "[[Scopes]]" {
+					continue
+				}
+				scopes, _, err := props(ctx, tg, ip.Value)
+				if err != nil {
+					return nil, err
+				}
+				for _, sc := range scopes {
+					vars, _, err := props(ctx, tg, sc.Value)
+					if err != nil {
+						return nil, err
+					}
+					for _, v := range vars {
+						if v.Name == "self" && v.Value != nil && v.Value.ObjectID != "" {
+							return v.Value, nil
+						}
+					}
+				}
+			}
+		}
+		return nil, fmt.Errorf("no channel object found behind the filter box of %q", channel)
+	}
+	v, err := chromedp.Run(ctx, chromedp.Action[T](func(ctx context.Context, tg *chromedp.Target) (T, error) {
+		var v T
+		defer cdp.Call(ctx, tg, runtime.ReleaseObjectGroup, runtime.ReleaseObjectGroupParams{ObjectGroup: group})
+		ch, err := self(ctx, tg)
+		if err != nil {
+			return v, err
+		}
+		r, err := cdp.Call(ctx, tg, runtime.CallFunctionOn, runtime.CallFunctionOnParams{FunctionDeclaration: fn, ObjectID: ch.ObjectID, ReturnByValue: &yes})
+		if err != nil {
+			return v, err
+		}
+		if r.ExceptionDetails != nil {
+			return v, &chromedp.ExceptionError{ExceptionDetails: r.ExceptionDetails}
+		}
+		return v, json.Unmarshal(r.Result.Value, &v)
+	}))
+	if err != nil {
+		b.t.Fatalf("the state of channel %q: %v", channel, err)
+	}
+	return v
+}
+
+// hide puts another tab in front of the page, which the browser then treats as hidden (document.hidden, and no
+// animation frames), until show.
+func (b *browser) hide() {
+	b.t.Helper()
+	c := chromedp.FromContext(b.ctx)
+	if _, err := cdp.Call(b.ctx, c.Browser, target.CreateTarget, target.CreateTargetParams{URL: "about:blank"}); err != nil {
+		b.t.Fatalf("open a tab in front: %v", err)
+	}
+	b.poll("the page hidden", `document.visibilityState === "hidden"`, wait)
+}
+
+// show brings the page's tab to the front again.
+func (b *browser) show() {
+	b.t.Helper()
+	c := chromedp.FromContext(b.ctx)
+	if _, err := cdp.Call(b.ctx, c.Browser, target.ActivateTarget, target.ActivateTargetParams{TargetID: c.Target.TargetID}); err != nil {
+		b.t.Fatalf("bring the page to the front: %v", err)
+	}
+	b.poll("the page visible", `document.visibilityState === "visible"`, wait)
 }

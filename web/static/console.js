@@ -360,7 +360,7 @@
     this.feedNew = 0;        // entries added since the feed was last drawn
     this.feedRebuild = true;
     this.feedAt = 0;
-    this.arrivals = [];      // local times of joins, for "arrived in the last minute"
+    this.arrivals = [];      // local times of the last minute's joins, oldest first, for "arrived in the last minute"
     this.shownArrivals = 0;
     this.peak = 0;
     this.samples = [];       // [time ms, audience, hosts]
@@ -466,6 +466,7 @@
         this.put({ uid: e.uid, account: e.account || "", platform: e.platform, clientType: e.clientType,
           since: e.ts || Math.floor(now / 1000), role: roleKey(e.role), arrivedAt: now });
         this.arrivals.push(now);
+        this.arrivedLastMinute(now); // trimmed here too: a hidden tab draws nothing, so renderArrivals may not run
         break;
       case "leave":
         prev = this.remove(e.uid);
@@ -510,6 +511,7 @@
     return this.name === app.active || ($("#panels").dataset.layout === "grid" && !phone.matches);
   };
 
+  // arrivedLastMinute drops the arrival times older than ARRIVAL_WINDOW and counts the rest.
   Channel.prototype.arrivedLastMinute = function (now) {
     var a = this.arrivals, cut = now - ARRIVAL_WINDOW, i = 0;
     while (i < a.length && a[i] < cut) i++;
