@@ -501,3 +501,158 @@ func TestConsoleHiddenTabArrivals(t *testing.T) {
 		return p.Arrivals == fmt.Sprintf("+%d", burst) && digits(p.Audience) == fmt.Sprint(1+2*burst)
 	})
 }
+
+// TestConsoleTokenRenewal lets a short token expire while a channel is open: the console stops (close 4001), stops
+// polling the channel list, and asks for a new token. A pasted token, and later a new #token= link, resume the same
+// panel from its last event, with what happened while the token was expired. While the token still works, a link
+// for the same user and grants renews it as well, a link that cannot be used leaves the session as it is, and a link
+// for another user starts a new session.
+func TestConsoleTokenRenewal(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const show = "show-1"
+	seq := time.Now().UnixMilli()
+	next := func() int64 { seq++; return seq }
+	srv.send(t, user(ncs.AudienceJoin, show, 11, next(), map[string]any{"account": "ana"}))
+	issue := func(sub string, ttl time.Duration, channels ...string) string {
+		t.Helper()
+		tok, err := auth.Issue(testJWTSecret, channels, ttl, sub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	var tokens []string
+	b := newBrowser(t, 1440, 900)
+	listPolls := func() int {
+		n := 0
+		for _, u := range b.requested() {
+			if strings.HasSuffix(u, "/v1/channels") {
+				n++
+			}
+		}
+		return n
+	}
+	const samePanel = `document.querySelector('#panels .panel[data-channel="show-1"]') === window.watched && window.watched.isConnected`
+	// expire waits for the token to expire, checks that the console stopped and asks for a new one, and sends a
+	// join of uid meanwhile.
+	expire := func(uid uint32) panel {
+		t.Helper()
+		b.poll("the token to expire", `document.querySelector("#conn").dataset.state === "closed"`, 15*time.Second)
+		if detail := eval[string](b, `document.querySelector("#conn .conn-detail").textContent`); detail != "token expired" {
+			t.Errorf("connection detail %q", detail)
+		}
+		time.Sleep(500 * time.Millisecond) // a list request already sent is seen
+		polled := listPolls()
+		srv.send(t, user(ncs.AudienceJoin, show, uid, next(), nil))
+		srv.waitRoster(t, show, func(s presence.Snapshot) bool {
+			return slices.ContainsFunc(s.Audience, func(m presence.Member) bool { return m.UID == uid })
+		})
+		time.Sleep(3*time.Second + 500*time.Millisecond) // a list poll
+		if n := listPolls() - polled; n != 0 {
+			t.Errorf("the console asked for the channel list %d times in 3.5 s with its expired token", n)
+		}
+		if status := eval[string](b, `document.querySelector("#list-status").textContent`); status != "paused" {
+			t.Errorf("the picker's list status is %q after the expiry", status)
+		}
+		b.poll("the request for a new token", `!document.querySelector("#renew").hidden && document.querySelector("#signin").hidden`, wait)
+		if msg := eval[string](b, `document.querySelector("#renew-msg").textContent`); !strings.Contains(msg, "expired") {
+			t.Errorf("the request for a new token says %q", msg)
+		}
+		p := b.waitPanel(show, "the open channel, still there", wait, func(p panel) bool { return p.Visible })
+		if !eval[bool](b, samePanel) {
+			t.Fatalf("the panel was replaced after the expiry")
+		}
+		return p
+	}
+	// resumed waits for the panel to show the join of uid, resumed after the event it had before the expiry.
+	resumed := func(before panel, uid uint32, resumes int) {
+		t.Helper()
+		b.poll("the console to resume", fmt.Sprintf(`document.querySelector("#conn").dataset.resumes === "%d" && document.querySelector("#renew").hidden`, resumes), wait)
+		p := b.waitPanel(show, fmt.Sprintf("the join of %d, sent while the token was expired", uid), wait, func(p panel) bool {
+			_, ok := p.find("join", uid)
+			return ok
+		})
+		if p.Snapshots != 1 || !eval[bool](b, samePanel) {
+			t.Errorf("the channel was not resumed in the same panel (%d snapshots): %s", p.Snapshots, p)
+		}
+		notes := strings.Join(p.Notes, "\n")
+		if !strings.Contains(notes, fmt.Sprintf("The token expired after event %d", before.Seq)) ||
+			!strings.Contains(notes, fmt.Sprintf("resuming after event %d", before.Seq)) {
+			t.Errorf("notes %q: want the expiry and the resume after event %d", p.Notes, before.Seq)
+		}
+		if got := eval[string](b, `sessionStorage.getItem("usher.token")`); got != tokens[len(tokens)-1] {
+			t.Errorf("the tab keeps another token than the new one")
+		}
+	}
+
+	tokens = append(tokens, issue("moderator", 4*time.Second, "*"))
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+tokens[0]))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b.clickChannel(show)
+	b.waitPanel(show, "the snapshot", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "1" })
+	eval[bool](b, `!!(window.watched = document.querySelector('#panels .panel[data-channel="show-1"]'))`)
+	p := expire(12)
+	b.shot("token-expired")
+
+	// A pasted token.
+	tokens = append(tokens, issue("moderator", 6*time.Second, "*"))
+	b.do(wait, chromedp.SetValue(chromedp.CSS("#renew-input"), tokens[1]), chromedp.Click(chromedp.CSS("#renew-button")))
+	resumed(p, 12, 1)
+	polled := listPolls()
+	for deadline := time.Now().Add(10 * time.Second); listPolls() == polled; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the console did not poll the channel list again with the new token")
+		}
+	}
+
+	// It expires too; a new link renews.
+	p = expire(13)
+	tokens = append(tokens, issue("moderator", 8*time.Second, "*"))
+	eval[bool](b, `(location.hash = "#token=`+tokens[2]+`"), true`)
+	resumed(p, 13, 2)
+	if loc := eval[string](b, "location.href"); strings.Contains(loc, "token") {
+		t.Errorf("the address is %q: the token must leave it", loc)
+	}
+
+	// While the token works: a link that cannot be used is refused, and the session goes on.
+	eval[bool](b, `(location.hash = "#token=not-a-token"), true`)
+	b.poll("the refusal of the link", `!document.querySelector("#renew").hidden && document.querySelector("#renew-error").textContent.includes("not a token")`, wait)
+	b.do(wait, chromedp.Click(chromedp.CSS("#renew-dismiss")))
+	b.poll("the session as it was", `document.querySelector("#renew").hidden && `+samePanel+` && sessionStorage.getItem("usher.token") === `+jsString(tokens[2]), wait)
+
+	// A link for the same user and grants renews: the connection goes on with the old token until it expires, then
+	// resumes with the new one, without asking for a token.
+	tokens = append(tokens, issue("moderator", time.Hour, "*"))
+	eval[bool](b, `(location.hash = "#token=`+tokens[3]+`"), true`)
+	b.poll("the new token kept", `sessionStorage.getItem("usher.token") === `+jsString(tokens[3]), wait)
+	if !eval[bool](b, samePanel+` && document.querySelector("#renew").hidden && document.querySelector("#signin").hidden`) {
+		t.Errorf("a link for the same user and grants did not keep the session")
+	}
+	b.poll("the connection to resume with the new token", `document.querySelector("#conn").dataset.resumes === "3"`, wait)
+	srv.send(t, user(ncs.AudienceJoin, show, 14, next(), nil))
+	p = b.waitPanel(show, "a join after the token changed", wait, func(p panel) bool {
+		_, ok := p.find("join", 14)
+		return ok
+	})
+	if !eval[bool](b, samePanel+` && document.querySelector("#renew").hidden`) || p.Snapshots != 1 {
+		t.Errorf("the old token's expiry interrupted the session: %s", p)
+	}
+	if notes := strings.Join(p.Notes, "\n"); strings.Count(notes, "The token expired") != 2 {
+		t.Errorf("notes %q: the old token's connection ended, but the console had a new token", p.Notes)
+	}
+
+	// A link for another user starts a new session.
+	tokens = append(tokens, issue("guest", time.Hour, show))
+	eval[bool](b, `(location.hash = "#token=`+tokens[4]+`"), true`)
+	b.poll("a new session for another user", `document.querySelector("#who").textContent === "guest" && !window.watched.isConnected`, wait)
+	b.waitPanel(show, "the guest's one channel", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "4" })
+
+	for _, u := range b.requested() {
+		for _, tok := range tokens {
+			if strings.Contains(u, tok) || strings.Contains(u, "token=") {
+				t.Errorf("the page requested %q", u)
+			}
+		}
+	}
+}

@@ -63,6 +63,9 @@
     picker: new Map(),   // channel -> its entry in the picker, while listed (pickerItem)
     listStatus: "",
     listTimer: null, listFailed: false,
+    listRound: 0,        // changed by stopPolling: answers to an earlier round of polling are ignored
+    expired: false,      // the token expired (close 4001) or the server refused it: waiting for a new one
+    tokenGen: 0,         // counts the tokens given to the client; conn.gen is the one its latest attempt used
     conn: { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0 },
     sideDirty: true,     // redraw the picker in the next frame
     sideCounts: false,   // counts changed: redraw the picker, at most every 300 ms
@@ -151,8 +154,9 @@
     return "";
   }
 
-  function api(path) {
-    return fetch(path, { headers: { Authorization: "Bearer " + app.token }, cache: "no-store", credentials: "omit" })
+  // api GETs path with the console's token, or with tok.
+  function api(path, tok) {
+    return fetch(path, { headers: { Authorization: "Bearer " + (tok || app.token) }, cache: "no-store", credentials: "omit" })
       .then(function (r) {
         return r.json().catch(function () { return {}; }).then(function (body) { return { status: r.status, body: body }; });
       });
@@ -179,8 +183,14 @@
     $("#token-input").focus();
   }
 
+  function cleanToken(raw) { return (raw || "").trim().replace(/^Bearer\s+/i, ""); }
+
+  function refusal(res) {
+    return (res.body && res.body.message) ? "The server refused this token: " + res.body.message + "." : "The server refused this token.";
+  }
+
   function signIn(raw) {
-    var tok = (raw || "").trim().replace(/^Bearer\s+/i, "");
+    var tok = cleanToken(raw);
     var claims;
     try { claims = decodeToken(tok); } catch (e) { save("sessionStorage", TOKEN_KEY, null); showSignin(e.message); return; }
     $("#signin-button").disabled = true;
@@ -191,7 +201,7 @@
       if (res.status === 401) {
         app.token = null;
         save("sessionStorage", TOKEN_KEY, null);
-        showSignin((res.body && res.body.message) ? "The server refused this token: " + res.body.message + "." : "The server refused this token.");
+        showSignin(refusal(res));
         return;
       }
       start(res.status === 200 && res.body ? res.body.channels : null);
@@ -205,23 +215,9 @@
     $("#token-input").value = "";
     $("#signin").hidden = true;
     $("#app").hidden = false;
-    var c = app.claims;
-    app.all = c.channels.indexOf("*") >= 0;
-    $("#who").textContent = c.sub || "Signed in";
-    renderTokenInfo();
-    var exact = c.channels.filter(function (g) { return g.indexOf("*") < 0; });
-    var patterns = c.channels.filter(function (g) { return g !== "*" && g.indexOf("*") >= 0; });
-    if (app.all) {
-      app.list = list || [];
-      app.listStatus = list ? "live" : "";
-      $("#grant-note").textContent = "All channels with someone in them, refreshed every few seconds. Type any name to open a quiet one.";
-      app.listTimer = setTimeout(pollList, LIST_POLL_MS);
-    } else {
-      app.list = exact.map(function (name) { return { channel: name }; });
-      $("#grant-note").textContent = patterns.length ?
-        "This token also grants every channel starting with " + patterns.map(function (p) { return "\u201c" + p.slice(0, -1) + "\u201d"; }).join(", ") + ": type its name above." : "";
-    }
-    app.conn = { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0 };
+    app.expired = false;
+    var g = grants(list);
+    app.conn = { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0, gen: app.tokenGen };
     app.client = new UsherClient({ url: wsURL(), token: app.token, maxDelay: 10000 });
     app.client.onstate = onState;
     renderConn();
@@ -231,24 +227,50 @@
     if (!saved || !Array.isArray(saved.open)) saved = { open: [], active: null };
     saved.open.forEach(function (name) { if (!nameProblem(name)) openChannel(name, false); });
     if (saved.active && app.open.has(saved.active)) activate(saved.active);
-    else if (app.open.size === 0 && exact.length === 1 && patterns.length === 0 && !app.all) openChannel(exact[0], true);
+    else if (app.open.size === 0 && g.exact.length === 1 && g.patterns.length === 0 && !app.all) openChannel(g.exact[0], true);
     updateEmpty();
     app.sideDirty = true;
     schedule();
   }
 
+  // grants shows what app.claims grants: who, the picker's list (list, from GET /v1/channels, for a "*" token, which
+  // is then polled) and the note under it. It returns the exact names and the prefix patterns.
+  function grants(list) {
+    var c = app.claims;
+    app.all = c.channels.indexOf("*") >= 0;
+    $("#who").textContent = c.sub || "Signed in";
+    renderTokenInfo();
+    var exact = c.channels.filter(function (g) { return g.indexOf("*") < 0; });
+    var patterns = c.channels.filter(function (g) { return g !== "*" && g.indexOf("*") >= 0; });
+    stopPolling();
+    if (app.all) {
+      app.list = list || [];
+      app.listStatus = list ? "live" : "";
+      $("#grant-note").textContent = "All channels with someone in them, refreshed every few seconds. Type any name to open a quiet one.";
+      app.listTimer = setTimeout(pollList, LIST_POLL_MS);
+    } else {
+      app.list = exact.map(function (name) { return { channel: name }; });
+      app.listStatus = "";
+      $("#grant-note").textContent = patterns.length ?
+        "This token also grants every channel starting with " + patterns.map(function (p) { return "\u201c" + p.slice(0, -1) + "\u201d"; }).join(", ") + ": type its name above." : "";
+    }
+    app.sideDirty = true;
+    schedule();
+    return { exact: exact, patterns: patterns };
+  }
+
   function signOut() {
-    if (app.listTimer) clearTimeout(app.listTimer);
-    app.listTimer = null;
+    stopPolling();
     if (app.client) { app.client.onstate = null; app.client.close(); }
     app.client = null;
     app.open.forEach(function (ch) { ch.destroy(); });
     app.open.clear();
     app.active = null;
     app.token = app.claims = null;
+    app.expired = false;
     save("sessionStorage", TOKEN_KEY, null);
     save("sessionStorage", OPEN_KEY, null);
-    $("#banner").hidden = true;
+    hideRenew();
     showSignin("");
   }
 
@@ -260,18 +282,22 @@
     box.hidden = false;
   }
 
+  // pollList refreshes the picker's list of a "*" token every LIST_POLL_MS, until stopPolling (sign-out, an expired
+  // token, a new token); an answer to a request of an earlier round of polling is ignored.
   function pollList() {
     app.listTimer = null;
-    if (!app.token || !app.all) return;
-    var again = function () { if (app.token) app.listTimer = setTimeout(pollList, LIST_POLL_MS); };
+    if (!app.token || !app.all || app.expired) return;
+    var round = app.listRound;
+    var again = function () { if (round === app.listRound) app.listTimer = setTimeout(pollList, LIST_POLL_MS); };
     if (document.hidden) { again(); return; }
     api("/v1/channels").then(function (res) {
+      if (round !== app.listRound) return;
       if (res.status === 200 && res.body && Array.isArray(res.body.channels)) {
         app.list = res.body.channels;
         app.listStatus = "live";
       } else if (res.status === 401) {
-        banner("The server no longer accepts this token. Sign in again.");
         app.listStatus = "refused";
+        expire("The server no longer accepts this token.");
       } else {
         app.listStatus = "error " + res.status;
       }
@@ -279,6 +305,7 @@
       schedule();
       again();
     }, function () {
+      if (round !== app.listRound) return;
       app.listStatus = "offline";
       app.sideDirty = true;
       schedule();
@@ -286,16 +313,92 @@
     });
   }
 
-  function banner(msg) {
-    var b = $("#banner");
-    b.textContent = msg || "";
-    b.hidden = !msg;
+  function stopPolling() {
+    app.listRound++;
+    if (app.listTimer) clearTimeout(app.listTimer);
+    app.listTimer = null;
+  }
+
+  // ---- an expired token, and a new one
+
+  // expire stops what uses the token (the connection has stopped already, or stops at its next attempt) and asks
+  // for a new one. The open channels stay as they are.
+  function expire(why) {
+    app.expired = true;
+    stopPolling();
+    if (app.all) { app.listStatus = "paused"; app.sideDirty = true; schedule(); }
+    showRenew(why + " Paste a new token to go on: the open channels stay, and resume from their last event.", "");
+  }
+
+  // showRenew shows the request for a new token with msg, and err under it. While the token still works (a link
+  // that could not be used), it can be dismissed.
+  function showRenew(msg, err) {
+    $("#renew").hidden = false;
+    $("#renew-msg").textContent = msg;
+    var e = $("#renew-error");
+    e.textContent = err;
+    e.hidden = !err;
+    $("#renew-dismiss").hidden = app.expired;
+    $("#renew-button").disabled = false;
+  }
+
+  function hideRenew() {
+    $("#renew").hidden = true;
+    $("#renew-input").value = "";
+    $("#renew-error").hidden = true;
+  }
+
+  // renew replaces the console's token with raw, keeping the session: the open channels, their feeds, and the
+  // connection's place in each channel's events. After an expiry the connection starts again at once and resumes
+  // every channel from its last event; otherwise the new token is used from the next connection attempt (at the
+  // latest when the old token's connection ends with 4001, see onState).
+  function renew(raw) {
+    var tok = cleanToken(raw), claims, client = app.client;
+    var refuse = function (err) {
+      showRenew(app.expired ? $("#renew-msg").textContent : "This token cannot be used; the console goes on with its current one.", err);
+    };
+    try { claims = decodeToken(tok); } catch (e) { refuse(e.message); return; }
+    $("#renew-button").disabled = true;
+    api("/v1/channels", tok).then(function (res) {
+      if (app.client !== client) return; // signed out meanwhile
+      if (res.status === 401) { refuse(refusal(res)); return; }
+      useToken(tok, claims, res.status === 200 && res.body ? res.body.channels : null);
+    }, function () {
+      if (app.client === client) useToken(tok, claims, null); // the server is unreachable: the connection retries
+    });
+  }
+
+  function useToken(tok, claims, list) {
+    app.token = tok;
+    app.claims = claims;
+    app.expired = false;
+    save("sessionStorage", TOKEN_KEY, tok);
+    hideRenew();
+    grants(list);
+    app.tokenGen++;
+    app.client.setToken(tok);
+  }
+
+  // sameGrants says whether two tokens' claims are for the same user and grant the same channels.
+  function sameGrants(a, b) {
+    return (a.sub || "") === (b.sub || "") && a.channels.slice().sort().join("\n") === b.channels.slice().sort().join("\n");
+  }
+
+  // linkToken acts on a #token= link opened while this tab is signed in: after an expiry, or for the same user and
+  // grants, it renews the session (renew); for another user or other grants, it signs out and signs in with it.
+  function linkToken(tok) {
+    var claims = null;
+    try { claims = decodeToken(cleanToken(tok)); } catch (e) { /* renew shows why */ }
+    if (app.expired || !claims || sameGrants(claims, app.claims)) { renew(tok); return; }
+    signOut();
+    signIn(tok);
   }
 
   // ---- connection state
 
   function onState(state, info) {
     var c = app.conn;
+    if (state === "connecting" || state === "reconnecting") c.gen = app.tokenGen; // the attempt uses the token as it is now
     if (state === "live") {
       c.attempt = 0;
       c.retryAt = 0;
@@ -310,7 +413,6 @@
       } else {
         c.state = "live";
       }
-      banner("");
     } else if (state === "reconnecting") {
       if (c.state === "live" || c.state === "resumed") {
         app.open.forEach(function (ch) { ch.note("Connection lost after event " + (ch.seq === null ? "-" : ch.seq)); });
@@ -321,7 +423,16 @@
     } else if (state === "closed") {
       c.state = "closed";
       c.code = info.code || 0;
-      if (info.code === 4001) banner("Your token expired. Sign in again with a new one.");
+      if (info.code === 4001) {
+        if (c.gen !== app.tokenGen) {
+          // The connection was opened with an older token than the console has now (one given while connected):
+          // go on with the new one; the connection resumes every channel.
+          app.client.setToken(app.token); // reports "connecting" at once, which sets c.gen
+          return;
+        }
+        app.open.forEach(function (ch) { ch.note("The token expired after event " + (ch.seq === null ? "-" : ch.seq)); });
+        expire("Your token expired.");
+      }
     } else {
       c.state = state;
     }
@@ -1125,6 +1236,8 @@
 
   $("#signin-form").addEventListener("submit", function (ev) { ev.preventDefault(); signIn($("#token-input").value); });
   $("#signout").addEventListener("click", signOut);
+  $("#renew").addEventListener("submit", function (ev) { ev.preventDefault(); renew($("#renew-input").value); });
+  $("#renew-dismiss").addEventListener("click", hideRenew);
   $("#open-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
     if (openChannel($("#open-input").value.trim(), true)) { $("#open-input").value = ""; app.sideDirty = true; schedule(); }
@@ -1152,7 +1265,7 @@
   window.addEventListener("online", function () { if (app.client) app.client.retryNow(); });
   window.addEventListener("hashchange", function () {
     var tok = readFragmentToken();
-    if (tok) { if (app.token) signOut(); signIn(tok); }
+    if (tok) { if (app.token && app.client) linkToken(tok); else signIn(tok); }
   });
   document.addEventListener("visibilitychange", function () {
     if (!document.hidden) { app.open.forEach(function (ch) { ch.dirty = true; }); schedule(); }
