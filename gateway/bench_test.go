@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,16 +35,7 @@ func BenchmarkIngest(b *testing.B) {
 		for pb.Next() {
 			i := next.Add(1)
 			body := audienceJoin(fmt.Sprintf("bench-%d-%d", b.N, i), fmt.Sprintf("chan-%d", i%100), uint32(i), i)
-			req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			ncs.Sign(req.Header, testSecret, body)
-			resp, err := client.Do(req)
-			if err != nil {
-				failed.Add(1)
-				continue
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
+			if !sendSigned(client, url, body) {
 				failed.Add(1)
 			}
 		}
@@ -89,16 +79,7 @@ func BenchmarkRetained(b *testing.B) {
 					for k, typ := range []ncs.EventType{ncs.AudienceJoin, ncs.AudienceLeave} {
 						body := userEvent(fmt.Sprintf("4eb720f0-8da7-11e9-a43e-%012x", i+int64(k)), typ,
 							fmt.Sprint("chan-", uid%channels), uid, int64(1+k), time.Now().Unix(), nil)
-						req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-						req.Header.Set("Content-Type", "application/json")
-						ncs.Sign(req.Header, testSecret, body)
-						resp, err := client.Do(req)
-						if err != nil {
-							failed.Add(1)
-							continue
-						}
-						resp.Body.Close()
-						if resp.StatusCode != http.StatusOK {
+						if !sendSigned(client, url, body) {
 							failed.Add(1)
 						}
 					}
@@ -124,7 +105,7 @@ func BenchmarkRetained(b *testing.B) {
 	// stream): measure once those are released, so that only what lasts is counted.
 	settled := func() uint64 {
 		time.Sleep(12 * time.Second)
-		return heapInUse()
+		return testutil.HeapInUse()
 	}
 	n := max(b.N, 2)
 	n += n % 2 // whole join-leave pairs
@@ -137,11 +118,15 @@ func BenchmarkRetained(b *testing.B) {
 	b.ReportMetric((float64(after)-float64(before))/float64(n), "B/notification")
 }
 
-// heapInUse returns the bytes allocated on the heap and still reachable, after collecting garbage.
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
+// sendSigned posts a signed notification to url and reports whether it was acknowledged (200).
+func sendSigned(client *http.Client, url string, body []byte) bool {
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	ncs.Sign(req.Header, testSecret, body)
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
 }

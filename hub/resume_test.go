@@ -194,17 +194,19 @@ func TestResumeOverflowedByLiveEventsResets(t *testing.T) {
 }
 
 // A resume that goes at a slow client's pace for longer than the ping interval does not get the client dropped:
-// the server goes on reading the client's frames, pongs among them, while the replay waits. (Small socket buffers
-// on both ends, so that what waits in them takes the client milliseconds to read, not seconds: a ping written
-// behind them is answered at once.)
+// the server goes on reading the client's frames, pongs among them, while the replay waits. (Socket buffers of
+// 256 KiB on both ends, so that what waits in them takes the client a fraction of a second to read, not seconds: a
+// ping written behind them is answered in time. Much smaller ones stall loopback TCP on window updates.)
 func TestLongResumeDoesNotMissPongs(t *testing.T) {
 	const n = 3000
-	// A short send queue keeps each batch far inside the ping interval, which bounds a batch's write.
-	h := New(Config{SendQueue: 16, PingInterval: time.Second}, storedEvents(n, 4000), auth.NewVerifier(testSecret))
+	// A short send queue keeps each batch far inside the ping interval, which bounds a batch's write; the replay
+	// must stay inside its own 10 s bound, under -race on a loaded machine too.
+	const interval = 1500 * time.Millisecond
+	h := New(Config{SendQueue: 16, PingInterval: interval}, storedEvents(n, 4000), auth.NewVerifier(testSecret))
 	srv := httptest.NewUnstartedServer(h)
 	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
 		if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {
-			_ = tc.SetWriteBuffer(16 << 10)
+			_ = tc.SetWriteBuffer(256 << 10)
 		}
 	}
 	srv.Start()
@@ -222,7 +224,7 @@ func TestLongResumeDoesNotMissPongs(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := dialer.DialContext(ctx, network, addr)
 		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetReadBuffer(16 << 10)
+			_ = tc.SetReadBuffer(256 << 10)
 		}
 		return c, err
 	}}}
@@ -240,10 +242,10 @@ func TestLongResumeDoesNotMissPongs(t *testing.T) {
 	start := time.Now()
 	for seq := uint64(1); seq <= n; seq++ {
 		c.expect("presence", seq, 0)
-		time.Sleep(time.Millisecond) // a slow reader: about 3 s for the replay
+		time.Sleep(time.Millisecond) // a slow reader: over 3 s for the replay
 	}
-	if d := time.Since(start); d < 2*time.Second {
-		t.Fatalf("the replay took %s: too short to span two ping intervals, the test proves nothing", d)
+	if d := time.Since(start); d < 2*interval {
+		t.Fatalf("the replay took %s: too short to span a ping and its timeout, the test proves nothing", d)
 	}
 	if st := h.Stats(); st.Connections != 1 {
 		t.Fatalf("%+v: the client was dropped", st)

@@ -10,6 +10,7 @@ import (
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/ncs/sim"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 // BenchmarkApply measures State.Apply over a realistic mix: the simulator's stream for 20 channels tending towards
@@ -110,15 +111,6 @@ func BenchmarkSnapshot100k(b *testing.B) {
 	})
 }
 
-// heapInUse returns the bytes allocated on the heap and still reachable, after collecting garbage.
-func heapInUse() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
-}
-
 // BenchmarkMemory100k measures the memory a channel of 100,000 audience members holds: in the applier's State
 // (members with their clientSeq; notices decoded one by one, as the applier does), and in a reader's View. The
 // figure that matters is B/member; the time per op is that of building the roster, with two garbage collections.
@@ -129,7 +121,7 @@ func BenchmarkMemory100k(b *testing.B) {
 		runs := 0
 		for b.Loop() {
 			events := bigAudience(n)
-			before := heapInUse()
+			before := testutil.HeapInUse()
 			s := presence.NewState(presence.Rules{})
 			for i, e := range events {
 				// A fresh payload per notice, as ncs.Decode makes it.
@@ -141,7 +133,7 @@ func BenchmarkMemory100k(b *testing.B) {
 				s.Apply(presence.Notice{NoticeID: strconv.Itoa(i), Type: ncs.AudienceJoin, Event: ev,
 					NotifyMs: seedNotifyMs, ReceivedMs: seedNotifyMs})
 			}
-			after := heapInUse()
+			after := testutil.HeapInUse()
 			if _, m := s.Len(); m != n {
 				b.Fatalf("%d members, want %d", m, n)
 			}
@@ -157,7 +149,7 @@ func BenchmarkMemory100k(b *testing.B) {
 		runs := 0
 		for b.Loop() {
 			events := bigAudience(n)
-			before := heapInUse()
+			before := testutil.HeapInUse()
 			v := presence.NewView()
 			for _, e := range events {
 				e.Account = string([]byte(e.Account)) // its own copy, as a decoded event has
@@ -167,7 +159,7 @@ func BenchmarkMemory100k(b *testing.B) {
 				}
 				v.Apply(e)
 			}
-			after := heapInUse()
+			after := testutil.HeapInUse()
 			if c := v.Snapshot("show-1").Counts.Audience; c != n {
 				b.Fatalf("audience %d, want %d", c, n)
 			}

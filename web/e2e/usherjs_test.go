@@ -148,29 +148,16 @@ func TestUsherJSDropsTheOldSubscriptionsFrames(t *testing.T) {
 // setToken with a new token reconnects and resumes from the last event, without a snapshot.
 func TestUsherJSStopsOnAnExpiredTokenAndResumesWithANewOne(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
-	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
-	site := "http://" + proxy.Addr()
+	var expiry time.Time
+	srv, proxy, b, seq := resumingClient(t, func(ch string) string {
+		expiry = time.Now().Add(4 * time.Second)
+		short, err := auth.Issue(testJWTSecret, []string{ch}, 4*time.Second, "viewer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return short
+	}, "")
 	const ch = "show-1"
-	seq := time.Now().UnixMilli()
-	srv.send(t, user(ncs.AudienceJoin, ch, 11, seq, nil))
-	short, err := auth.Issue(testJWTSecret, []string{ch}, 4*time.Second, "viewer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	expiry := time.Now().Add(4 * time.Second)
-
-	b := newBrowser(t, 800, 600)
-	b.do(wait, chromedp.Navigate(site+"/")) // the console page, which loads usher.js
-	eval[bool](b, `(() => {
-		window.got = []; window.states = [];
-		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(short)+`, minDelay: 100, maxDelay: 400});
-		c.onstate = (state, info) => states.push(state + " " + (info.code || ""));
-		c.subscribe(`+jsString(ch)+`, {snapshot: s => got.push("snapshot " + s.audience.length), event: e => got.push("event " + e.uid)});
-		window.client = c;
-		return true;
-	})()`)
-	b.poll("the snapshot", `got.includes("snapshot 1")`, wait)
 
 	proxy.Cut() // the client retries, refused, until the token has expired
 	time.Sleep(time.Until(expiry) + 500*time.Millisecond)
@@ -193,26 +180,9 @@ func TestUsherJSStopsOnAnExpiredTokenAndResumesWithANewOne(t *testing.T) {
 // client reconnects and resumes rather than stopping with 4001.
 func TestUsherJSIgnoresAWrongDeviceClock(t *testing.T) {
 	t.Parallel()
-	srv := startServer(t)
-	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
-	site := "http://" + proxy.Addr()
+	srv, proxy, b, seq := resumingClient(t, func(ch string) string { return token(t, "viewer", ch) },
+		`const realNow = Date.now; Date.now = () => realNow() + 24 * 3600 * 1000; // this device's clock is a day ahead`)
 	const ch = "show-1"
-	seq := time.Now().UnixMilli()
-	srv.send(t, user(ncs.AudienceJoin, ch, 11, seq, nil))
-
-	b := newBrowser(t, 800, 600)
-	b.do(wait, chromedp.Navigate(site+"/")) // the console page, which loads usher.js
-	eval[bool](b, `(() => {
-		const realNow = Date.now;
-		Date.now = () => realNow() + 24 * 3600 * 1000; // this device's clock is a day ahead
-		window.got = []; window.states = [];
-		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(token(t, "viewer", ch))+`, minDelay: 100, maxDelay: 400});
-		c.onstate = (state, info) => states.push(state + " " + (info.code || ""));
-		c.subscribe(`+jsString(ch)+`, {snapshot: s => got.push("snapshot " + s.audience.length), event: e => got.push("event " + e.uid)});
-		window.client = c;
-		return true;
-	})()`)
-	b.poll("the snapshot", `got.includes("snapshot 1")`, wait)
 	proxy.Cut()
 	b.poll("a failed reconnection", `states.filter(s => s.startsWith("reconnecting")).length >= 2 || states.includes("closed 4001")`, wait)
 	srv.send(t, user(ncs.AudienceJoin, ch, 12, seq+1, nil))
@@ -221,4 +191,29 @@ func TestUsherJSIgnoresAWrongDeviceClock(t *testing.T) {
 	if got := eval[string](b, `client.close(), got.join(", ")`); got != "snapshot 1, event 12" {
 		t.Fatalf("the handlers got %q (states %s), want a resume: %q", got, eval[string](b, `states.join(", ")`), "snapshot 1, event 12")
 	}
+}
+
+// resumingClient is a real Usher behind a proxy the test can cut, with a join of uid 11 on channel "show-1", and a
+// browser page whose usher.js client (window.client) watches it with token tok after setup (JavaScript run first).
+// Its snapshots and events are listed in window.got, its states (with their codes) in window.states.
+func resumingClient(t *testing.T, tok func(ch string) string, setup string) (*server, *testutil.CutProxy, *browser, int64) {
+	t.Helper()
+	srv := startServer(t)
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	const ch = "show-1"
+	seq := time.Now().UnixMilli()
+	srv.send(t, user(ncs.AudienceJoin, ch, 11, seq, nil))
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate("http://"+proxy.Addr()+"/")) // the console page, which loads usher.js
+	eval[bool](b, `(() => {
+		`+setup+`
+		window.got = []; window.states = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(tok(ch))+`, minDelay: 100, maxDelay: 400});
+		c.onstate = (state, info) => states.push(state + " " + (info.code || ""));
+		c.subscribe(`+jsString(ch)+`, {snapshot: s => got.push("snapshot " + s.audience.length), event: e => got.push("event " + e.uid)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot", `got.includes("snapshot 1")`, wait)
+	return srv, proxy, b, seq
 }
