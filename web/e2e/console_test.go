@@ -258,6 +258,8 @@ func TestConsoleSignIn(t *testing.T) {
 	if who := eval[string](b, `document.querySelector("#who").textContent`); who != "alice" {
 		t.Errorf("signed in as %q", who)
 	}
+	// The picker is drawn at the next animation frame, which a loaded machine may give late.
+	b.poll("the picker", `document.querySelectorAll("#channel-list li[data-channel]").length > 0`, wait)
 	listed := eval[[]string](b, `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel)`)
 	if !slices.Equal(listed, []string{"show-1"}) {
 		t.Errorf("picker lists %q, want the granted channel show-1", listed)
