@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/ncs"
@@ -216,4 +217,30 @@ func resumingClient(t *testing.T, tok func(ch string) string, setup string) (*se
 	})()`)
 	b.poll("the snapshot", `got.includes("snapshot 1")`, wait)
 	return srv, proxy, b, seq
+}
+
+// A token handed to the client long after it was issued (cached by the app, a saved session) has less life left
+// than its lifetime: when it runs out while the client is cut off, the client asks the server over HTTP why it
+// cannot connect, learns token_expired, and stops with 4001 then, not a lifetime later.
+func TestUsherJSStopsOnACachedTokenThatExpired(t *testing.T) {
+	t.Parallel()
+	var expiry time.Time
+	_, proxy, b, _ := resumingClient(t, func(ch string) string {
+		now := time.Now()
+		expiry = now.Add(3 * time.Second)
+		c := auth.Claims{Channels: []string{ch}, RegisteredClaims: jwt.RegisteredClaims{Subject: "viewer",
+			IssuedAt: jwt.NewNumericDate(now.Add(-time.Hour)), ExpiresAt: jwt.NewNumericDate(expiry)}}
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(testJWTSecret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}, "")
+	proxy.Cut()
+	time.Sleep(time.Until(expiry) + 500*time.Millisecond)
+	proxy.Restore()
+	b.poll(`state "closed" with code 4001`, `states.includes("closed 4001")`, wait)
+	if s := eval[string](b, `states.slice(states.indexOf("closed 4001")).join(", ")`); s != "closed 4001" {
+		t.Fatalf("states after the stop: %s; want none", s)
+	}
 }

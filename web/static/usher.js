@@ -123,7 +123,12 @@
 
   UsherClient.prototype._retry = function (ev) {
     var self = this;
-    if (!this.opened && this._tokenExpired()) { this._expire(); return; } // refused, and the token has run out
+    if (!this.opened) {
+      // A browser says nothing of why a connection did not open. Past the token's lifetime on this device, stop;
+      // otherwise ask the server over HTTP, which answers 401 token_expired before any upgrade.
+      if (this._tokenExpired()) { this._expire(); return; }
+      this._probe();
+    }
     this.attempt++;
     // Exponential backoff with full jitter, so that many clients do not reconnect in step.
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, this.attempt - 1));
@@ -197,8 +202,10 @@
   // reconnects at once and resumes every subscription from its last seq.
   UsherClient.prototype.setToken = function (token) {
     if (!token) throw new Error("UsherClient: setToken needs a token");
-    this.token = token;
-    this.tokenSetAt = Date.now();
+    if (token !== this.token) {
+      this.token = token;
+      this.tokenSetAt = Date.now();
+    }
     if (!this.expired) return;
     this.expired = false;
     this.closed = false;
@@ -231,6 +238,28 @@
   };
 
   function call(fn, arg) { if (typeof fn === "function") fn(arg); }
+
+  // _probe asks the server whether it takes the token: GET on the WebSocket URL over HTTP, the token in a header
+  // (never in the URL). 401 token_expired stops the client, whatever this device's clock says; any other answer,
+  // or none (the server out of reach, or on another origin without CORS), changes nothing.
+  UsherClient.prototype._probe = function () {
+    if (this.probing || typeof fetch !== "function") return;
+    var self = this, token = this.token;
+    this.probing = true;
+    var url = this.url.replace(/^ws(s?):/i, "http$1:");
+    fetch(url, { headers: { Authorization: "Bearer " + token }, credentials: "omit", cache: "no-store" })
+      .then(function (res) {
+        if (res.status !== 401) return null;
+        return res.json().then(function (b) { return b && b.error; }, function () { return null; });
+      })
+      .then(function (code) {
+        self.probing = false;
+        if (code === "token_expired" && token === self.token && !self.closed && !self.ws) {
+          if (self.timer) { clearTimeout(self.timer); self.timer = null; }
+          self._expire();
+        }
+      }, function () { self.probing = false; });
+  };
 
   // _tokenExpired reports whether the token has run out. A token with iat is judged by the time elapsed on this
   // device since it was given (its lifetime, exp - iat), not by comparing exp with this device's clock, which may be
