@@ -188,6 +188,9 @@ func TestResumeOverflowedByLiveEventsResets(t *testing.T) {
 	if last < 2 || types[last] != "snapshot" || seqs[last] != n+live || types[last-1] != "reset" {
 		t.Fatalf("the frames end with %v at %v, want reset, then a snapshot at %d", types[max(0, last-1):], seqs[max(0, last-1):], n+live)
 	}
+	if replayed := last - 2; replayed >= n { // the snapshot covers them: the replay stops once it overflowed
+		t.Fatalf("%d events replayed before the reset, all of them", replayed)
+	}
 	if slow := h.Stats().SlowClosed; slow != 0 {
 		t.Fatalf("%d clients closed as too slow", slow)
 	}

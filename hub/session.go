@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -22,7 +23,8 @@ const (
 	replayTimeout = 10 * time.Second
 )
 
-// session is one WebSocket connection: one read goroutine, and a writer goroutine only while frames are queued.
+// session is one WebSocket connection: one read goroutine, a writer goroutine only while frames are queued, and an
+// op worker only while client frames wait for their answers.
 type session struct {
 	h      *Hub
 	conn   *websocket.Conn
@@ -237,7 +239,11 @@ func (s *session) subscribe(req request) {
 		return
 	}
 	if err := s.resume(sub, *req.Since); err != nil {
-		s.h.log.Warn("resume failed; sending a snapshot", "channel", ch, "err", err)
+		level := slog.LevelWarn
+		if errors.Is(err, errTooOld) || errors.Is(err, errHeldOverflow) {
+			level = slog.LevelDebug // what reset is for, not a fault
+		}
+		s.h.log.Log(context.Background(), level, "resume not possible; sending a snapshot", "channel", ch, "err", err)
 		s.h.detach(sub)
 		s.enqueue(encodeChannel("reset", ch))
 		s.sendSnapshot(sub)
@@ -308,6 +314,12 @@ func (s *session) resume(sub *subscription, since uint64) error {
 		}
 		// Replayed frames go no faster than the client reads: wait for room in its queue, a part at a time.
 		for part := range slices.Chunk(events, max(1, s.h.cfg.SendQueue/2)) {
+			sub.mu.Lock()
+			overflow := sub.overflow
+			sub.mu.Unlock()
+			if overflow { // the reset and snapshot that follow cover the rest: replaying it would be waste
+				return errHeldOverflow
+			}
 			if err := s.waitRoom(ctx, len(part)); errors.Is(err, errSessionClosed) {
 				return nil
 			} else if err != nil {
@@ -319,7 +331,9 @@ func (s *session) resume(sub *subscription, since uint64) error {
 			}
 		}
 	}
-	return s.goLive(ctx, sub, max(last, until))
+	lctx, lcancel := context.WithTimeout(s.ctx, replayTimeout) // the held frames get their own time, like a replay
+	defer lcancel()
+	return s.goLive(lctx, sub, max(last, until))
 }
 
 // errSessionClosed: the session closed while waiting.
