@@ -348,16 +348,18 @@
     $("#renew-error").hidden = true;
   }
 
-  // renew replaces the console's token with raw, keeping the session: the open channels, their feeds, and the
-  // connection's place in each channel's events. After an expiry the connection starts again at once and resumes
-  // every channel from its last event; otherwise the new token is used from the next connection attempt (at the
-  // latest when the old token's connection ends with 4001, see onState).
+  // renew takes a new token, pasted or from a link. After an expiry, or for the same user and grants, it keeps the
+  // session: the open channels, their feeds, and the connection's place in each channel's events. After an expiry
+  // the connection starts again at once and resumes every channel from its last event; otherwise the new token is
+  // used from the next connection attempt (at the latest when the old token's connection ends with 4001, see
+  // onState). For another user or other grants while the current token still works, it signs out and signs in.
   function renew(raw) {
     var tok = cleanToken(raw), claims, client = app.client;
     var refuse = function (err) {
       showRenew(app.expired ? $("#renew-msg").textContent : "This token cannot be used; the console goes on with its current one.", err);
     };
     try { claims = decodeToken(tok); } catch (e) { refuse(e.message); return; }
+    if (!app.expired && !sameGrants(claims, app.claims)) { signOut(); signIn(tok); return; } // as a link for another user
     $("#renew-button").disabled = true;
     api("/v1/channels", tok).then(function (res) {
       if (app.client !== client) return; // signed out meanwhile
@@ -384,15 +386,8 @@
     return (a.sub || "") === (b.sub || "") && a.channels.slice().sort().join("\n") === b.channels.slice().sort().join("\n");
   }
 
-  // linkToken acts on a #token= link opened while this tab is signed in: after an expiry, or for the same user and
-  // grants, it renews the session (renew); for another user or other grants, it signs out and signs in with it.
-  function linkToken(tok) {
-    var claims = null;
-    try { claims = decodeToken(cleanToken(tok)); } catch (e) { /* renew shows why */ }
-    if (app.expired || !claims || sameGrants(claims, app.claims)) { renew(tok); return; }
-    signOut();
-    signIn(tok);
-  }
+  // linkToken acts on a #token= link opened while this tab is signed in, as a pasted token: renew decides.
+  function linkToken(tok) { renew(tok); }
 
   // ---- connection state
 
