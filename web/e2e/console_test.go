@@ -650,6 +650,14 @@ func TestConsoleTokenRenewal(t *testing.T) {
 	b.poll("a new session for another user", `document.querySelector("#who").textContent === "guest" && !window.watched.isConnected`, wait)
 	b.waitPanel(show, "the guest's one channel", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "4" })
 
+	// So does a token for another user pasted into the form a refused link brings up.
+	eval[bool](b, `!!(window.watched = document.querySelector('#panels .panel[data-channel="show-1"]'))`)
+	eval[bool](b, `(location.hash = "#token=not-a-token"), true`)
+	b.poll("the refusal of the link", `!document.querySelector("#renew").hidden`, wait)
+	tokens = append(tokens, issue("auditor", time.Hour, show))
+	b.do(wait, chromedp.SetValue(chromedp.CSS("#renew-input"), tokens[5]), chromedp.Click(chromedp.CSS("#renew-button")))
+	b.poll("a new session for the pasted token's user", `document.querySelector("#who").textContent === "auditor" && !window.watched.isConnected`, wait)
+
 	for _, u := range b.requested() {
 		for _, tok := range tokens {
 			if strings.Contains(u, tok) || strings.Contains(u, "token=") {
