@@ -195,10 +195,10 @@ func (s *session) do(o clientOp) {
 // badFrame is the error for a client frame that does not decode. A field of the wrong type (a since of -1, 1.5 or
 // "41") leaves the others decoded, so the error names the channel the client meant.
 func badFrame(err error, channel string) []byte {
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok && te.Field == "since" {
-		return encodeError(CodeBadRequest, channel, "since must be a whole number from 0 to 18446744073709551615: the seq of the last event the client has")
-	}
-	if _, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		if te.Field == "since" {
+			return encodeError(CodeBadRequest, channel, "since must be a whole number from 0 to 18446744073709551615: the seq of the last event the client has")
+		}
 		return encodeError(CodeBadRequest, channel, "op and channel must be strings: {\"op\":\"subscribe\",\"channel\":\"...\"}")
 	}
 	return encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
@@ -261,7 +261,7 @@ func (s *session) sendSnapshot(sub *subscription) {
 	s.enqueue(frame)
 	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
 	defer cancel()
-	if err := s.goLive(ctx, sub, at); err != nil && !errors.Is(err, errSessionClosed) {
+	if err := s.goLive(ctx, sub, at); err != nil { // goLive answers nil when the session closed meanwhile
 		s.closeSlow() // the client did not take its held frames in time, or more came than a queue holds
 	}
 }
