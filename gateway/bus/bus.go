@@ -129,9 +129,12 @@ func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, u := range parts {
 		if at := strings.LastIndex(u, "@"); at >= 0 {
+			// The NATS client also takes URLs without a scheme ("user:pw@host:4222").
+			start := 0
 			if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-				parts[i] = u[:scheme+3] + "***" + u[at:]
+				start = scheme + 3
 			}
+			parts[i] = u[:start] + "***" + u[at:]
 		}
 	}
 	return strings.Join(parts, ",")

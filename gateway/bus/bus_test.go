@@ -100,3 +100,21 @@ func TestEnsureStreams(t *testing.T) {
 		t.Fatalf("got %v, want ErrReplicas with the server's reason", err)
 	}
 }
+
+// TestRedactURLs hides user, password and token in every URL of a list, with or without a scheme (the NATS client
+// takes both), and leaves URLs without credentials as they are.
+func TestRedactURLs(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"nats://n1:4222":                          "nats://n1:4222",
+		"nats://usher:s3cret@n1:4222":             "nats://***@n1:4222",
+		"tls://t0ken@n1:4222,nats://n2:4222":      "tls://***@n1:4222,nats://n2:4222",
+		"usher:s3cret@n1:4222":                    "***@n1:4222",
+		"nats://n1:4222, usher:p@ss:w0rd@n2:4222": "nats://n1:4222,***@n2:4222",
+		"n1:4222": "n1:4222",
+	} {
+		if got := bus.RedactURLs(in); got != want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
