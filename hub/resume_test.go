@@ -14,7 +14,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/test/testutil"
 )
@@ -205,41 +204,22 @@ func TestLongResumeDoesNotMissPongs(t *testing.T) {
 	// A short send queue keeps each batch far inside the ping interval, which bounds a batch's write; the replay
 	// must stay inside its own 10 s bound, under -race on a loaded machine too.
 	const interval = 1500 * time.Millisecond
-	h := New(Config{SendQueue: 16, PingInterval: interval}, storedEvents(n, 4000), auth.NewVerifier(testSecret))
-	srv := httptest.NewUnstartedServer(h)
-	srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
-		if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {
-			_ = tc.SetWriteBuffer(256 << 10)
+	h, dial := serveHubWith(t, Config{SendQueue: 16, PingInterval: interval}, storedEvents(n, 4000), func(srv *httptest.Server) {
+		srv.Config.ConnState = func(c net.Conn, st http.ConnState) {
+			if tc, ok := c.(*net.TCPConn); ok && st == http.StateNew {
+				_ = tc.SetWriteBuffer(256 << 10)
+			}
 		}
-	}
-	srv.Start()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		h.Close(ctx)
-		srv.Close()
 	})
-	tok, err := auth.Issue(testSecret, []string{"show"}, time.Hour, "")
-	if err != nil {
-		t.Fatal(err)
-	}
 	dialer := &net.Dialer{}
-	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := dialer.DialContext(ctx, network, addr)
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetReadBuffer(256 << 10)
-		}
-		return c, err
-	}}}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"?token="+tok, &websocket.DialOptions{HTTPClient: client})
-	cancel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn.SetReadLimit(1 << 20)
-	t.Cleanup(func() { _ = conn.CloseNow() })
-	c := &testClient{t: t, c: conn}
+	c := dial(&websocket.DialOptions{HTTPClient: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if tc, ok := c.(*net.TCPConn); ok {
+				_ = tc.SetReadBuffer(256 << 10)
+			}
+			return c, err
+		}}}})
 	c.resumeFrom(0)
 	c.expect("subscribed", 0, 0)
 	start := time.Now()

@@ -94,8 +94,17 @@ type testClient struct {
 
 // serveHub serves a hub with cfg over src on loopback, and returns it with a dial for clients (opts may be nil).
 func serveHub(t testing.TB, cfg Config, src Source) (*Hub, func(opts *websocket.DialOptions) *testClient) {
+	return serveHubWith(t, cfg, src, nil)
+}
+
+// serveHubWith is serveHub with setup (if not nil) called on the server before it starts.
+func serveHubWith(t testing.TB, cfg Config, src Source, setup func(*httptest.Server)) (*Hub, func(opts *websocket.DialOptions) *testClient) {
 	h := New(cfg, src, auth.NewVerifier(testSecret))
-	srv := httptest.NewServer(h)
+	srv := httptest.NewUnstartedServer(h)
+	if setup != nil {
+		setup(srv)
+	}
+	srv.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
