@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/fetch"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
@@ -288,6 +289,78 @@ func TestConsoleSignIn(t *testing.T) {
 		if strings.Contains(u, tok) || strings.Contains(u, "token=") {
 			t.Errorf("the page requested %q", u)
 		}
+	}
+}
+
+// TestConsoleLinkDuringSignIn opens a second #token= link while the first sign-in still waits for the server's
+// answer: the later link wins, and the earlier answer, arriving last, neither starts a second connection nor
+// changes who is signed in.
+func TestConsoleLinkDuringSignIn(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	b := newBrowser(t, 1280, 800)
+	// Every GET /v1/channels (the sign-in's check of its token) is held until the test lets it go.
+	paused := make(chan *fetch.EventRequestPaused, 8)
+	if err := chromedp.Listen(b.ctx, func(ev any) {
+		if e, ok := ev.(*fetch.EventRequestPaused); ok {
+			paused <- e
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	call := func(f func(ctx context.Context, tg *chromedp.Target) error) {
+		t.Helper()
+		b.do(wait, chromedp.Func(f))
+	}
+	call(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/v1/channels"}}})
+		return err
+	})
+	held := func(what string) *fetch.EventRequestPaused {
+		t.Helper()
+		select {
+		case e := <-paused:
+			return e
+		case <-time.After(wait):
+			t.Fatalf("no request for %s", what)
+			return nil
+		}
+	}
+	release := func(e *fetch.EventRequestPaused) {
+		t.Helper()
+		call(func(ctx context.Context, tg *chromedp.Target) error {
+			_, err := cdp.Call(ctx, tg, fetch.ContinueRequest, fetch.ContinueRequestParams{RequestID: e.RequestID})
+			return err
+		})
+	}
+	sockets := func() int {
+		n := 0
+		for _, u := range b.requested() {
+			if strings.Contains(u, "/v1/ws") {
+				n++
+			}
+		}
+		return n
+	}
+
+	b.do(wait, chromedp.Navigate(srv.base+"/#token="+token(t, "alice", "show-1")))
+	first := held("alice's sign-in")
+	b.do(wait, chromedp.Evaluate[chromedp.Void](`location.hash = "token=`+token(t, "bob", "show-2")+`"`))
+	second := held("bob's sign-in")
+	release(second)
+	b.poll("bob signed in", `!document.querySelector("#app").hidden && document.querySelector("#who").textContent === "bob"`, wait)
+	b.waitPanel("show-2", "bob's channel", wait, func(p panel) bool { return p.Snapshots == 1 })
+	release(first)
+	// alice's answer reaches the page: give it the time to act on it, then look.
+	time.Sleep(time.Second)
+	if who := eval[string](b, `document.querySelector("#who").textContent`); who != "bob" {
+		t.Errorf("signed in as %q after alice's late answer, want bob", who)
+	}
+	if n := sockets(); n != 1 {
+		t.Errorf("the page opened %d WebSockets, want 1", n)
+	}
+	if p := b.panel("show-2"); p.Snapshots != 1 {
+		t.Errorf("bob's channel after alice's late answer: %v", p)
 	}
 }
 

@@ -66,6 +66,7 @@
     listRound: 0,        // changed by stopPolling: answers to an earlier round of polling are ignored
     expired: false,      // the token expired (close 4001) or the server refused it: waiting for a new one
     tokenGen: 0,         // counts the tokens given to the client; conn.gen is the one its latest attempt used
+    signing: 0,          // counts sign-ins and sign-outs: the answer to an earlier sign-in is ignored
     conn: { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0 },
     sideDirty: true,     // redraw the picker in the next frame
     sideCounts: false,   // counts changed: redraw the picker, at most every 300 ms
@@ -196,8 +197,10 @@
     $("#signin-button").disabled = true;
     app.token = tok;
     app.claims = claims;
+    var round = ++app.signing; // a later link, or a sign-out, makes this answer moot
     // GET /v1/channels checks the token: 200 for a "*" token, 403 for a valid token without "*", 401 otherwise.
     api("/v1/channels").then(function (res) {
+      if (round !== app.signing) return;
       if (res.status === 401) {
         app.token = null;
         save("sessionStorage", TOKEN_KEY, null);
@@ -206,7 +209,7 @@
       }
       start(res.status === 200 && res.body ? res.body.channels : null);
     }, function () {
-      start(null); // the server is unreachable: start anyway, the connection keeps retrying
+      if (round === app.signing) start(null); // the server is unreachable: start anyway, the connection keeps retrying
     });
   }
 
@@ -260,6 +263,7 @@
   }
 
   function signOut() {
+    app.signing++;
     stopPolling();
     if (app.client) { app.client.onstate = null; app.client.close(); }
     app.client = null;
