@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"strings"
@@ -227,8 +228,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("USHER_MAX_BODY_BYTES is %d: it must be at least 1024", c.MaxBodyBytes)
 	case c.MaxHeaderBytes < 1024:
 		return fmt.Errorf("USHER_MAX_HEADER_BYTES is %d: it must be at least 1024", c.MaxHeaderBytes)
-	case c.UpgradeRate < 0 || c.UpgradeBurst < 0:
-		return errors.New("USHER_WS_UPGRADE_RATE and USHER_WS_UPGRADE_BURST must be positive")
+	case !(c.UpgradeRate >= 0) || math.IsInf(c.UpgradeRate, 1) || c.UpgradeBurst < 0: // NaN passes every comparison
+		return fmt.Errorf("USHER_WS_UPGRADE_RATE is %v and USHER_WS_UPGRADE_BURST %d: both must be positive and finite", c.UpgradeRate, c.UpgradeBurst)
 	case c.MaxPerSubject < 0:
 		return fmt.Errorf("USHER_MAX_CONNECTIONS_PER_SUBJECT is %d: it must be positive", c.MaxPerSubject)
 	case (c.TLSCert == "") != (c.TLSKey == ""):

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -92,6 +93,14 @@ func TestUpgradeRateLimit(t *testing.T) {
 	}
 	if m := scrape(t, base, ""); m["usher_ws_upgrades_rate_limited_total"] != 1 {
 		t.Errorf("usher_ws_upgrades_rate_limited_total = %v, want 1", m["usher_ws_upgrades_rate_limited_total"])
+	}
+	// A rate that is not a finite number would turn the limit off (a NaN limit never refuses): refused at start.
+	for _, bad := range []float64{math.NaN(), math.Inf(1), -1} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.UpgradeRate = bad
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "USHER_WS_UPGRADE_RATE") {
+			t.Errorf("upgrade rate %v: %v, want an error naming USHER_WS_UPGRADE_RATE", bad, err)
+		}
 	}
 	// The bucket refills at the configured rate.
 	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {

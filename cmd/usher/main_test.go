@@ -48,6 +48,8 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"zero read header timeout", nil, func(m map[string]string) { m["USHER_READ_HEADER_TIMEOUT"] = "0s" }, "USHER_READ_HEADER_TIMEOUT"},
 		{"zero idle timeout", nil, func(m map[string]string) { m["USHER_IDLE_TIMEOUT"] = "0s" }, "USHER_IDLE_TIMEOUT"},
 		{"bad upgrade rate", nil, func(m map[string]string) { m["USHER_WS_UPGRADE_RATE"] = "fast" }, "USHER_WS_UPGRADE_RATE"},
+		{"NaN upgrade rate", nil, func(m map[string]string) { m["USHER_WS_UPGRADE_RATE"] = "NaN" }, "USHER_WS_UPGRADE_RATE"},
+		{"infinite upgrade rate", []string{"--ws-upgrade-rate", "+Inf"}, func(map[string]string) {}, "USHER_WS_UPGRADE_RATE"},
 		{"zero per-subject limit", nil, func(m map[string]string) { m["USHER_MAX_CONNECTIONS_PER_SUBJECT"] = "0" }, "USHER_MAX_CONNECTIONS_PER_SUBJECT"},
 		{"tiny body limit", nil, func(m map[string]string) { m["USHER_MAX_BODY_BYTES"] = "10" }, "USHER_MAX_BODY_BYTES"},
 		{"bad allow-list", nil, func(m map[string]string) { m["USHER_NCS_ALLOW_CIDRS"] = "10.0.0.0/8,agora" }, "USHER_NCS_ALLOW_CIDRS"},

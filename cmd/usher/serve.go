@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -85,8 +86,8 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 || cfg.MaxPerSubject < 1 {
 		return fmt.Errorf("USHER_MAX_CONNECTIONS, USHER_MAX_SUBSCRIPTIONS and USHER_MAX_CONNECTIONS_PER_SUBJECT must be at least 1")
 	}
-	if cfg.UpgradeRate <= 0 || cfg.UpgradeBurst < 1 {
-		return fmt.Errorf("USHER_WS_UPGRADE_RATE must be above 0 and USHER_WS_UPGRADE_BURST at least 1")
+	if !(cfg.UpgradeRate > 0) || math.IsInf(cfg.UpgradeRate, 1) || cfg.UpgradeBurst < 1 { // NaN passes every comparison
+		return fmt.Errorf("USHER_WS_UPGRADE_RATE must be a finite number above 0 and USHER_WS_UPGRADE_BURST at least 1")
 	}
 	for name, d := range map[string]time.Duration{"USHER_READ_HEADER_TIMEOUT": cfg.ReadHeaderTimeout,
 		"USHER_READ_TIMEOUT": cfg.ReadTimeout, "USHER_WRITE_TIMEOUT": cfg.WriteTimeout, "USHER_IDLE_TIMEOUT": cfg.IdleTimeout} {
