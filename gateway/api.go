@@ -117,7 +117,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	defer cancel()
 	events, _, err := g.events(ctx, ch, since, int(limit))
 	if err != nil {
-		g.log.Error("read presence events", "channel", ch, "err", err)
+		g.logOf(c).Error("read presence events", "channel", ch, "err", err)
 		_ = c.Error(errEventsDown)
 		return
 	}

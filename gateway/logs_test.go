@@ -23,6 +23,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/test/testutil"
@@ -136,6 +137,43 @@ func TestRequestIDEchoed(t *testing.T) {
 			t.Errorf("sent %q, got back %q", tc.sent, got)
 		}
 	}
+}
+
+// TestFailureLogCarriesRequestID: the line logged about a request that failed inside a handler (here GET .../events
+// with its stream gone) carries the request's id, as every line about a request does.
+func TestFailureLogCarriesRequestID(t *testing.T) {
+	t.Parallel()
+	var logs testutil.SyncBuffer
+	cfg := testConfig(t, t.TempDir())
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g, base := startGateway(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := g.JetStream().DeleteStream(ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/channels/show-1/events", nil)
+	req.Header.Set("Authorization", "Bearer "+token(t, "show-1"))
+	req.Header.Set(gateway.HeaderRequestID, "req-events-1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", resp.StatusCode)
+	}
+	for line := range strings.Lines(logs.String()) {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) != nil || rec["msg"] != "read presence events" {
+			continue
+		}
+		if rec["req"] != "req-events-1" {
+			t.Fatalf("the line about the failed request has no req: %s", line)
+		}
+		return
+	}
+	t.Fatalf("no read failure logged:\n%s", logs.String())
 }
 
 // writeCert writes a self-signed certificate for 127.0.0.1 and returns the file paths and a pool that trusts it.
