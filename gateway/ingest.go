@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/textproto"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -36,6 +38,10 @@ func (g *Gateway) postNCS(c *gin.Context) {
 		return
 	}
 	d, err := ncs.Decode(body)
+	if err == nil && !headerSafe(d.NoticeID) {
+		err = fmt.Errorf("%w: noticeId %q starts or ends with white space or has a line break; it is stored as the message's Nats-Msg-Id, which cannot keep them",
+			ncs.ErrInvalidPayload, d.NoticeID)
+	}
 	if err != nil {
 		g.reject(c, err)
 		return
@@ -44,7 +50,7 @@ func (g *Gateway) postNCS(c *gin.Context) {
 	msg.Data = body
 	msg.Header.Set(HeaderEventType, strconv.Itoa(int(d.EventType)))
 	msg.Header.Set(HeaderReceivedMs, strconv.FormatInt(start.UnixMilli(), 10))
-	if d.Channel != "" {
+	if d.Channel != "" && headerSafe(d.Channel) { // else the header would name another channel: " a " would read "a"
 		msg.Header.Set(HeaderChannel, d.Channel)
 	}
 	if d.Channel != "" {
@@ -97,4 +103,10 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: the limit is %d bytes", errBodyTooLarge, limit)
 	}
 	return body, nil
+}
+
+// headerSafe says whether a NATS header carries v as it is: the client trims white space (space, tab, CR, LF) at
+// either end of a value and turns CR and LF into spaces.
+func headerSafe(v string) bool {
+	return v == textproto.TrimString(v) && !strings.ContainsAny(v, "\r\n")
 }

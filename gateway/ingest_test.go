@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -134,6 +135,12 @@ func TestRejections(t *testing.T) {
 		{"channelName with a slash", audienceJoin("n5", "a/b", 1, 1), 400, "invalid_channel"},
 		{"channelName not ASCII", audienceJoin("n6", "caf\u00e9", 1, 1), 400, "invalid_channel"},
 		{"uid not a number", []byte(`{"noticeId":"n7","productId":1,"eventType":105,"payload":{"channelName":"x","uid":"abc"}}`), 400, "invalid_payload"},
+		// A noticeId is stored as the message's Nats-Msg-Id, which NATS trims and in which it turns line breaks into
+		// spaces: "n-8 " and "n-8" would be one id, and the second notification would be dropped as a duplicate.
+		{"noticeId ending with a space", audienceJoin("n-8 ", "x", 1, 1), 400, "invalid_payload"},
+		{"noticeId starting with a tab", audienceJoin("\tn-9", "x", 1, 1), 400, "invalid_payload"},
+		{"noticeId with a line break", audienceJoin("n-10\nx", "x", 1, 1), 400, "invalid_payload"},
+		{"noticeId of spaces", audienceJoin("   ", "x", 1, 1), 400, "invalid_payload"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -315,6 +322,31 @@ func TestSubjectIsolation(t *testing.T) {
 		m, err := s.NextMsg(5 * time.Second)
 		if err != nil || string(m.Data) != "sentinel" {
 			t.Fatalf("%s: want only the sentinel next, got %v %v", s.Subject, m, err)
+		}
+	}
+}
+
+// TestChannelHeader: each stored notification names its channel in Usher-Channel, exactly; a name that starts or
+// ends with a space (Agora allows it), which a NATS header cannot carry, gets no header rather than another
+// channel's name. Its subject always has it.
+func TestChannelHeader(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	for i, ch := range []string{" lobby ", "lob by", "lobby"} {
+		if a := postSigned(t, base, audienceJoin(fmt.Sprintf("ch-%d", i), ch, 1, 1)); a.Status != http.StatusOK {
+			t.Fatalf("%q: %d %s", ch, a.Status, a.Raw)
+		}
+	}
+	want := map[string][]string{ // subject: the header's values
+		subject.NCS(" lobby "): nil, subject.NCS("lob by"): {"lob by"}, subject.NCS("lobby"): {"lobby"},
+	}
+	msgs := readStream(t, g.JetStream())
+	if len(msgs) != 3 {
+		t.Fatalf("stored %d, want 3:\n%s", len(msgs), describe(msgs))
+	}
+	for _, m := range msgs {
+		if got, w := m.Header.Values(gateway.HeaderChannel), want[m.Subject]; !slices.Equal(got, w) {
+			t.Errorf("%s: %s %q, want %q", m.Subject, gateway.HeaderChannel, got, w)
 		}
 	}
 }
