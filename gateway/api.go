@@ -116,12 +116,32 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer cancel()
 	events, _, err := g.events(ctx, ch, since, int(limit))
+	var first uint64
+	if err == nil {
+		// Read after the events: if any after since had expired before or while they were read, it shows here.
+		first, err = g.firstPresenceSeq(ctx)
+	}
 	if err != nil {
 		g.logOf(c).Error("read presence events", "channel", ch, "err", err)
 		_ = c.Error(errEventsDown)
 		return
 	}
+	if since+1 < first {
+		_ = c.Error(fmt.Errorf("%w: events after seq %d are gone (the oldest kept is %d): read the presence snapshot, then the events after its seq",
+			errEventsExpired, since, first))
+		return
+	}
 	c.JSON(http.StatusOK, gin.H{"events": events})
+}
+
+// firstPresenceSeq is the oldest event USHER_PRESENCE still keeps (the last one's seq plus 1 when it keeps none; 0
+// before the first event).
+func (g *Gateway) firstPresenceSeq(ctx context.Context) (uint64, error) {
+	ps, err := g.js.Stream(ctx, bus.PresenceStream) // one request: it fetches the stream's info
+	if err != nil {
+		return 0, fmt.Errorf("presence stream: %w", err)
+	}
+	return ps.CachedInfo().State.FirstSeq, nil
 }
 
 func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {

@@ -12,15 +12,16 @@ import (
 
 // Errors of the HTTP layer that are not the ncs package's.
 var (
-	errBodyTooLarge = errors.New("request body is too large")
-	errReadBody     = errors.New("request body could not be read")
-	errUnavailable  = errors.New("the notification could not be stored now; retry")
-	errEventsDown   = errors.New("the presence events could not be read now; retry")
-	errNotFound     = errors.New("no such endpoint")
-	errMethod       = errors.New("method not allowed on this endpoint")
-	errMetricsToken = errors.New("give USHER_METRICS_TOKEN as Authorization: Bearer <token>")
-	errSource       = errors.New("this address may not post notifications (USHER_NCS_ALLOW_CIDRS)")
-	errRateLimited  = errors.New("too many WebSocket upgrades from this address; retry after a pause")
+	errBodyTooLarge  = errors.New("request body is too large")
+	errReadBody      = errors.New("request body could not be read")
+	errUnavailable   = errors.New("the notification could not be stored now; retry")
+	errEventsDown    = errors.New("the presence events could not be read now; retry")
+	errEventsExpired = errors.New("too old")
+	errNotFound      = errors.New("no such endpoint")
+	errMethod        = errors.New("method not allowed on this endpoint")
+	errMetricsToken  = errors.New("give USHER_METRICS_TOKEN as Authorization: Bearer <token>")
+	errSource        = errors.New("this address may not post notifications (USHER_NCS_ALLOW_CIDRS)")
+	errRateLimited   = errors.New("too many WebSocket upgrades from this address; retry after a pause")
 )
 
 // apiError is the JSON body of every error answer.
@@ -66,6 +67,8 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "bad_request"
 	case errors.Is(err, errUnavailable), errors.Is(err, errEventsDown):
 		return http.StatusServiceUnavailable, "unavailable"
+	case errors.Is(err, errEventsExpired):
+		return http.StatusGone, "expired"
 	case errors.Is(err, errNotFound):
 		return http.StatusNotFound, "not_found"
 	case errors.Is(err, errMethod):

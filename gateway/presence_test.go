@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/test/testutil"
@@ -151,6 +153,39 @@ func TestPresenceThroughNCS(t *testing.T) {
 	if code, raw := getJSON(t, base, "/v1/channels", token(t, "*"), &list); code != 200 || len(list.Channels) != 1 ||
 		list.Channels[0].Channel != ch || list.Channels[0].Counts.Hosts != 2 || list.Channels[0].Seq != s.Seq {
 		t.Fatalf("channel list: %d %s", code, raw)
+	}
+}
+
+// TestEventsAfterExpiry: GET .../events?since=S when events after S are no longer kept answers 410 expired, not a
+// page that looks complete (seqs are shared by all channels: a client cannot see the gap itself). The head of
+// USHER_PRESENCE is purged, as its max age does.
+func TestEventsAfterExpiry(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, "show-1", 1, 2, 3)
+	s := waitSnapshot(t, base, "show-1", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Purge(ctx, jetstream.WithPurgeSequence(s.Seq)); err != nil { // keeps only the last event
+		t.Fatal(err)
+	}
+	tok := token(t, "show-1")
+	for _, since := range []uint64{0, s.Seq - 2} {
+		var e struct{ Error, Message string }
+		code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/show-1/events?since=%d", since), tok, nil)
+		if err := json.Unmarshal([]byte(raw), &e); err != nil || code != http.StatusGone || e.Error != "expired" ||
+			!strings.Contains(e.Message, "snapshot") {
+			t.Errorf("since=%d with the events up to %d gone: %d %s, want 410 expired", since, s.Seq-1, code, raw)
+		}
+	}
+	var page struct{ Events []presence.Event }
+	if code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/show-1/events?since=%d", s.Seq-1), tok, &page); code != 200 ||
+		len(page.Events) != 1 || page.Events[0].Seq != s.Seq {
+		t.Errorf("since=%d, the oldest kept is %d: %d %s, want that event", s.Seq-1, s.Seq, code, raw)
 	}
 }
 

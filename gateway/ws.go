@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 
-	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/hub"
 )
@@ -33,10 +31,4 @@ func (s hubSource) Events(ctx context.Context, channel string, since, until uint
 	return events, stored, nil
 }
 
-func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {
-	ps, err := s.g.js.Stream(ctx, bus.PresenceStream) // one request: it fetches the stream's info
-	if err != nil {
-		return 0, fmt.Errorf("presence stream: %w", err)
-	}
-	return ps.CachedInfo().State.FirstSeq, nil
-}
+func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) { return s.g.firstPresenceSeq(ctx) }
