@@ -167,6 +167,8 @@ func TestNCSSourceAllowList(t *testing.T) {
 	}{
 		{"loopback not allowed", []string{"10.0.0.0/8", "192.0.2.1"}, nil, signed(testSecret, body), 403},
 		{"loopback allowed as an address", []string{"10.0.0.0/8", "127.0.0.1"}, nil, signed(testSecret, body), 200},
+		{"loopback allowed in IPv4-mapped IPv6 form", []string{"::ffff:127.0.0.0/104"}, nil, signed(testSecret, body), 200},
+		{"another network in IPv4-mapped IPv6 form", []string{"::ffff:10.0.0.0/104"}, nil, signed(testSecret, body), 403},
 		{"forwarded address of an untrusted peer is ignored", []string{"203.0.113.0/24"}, nil, xff("203.0.113.7"), 403},
 		{"forwarded address of a trusted proxy is used", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("203.0.113.7"), 200},
 		{"trusted proxy forwarding an outside address", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("198.51.100.9"), 403},
