@@ -118,6 +118,12 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	if err != nil {
 		return err
 	}
+	// A notification is stored as one message with its headers: a body the server cannot take would be refused by
+	// every publish, answered 503, and retried by Agora for ever.
+	if most := g.nc.MaxPayload() - storedHeaderRoom; cfg.MaxBodyBytes > most {
+		return fmt.Errorf("USHER_MAX_BODY_BYTES is %d: the NATS server takes messages of at most %d bytes, headers "+
+			"included, so bodies of at most %d; lower it, or raise the server's max_payload", cfg.MaxBodyBytes, g.nc.MaxPayload(), most)
+	}
 	// An asynchronous publish whose PubAck never comes (lost in a stream leader change, say) stays in the library's
 	// table of pending publishes until a reconnect, unless it times out; at 4,000 of them every publish fails. The
 	// applier gives up on an acknowledgement after effectTimeout; the library forgets it a little later.

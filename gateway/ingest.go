@@ -22,6 +22,9 @@ const (
 	HeaderEventType  = "Usher-Event-Type"
 	HeaderChannel    = "Usher-Channel"
 	HeaderReceivedMs = "Usher-Received-Ms"
+	// storedHeaderRoom is more than the headers of a stored notification take: Nats-Msg-Id (a noticeId of at most
+	// 256 bytes), Usher-Channel (at most 64) and the others.
+	storedHeaderRoom = 1024
 )
 
 // postNCS is Agora's NCS callback: limit, verify, decode, store, and answer 200 only after JetStream's PubAck.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/test/testutil"
 )
 
@@ -149,6 +150,33 @@ func TestConnectionsPerSubject(t *testing.T) {
 		_ = c.conn.CloseNow()
 		return true, ""
 	})
+}
+
+// TestBodyLimitOverNATSPayload: a body limit above what the NATS server takes in one message is refused at start,
+// naming the setting; otherwise such a body would be answered 503 on every one of Agora's retries.
+func TestBodyLimitOverNATSPayload(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.MaxBodyBytes = 1 << 20 // the embedded server's max_payload: no room left for the headers
+	g, err := gateway.Start(context.Background(), cfg)
+	if err == nil {
+		_ = g.Shutdown(context.Background())
+		t.Fatal("started with USHER_MAX_BODY_BYTES at the NATS server's max_payload")
+	}
+	if !strings.Contains(err.Error(), "USHER_MAX_BODY_BYTES") {
+		t.Fatalf("error %q does not name USHER_MAX_BODY_BYTES", err)
+	}
+	// At the highest limit allowed, a body of that size with the longest noticeId and channel name is stored.
+	cfg = testConfig(t, t.TempDir())
+	cfg.MaxBodyBytes = 1<<20 - 1024
+	_, base := startGateway(t, cfg)
+	body := audienceJoin(strings.Repeat("n", 256), strings.Repeat("c", 64), 1, 1)
+	body = append(body[:len(body)-1], `,"padding":"`...)
+	body = append(body, strings.Repeat("x", int(cfg.MaxBodyBytes)-len(body)-2)...)
+	body = append(body, `"}`...)
+	if a := postSigned(t, base, body); a.Status != http.StatusOK {
+		t.Fatalf("a body of %d bytes: %d %s", len(body), a.Status, a.Raw)
+	}
 }
 
 func TestNCSSourceAllowList(t *testing.T) {
