@@ -84,6 +84,10 @@ func (g *Gateway) getPresence(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
+	if !g.view.ready.Load() {
+		_ = c.Error(errViewLoading)
+		return
+	}
 	c.JSON(http.StatusOK, g.view.snapshot(ch))
 }
 
@@ -91,6 +95,10 @@ func (g *Gateway) getPresence(c *gin.Context) {
 func (g *Gateway) getChannels(c *gin.Context) {
 	if cl := claimsOf(c); cl == nil || !cl.Channels.All() {
 		_ = c.Error(errNeedsAll)
+		return
+	}
+	if !g.view.ready.Load() {
+		_ = c.Error(errViewLoading)
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"channels": g.view.channels()})
@@ -119,7 +127,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	var first uint64
 	if err == nil {
 		// Read after the events: if any after since had expired before or while they were read, it shows here.
-		first, err = g.firstPresenceSeq(ctx)
+		first, err = presenceFirstSeq(ctx, g.js)
 	}
 	if err != nil {
 		g.logOf(c).Error("read presence events", "channel", ch, "err", err)
@@ -134,10 +142,10 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"events": events})
 }
 
-// firstPresenceSeq is the oldest event USHER_PRESENCE still keeps (the last one's seq plus 1 when it keeps none; 0
+// presenceFirstSeq is the oldest event USHER_PRESENCE still keeps (the last one's seq plus 1 when it keeps none; 0
 // before the first event).
-func (g *Gateway) firstPresenceSeq(ctx context.Context) (uint64, error) {
-	ps, err := g.js.Stream(ctx, bus.PresenceStream) // one request: it fetches the stream's info
+func presenceFirstSeq(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	ps, err := js.Stream(ctx, bus.PresenceStream) // one request: it fetches the stream's info
 	if err != nil {
 		return 0, fmt.Errorf("presence stream: %w", err)
 	}

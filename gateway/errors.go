@@ -17,6 +17,7 @@ var (
 	errUnavailable   = errors.New("the notification could not be stored now; retry")
 	errEventsDown    = errors.New("the presence events could not be read now; retry")
 	errEventsExpired = errors.New("too old")
+	errViewLoading   = errors.New("this instance is loading its rosters; retry in a moment")
 	errNotFound      = errors.New("no such endpoint")
 	errMethod        = errors.New("method not allowed on this endpoint")
 	errMetricsToken  = errors.New("give USHER_METRICS_TOKEN as Authorization: Bearer <token>")
@@ -65,7 +66,7 @@ func classify(err error) (int, string) {
 		return http.StatusForbidden, "forbidden"
 	case errors.Is(err, errBadRequest):
 		return http.StatusBadRequest, "bad_request"
-	case errors.Is(err, errUnavailable), errors.Is(err, errEventsDown):
+	case errors.Is(err, errUnavailable), errors.Is(err, errEventsDown), errors.Is(err, errViewLoading):
 		return http.StatusServiceUnavailable, "unavailable"
 	case errors.Is(err, errEventsExpired):
 		return http.StatusGone, "expired"

@@ -157,6 +157,7 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	}, hubSource{g}, g.tokens)
 	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"), g.hub.Publish)
 	g.view.events = g.handEvents
+	g.view.onGap = func() { g.hub.Resync("presence state reloading; reconnect and resume") }
 	g.metrics.observeState(g)
 	wctx, stop := context.WithCancel(context.Background())
 	actx, stopApplier := context.WithCancel(wctx)
@@ -364,6 +365,10 @@ func (g *Gateway) readyz(c *gin.Context) {
 	defer cancel()
 	if _, err := g.js.Stream(ctx, bus.NCSStream); err != nil {
 		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready", Message: "jetstream is not usable: " + err.Error()})
+		return
+	}
+	if !g.view.ready.Load() {
+		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready", Message: errViewLoading.Error()})
 		return
 	}
 	if seq := g.view.lastSeq(); seq < g.viewTarget {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,13 +30,25 @@ type liveView struct {
 	publish func(e presence.Event, raw []byte)
 	// events are the events this instance's applier published, already decoded (nil: none).
 	events *handoff[uint64, presence.Event]
+	// onGap (if not nil) is called when the view finds it missed events, after it stopped serving: whatever it
+	// served before may be wrong (the hub closes its connections, whose clients resume).
+	onGap func()
+	// ready is true while the view holds the rosters: from its first checkpoint loaded, until it finds it missed
+	// events. Written by the view's goroutine (set with mu held, with the rosters it loaded).
+	ready atomic.Bool
 
 	mu      sync.RWMutex
 	v       *presence.View
 	seq     uint64        // last presence event folded in
 	changed chan struct{} // closed and replaced whenever seq moves
-	loaded  bool
 }
+
+// errViewGap: the view missed presence events, which expired (USHER_PRESENCE_MAX_AGE) before it read them.
+var errViewGap = errors.New("presence view missed events")
+
+// gapRetry is how often a view that missed events looks for a checkpoint past them (the applier stores one every
+// USHER_CHECKPOINT_INTERVAL).
+const gapRetry = 5 * time.Second
 
 func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger, publish func(presence.Event, []byte)) *liveView {
 	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{})}
@@ -48,22 +61,38 @@ func (lv *liveView) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		lv.log.Warn("presence view interrupted; resuming", "err", err)
+		pause := time.Second
+		if errors.Is(err, errViewGap) {
+			pause = gapRetry
+			lv.log.Error("presence view not serving: it missed events; waiting for a checkpoint past them", "err", err)
+		} else {
+			lv.log.Warn("presence view interrupted; resuming", "err", err)
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(pause):
 		}
 	}
 }
 
 func (lv *liveView) follow(ctx context.Context) error {
-	if !lv.loaded {
+	if !lv.ready.Load() {
 		cp, err := loadCheckpoint(ctx, lv.js, lv.store, lv.rules)
 		if err != nil {
 			return err
 		}
+		// The view goes on from the checkpoint with the events after it: each of them must still be stored.
+		first, err := presenceFirstSeq(ctx, lv.js)
+		if err != nil {
+			return err
+		}
+		if cp.PresenceSeq+1 < first {
+			return fmt.Errorf("%w: the latest checkpoint is at presence event %d, and the events up to %d have expired",
+				errViewGap, cp.PresenceSeq, first-1)
+		}
 		lv.mu.Lock()
-		lv.v, lv.seq, lv.loaded = cp.State.View(), cp.PresenceSeq, true
+		lv.v, lv.seq = cp.State.View(), cp.PresenceSeq
+		lv.ready.Store(true)
 		lv.v.RaiseFloor(cp.PresenceSeq)
 		close(lv.changed) // waitSeq callers: the checkpoint may hold what they wait for (no event may follow it)
 		lv.changed = make(chan struct{})
@@ -77,7 +106,7 @@ func (lv *liveView) follow(ctx context.Context) error {
 		return err
 	}
 	defer f.close()
-	for {
+	for next := from; ; {
 		msg, seq, err := f.nextMsg(ctx, time.Second)
 		if errors.Is(err, errIdle) {
 			continue
@@ -85,6 +114,16 @@ func (lv *liveView) follow(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("presence messages: %w", err)
 		}
+		if seq != next {
+			// JetStream went on from the oldest event it keeps: those before it expired while this view was not
+			// reading (cut off from NATS, or every instance down, for longer than USHER_PRESENCE_MAX_AGE).
+			lv.ready.Store(false)
+			if lv.onGap != nil {
+				lv.onGap()
+			}
+			return fmt.Errorf("%w: events %d to %d expired before this instance read them", errViewGap, next, seq-1)
+		}
+		next = seq + 1
 		raw := msg.Data()
 		e, ok := lv.events.take(seq, raw)
 		if !ok {

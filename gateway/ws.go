@@ -31,4 +31,7 @@ func (s hubSource) Events(ctx context.Context, channel string, since, until uint
 	return events, stored, nil
 }
 
-func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) { return s.g.firstPresenceSeq(ctx) }
+func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {
+	return presenceFirstSeq(ctx, s.g.js)
+}
+func (s hubSource) Ready() bool { return s.g.view.ready.Load() }

@@ -43,6 +43,9 @@ type Source interface {
 	Events(ctx context.Context, channel string, since, until uint64, limit int) (events []presence.Event, stored uint64, err error)
 	// FirstSeq is the oldest event still stored (any channel); events before it are gone.
 	FirstSeq(ctx context.Context) (uint64, error)
+	// Ready says whether the source holds the rosters: false before they are loaded, and while they are reloaded
+	// after the source found it had missed events. A subscribe meanwhile gets error unavailable.
+	Ready() bool
 }
 
 // Defaults of Config's zero values.
@@ -341,6 +344,22 @@ func (h *Hub) pinger() {
 				}
 			}
 		}
+	}
+}
+
+// Resync closes every session with 1012 (service restart), reason given: their clients reconnect and resume, and
+// those whose place in a channel's events is no longer kept get reset and a new snapshot. The source calls it when
+// the rosters it served from had missed events, so every snapshot sent since may be wrong. New connections are
+// accepted as before.
+func (h *Hub) Resync(reason string) {
+	h.mu.Lock()
+	all := make([]*session, 0, len(h.sessions))
+	for s := range h.sessions {
+		all = append(all, s)
+	}
+	h.mu.Unlock()
+	for _, s := range all {
+		s.close(websocket.StatusServiceRestart, reason)
 	}
 }
 

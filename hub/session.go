@@ -214,6 +214,10 @@ func (s *session) subscribe(req request) {
 		s.enqueue(encodeError(CodeForbidden, ch, "the token does not grant this channel"))
 		return
 	}
+	if !s.h.src.Ready() {
+		s.enqueue(encodeError(CodeUnavailable, ch, "this server is loading its rosters: subscribe again in a moment"))
+		return
+	}
 	s.mu.Lock()
 	_, again := s.subs[ch]
 	n := len(s.subs)

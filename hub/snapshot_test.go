@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/test/testutil"
 )
 
 const testSecret = "0123456789abcdef0123456789abcdef"
@@ -31,6 +33,8 @@ type viewSource struct {
 	copies int
 	hook   func()
 	early  bool
+	// loading makes Ready false, as the gateway's view before its rosters are loaded.
+	loading atomic.Bool
 }
 
 func (s *viewSource) apply(e presence.Event) {
@@ -81,6 +85,8 @@ func (s *viewSource) Events(_ context.Context, channel string, since, until uint
 }
 
 func (s *viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }
+
+func (s *viewSource) Ready() bool { return !s.loading.Load() }
 
 func join(seq uint64, uid uint32) presence.Event {
 	return presence.Event{Seq: seq, Channel: "show", Event: presence.Join, Role: presence.Audience, UID: uid, ClientSeq: 1, Ts: 1, NoticeID: "n", Source: "ncs"}
@@ -292,4 +298,58 @@ func TestSnapshotBoundByPingInterval(t *testing.T) {
 	if err == nil || slow != 1 {
 		t.Fatalf("read error %v, closed as slow %d: want the client closed as too slow", err, slow)
 	}
+}
+
+// A subscribe while the source is not ready (its rosters not loaded yet) gets error unavailable and nothing else;
+// once it is ready, the same subscribe is served.
+func TestSubscribeWhileLoading(t *testing.T) {
+	src := &viewSource{v: presence.NewView()}
+	src.apply(join(1, 1))
+	src.loading.Store(true)
+	_, dial := serveHub(t, Config{}, src)
+	c := dial(nil)
+	c.subscribe()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, b, err := c.c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ Type, Code, Channel, Message string }
+	if err := json.Unmarshal(b, &f); err != nil || f.Type != "error" || f.Code != CodeUnavailable || f.Channel != "show" || f.Message == "" {
+		t.Fatalf("got %s, want error unavailable for show", b)
+	}
+	// Nothing else for that subscribe: the answer to a later ping comes next.
+	if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	c.expect("pong", 0, 0)
+	src.loading.Store(false)
+	c.subscribeForSnapshot(1, 1)
+}
+
+// Resync closes every connection with 1012 and keeps serving: a client that reconnects subscribes again.
+func TestResync(t *testing.T) {
+	src := &viewSource{v: presence.NewView()}
+	src.apply(join(1, 1))
+	h, dial := serveHub(t, Config{}, src)
+	a, b := dial(nil), dial(nil)
+	a.subscribeForSnapshot(1, 1)
+	b.subscribeForSnapshot(1, 1)
+	h.Resync("reloading")
+	for _, c := range []*testClient{a, b} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, _, err := c.c.Read(ctx)
+		cancel()
+		var ce websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.StatusServiceRestart || ce.Reason != "reloading" {
+			t.Fatalf("read after Resync: %v, want close 1012 reloading", err)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		st := h.Stats()
+		return st.Connections == 0 && st.Subscriptions == 0, fmt.Sprintf("%+v", st)
+	})
+	c := dial(nil)
+	c.subscribeForSnapshot(1, 1)
 }

@@ -144,6 +144,47 @@ func TestUsherJSDropsTheOldSubscriptionsFrames(t *testing.T) {
 	}
 }
 
+// A subscribe answered "unavailable" (the server is loading its rosters) is made again by usher.js, with backoff,
+// on the same connection, until the server serves it; the error handler hears of each refusal.
+func TestUsherJSSubscribesAgainAfterUnavailable(t *testing.T) {
+	t.Parallel()
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if n > 1 {
+			return
+		}
+		for range 2 {
+			if !readOp(ctx, c, "subscribe") {
+				return
+			}
+			writeJSON(ctx, c, `{"type":"error","code":"unavailable","channel":"show","message":"loading"}`)
+		}
+		if !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+		<-ctx.Done()
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40});
+		c.onstate = state => { if (state !== "live" && state !== "connecting") got.push(state); };
+		c.subscribe("show", {
+			error: e => got.push("error " + e.code),
+			subscribed: () => got.push("subscribed"),
+			snapshot: s => got.push("snapshot " + s.seq),
+		});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot", `got.includes("snapshot 10")`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "error unavailable, error unavailable, subscribed, snapshot 10" {
+		t.Fatalf("got %q, want two refusals, then the subscription on the same connection", got)
+	}
+}
+
 // A token that expires while the client is cut off would be refused (401, which a browser reports only as a failed
 // connection) on every attempt: usher.js stops with state "closed" and code 4001 instead of retrying for ever, and
 // setToken with a new token reconnects and resumes from the last event, without a snapshot.

@@ -603,6 +603,7 @@
   Channel.prototype.fail = function (err) {
     this.error = err.code === "forbidden" ? "This token does not grant this channel." :
       err.code === "too_many_subscriptions" ? "The server allows no more channels on one connection: close one, then open this again." :
+      err.code === "unavailable" ? "The server is loading its rosters; trying again." :
         (err.message || err.code || "Error");
     this.changed();
   };

@@ -9,7 +9,8 @@
 //     snapshot(s) { ... },   // the roster: {channel, seq, hosts, audience, users, counts}
 //     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
 //     reset() { ... },       // the server could not resume: a snapshot follows
-//     error(err) { ... },    // {code, message}, e.g. forbidden
+//     error(err) { ... },    // {code, message}, e.g. forbidden; after "unavailable" (the server is loading its
+//                            // rosters) the client subscribes again by itself, with backoff
 //   });
 //
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
@@ -164,11 +165,12 @@
       case "error":
         if (sub) {
           if (f.code === "forbidden" || f.code === "too_many_subscriptions") delete this.subs[f.channel];
+          if (f.code === "unavailable") this._resubscribeLater(f.channel, sub);
           call(sub.handlers.error, f);
         }
         break;
       case "subscribed":
-        if (sub) call(sub.handlers.subscribed, f);
+        if (sub) { sub.retries = 0; call(sub.handlers.subscribed, f); }
         break;
     }
   };
@@ -183,6 +185,17 @@
     var msg = { op: "subscribe", channel: channel };
     if (sub.seq !== null && sub.seq !== undefined) msg.since = sub.seq; // resume: only what was missed
     if (this._send(msg)) this.awaiting[channel] = (this.awaiting[channel] || 0) + 1;
+  };
+
+  // _resubscribeLater subscribes again, with backoff, after the server answered "unavailable" (it is loading its
+  // rosters). Only while sub is still the channel's subscription; a reconnection subscribes anyway.
+  UsherClient.prototype._resubscribeLater = function (channel, sub) {
+    var self = this;
+    sub.retries = (sub.retries || 0) + 1;
+    var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, sub.retries));
+    setTimeout(function () {
+      if (!self.closed && self.subs[channel] === sub) self._sendSubscribe(channel);
+    }, Math.round(cap / 2 + Math.random() * cap / 2));
   };
 
   // subscribe starts watching a channel; handlers: snapshot, event, reset, error, subscribed (all optional).

@@ -1,0 +1,263 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/gateway/subject"
+	"github.com/usher-presence/usher/hub"
+	"github.com/usher-presence/usher/test/testutil"
+)
+
+// gatedStore holds every GetInfo until gate is closed: a checkpoint that takes a while to load (a large roster, a
+// NATS cluster electing a leader).
+type gatedStore struct {
+	jetstream.ObjectStore
+	gate chan struct{}
+}
+
+func (s gatedStore) GetInfo(ctx context.Context, name string, opts ...jetstream.GetObjectInfoOpt) (*jetstream.ObjectInfo, error) {
+	select {
+	case <-s.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.ObjectStore.GetInfo(ctx, name, opts...)
+}
+
+// viewSource is the gateway's hub source over a bare liveView, with no stored events to replay.
+type viewSource struct{ lv *liveView }
+
+func (s viewSource) Snapshot(ch string) presence.Snapshot { return s.lv.snapshot(ch) }
+func (s viewSource) Seq(ch string) uint64                 { return s.lv.channelSeq(ch) }
+func (s viewSource) WaitSeq(ctx context.Context, seq uint64) error {
+	return s.lv.waitSeq(ctx, seq)
+}
+func (s viewSource) Events(context.Context, string, uint64, uint64, int) ([]presence.Event, uint64, error) {
+	return nil, 0, nil
+}
+func (s viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }
+func (s viewSource) Ready() bool                              { return s.lv.ready.Load() }
+
+var testRules = presence.Rules{Retention: time.Minute}
+
+// presenceWriter plays the applier: it folds notifications into a state and stores the events in USHER_PRESENCE.
+type presenceWriter struct {
+	t       *testing.T
+	ctx     context.Context
+	js      jetstream.JetStream
+	buckets bus.Buckets
+	state   *presence.State
+	seq     uint64
+}
+
+func newPresenceWriter(t *testing.T) *presenceWriter {
+	js, ctx := testJetStream(t, 30*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &presenceWriter{t: t, ctx: ctx, js: js, buckets: buckets, state: presence.NewState(testRules)}
+}
+
+// join stores uid's audience join to channel X.
+func (w *presenceWriter) join(uid uint32) {
+	now := time.Now().UnixMilli()
+	evs, _ := w.state.Apply(presence.Notice{NoticeID: fmt.Sprint("n", uid), Type: ncs.AudienceJoin, ReceivedMs: now,
+		Event: &ncs.ChannelEvent{ChannelName: "X", UID: uid, ClientSeq: int64(uid), Ts: now / 1000}})
+	for _, e := range evs {
+		w.seq++
+		e.Seq = w.seq
+		w.state.Stored(e.Channel, e.Seq)
+		b, _ := json.Marshal(e)
+		if _, err := w.js.Publish(w.ctx, subject.Presence(e.Channel), b); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+}
+
+// checkpoint stores the state as the applier's checkpoint.
+func (w *presenceWriter) checkpoint() {
+	cp, _ := json.Marshal(checkpoint{NCSSeq: w.seq, PresenceSeq: w.seq, State: w.state})
+	if _, err := w.buckets.Checkpoints.PutBytes(w.ctx, checkpointObject, cp); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// runView runs lv until the test ends.
+func runView(t *testing.T, lv *liveView) {
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); lv.run(ctx) }()
+	t.Cleanup(func() { stop(); <-done })
+}
+
+func audienceOf(s presence.Snapshot) []uint32 {
+	out := []uint32{}
+	for _, m := range s.Audience {
+		out = append(out, m.UID)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// A client that subscribes while the view has not loaded its checkpoint yet (the gateway serves anyway once
+// ViewCatchUp has passed) gets error unavailable, not an empty roster at seq 0 followed by only the events after
+// the checkpoint; subscribing again once the checkpoint is in gives the whole roster.
+func TestNoSnapshotBeforeTheViewLoaded(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	w.join(1)
+	w.join(2)
+	w.checkpoint()
+
+	gate := make(chan struct{})
+	var h *hub.Hub
+	lv := newLiveView(w.js, gatedStore{w.buckets.Checkpoints, gate}, testRules, slog.New(slog.DiscardHandler),
+		func(e presence.Event, raw []byte) { h.Publish(e, raw) })
+	const secret = "0123456789abcdef0123456789abcdef"
+	h = hub.New(hub.Config{}, viewSource{lv}, auth.NewVerifier(secret))
+	t.Cleanup(func() { h.Close(context.Background()) })
+	runView(t, lv)
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	tok, _ := auth.Issue(secret, []string{"X"}, time.Minute, "")
+	c, _, err := websocket.Dial(w.ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/?token="+tok, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.CloseNow() })
+	type frame struct {
+		Type, Code string
+		Seq        uint64
+		Audience   []presence.Member
+	}
+	subscribe := func() frame {
+		if err := c.Write(w.ctx, websocket.MessageText, []byte(`{"op":"subscribe","channel":"X"}`)); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
+		defer cancel()
+		_, b, err := c.Read(rctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var f frame
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Type == "subscribed" {
+			if _, b, err = c.Read(rctx); err != nil {
+				t.Fatal(err)
+			}
+			f = frame{}
+			_ = json.Unmarshal(b, &f)
+		}
+		return f
+	}
+	if f := subscribe(); f.Type != "error" || f.Code != hub.CodeUnavailable {
+		t.Fatalf("subscribe before the checkpoint loaded: %+v, want error unavailable", f)
+	}
+	close(gate)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) { return lv.ready.Load(), "not ready" })
+	f := subscribe()
+	if got := audienceOf(presence.Snapshot{Audience: f.Audience}); f.Type != "snapshot" || f.Seq != w.seq || !slices.Equal(got, []uint32{1, 2}) {
+		t.Fatalf("subscribe once loaded: %+v, want the snapshot of uids 1 and 2 at seq %d", f, w.seq)
+	}
+}
+
+// expire removes the events before seq from USHER_PRESENCE, as its max age does.
+func (w *presenceWriter) expire(seq uint64) {
+	ps, err := w.js.Stream(w.ctx, bus.PresenceStream)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := ps.Purge(w.ctx, jetstream.WithPurgeSequence(seq)); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// A view that starts from a checkpoint older than the oldest event kept (every instance down for longer than
+// USHER_PRESENCE_MAX_AGE after the last checkpoint) does not serve, rather than go on from the oldest event kept
+// with a roster that misses those before it; it serves from a checkpoint past them.
+func TestViewStartsOnlyFromACheckpointPastExpiredEvents(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	w.join(1)
+	w.checkpoint()
+	w.join(2) // after the last checkpoint; then every instance goes down
+	w.join(3) // a new applier replays the notifications and stores what follows
+	w.expire(3)
+
+	var logs testutil.SyncBuffer
+	var gaps atomic.Int32
+	lv := newLiveView(w.js, w.buckets.Checkpoints, testRules, slog.New(slog.NewJSONHandler(&logs, nil)), func(presence.Event, []byte) {})
+	lv.onGap = func() { gaps.Add(1) } // only a view that served has anything to take back
+	runView(t, lv)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return strings.Contains(logs.String(), "missed events"), "no word of the missed events"
+	})
+	if lv.ready.Load() {
+		t.Fatalf("the view serves from a checkpoint at 1 while events up to 2 are gone: %v", audienceOf(lv.snapshot("X")))
+	}
+	w.checkpoint() // the new applier's next checkpoint: uids 1, 2 and 3 at seq 3
+	testutil.Eventually(t, 3*gapRetry, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == w.seq, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+	if got := audienceOf(lv.snapshot("X")); !slices.Equal(got, []uint32{1, 2, 3}) {
+		t.Fatalf("the view holds %v, want uids 1, 2 and 3", got)
+	}
+	if n := gaps.Load(); n != 0 {
+		t.Fatalf("the view served from the old checkpoint before it found the gap (onGap called %d times)", n)
+	}
+}
+
+// A view that was serving and finds, when it reads on, that events expired before it read them (this instance cut
+// off from NATS for longer than USHER_PRESENCE_MAX_AGE) stops serving and calls onGap (the hub closes its
+// connections: what they were sent may be wrong), then serves again from a checkpoint past the gap.
+func TestViewThatMissedEventsStopsServing(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	w.join(1)
+	w.checkpoint()
+	var gaps atomic.Int32
+	lv := newLiveView(w.js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+	lv.onGap = func() { gaps.Add(1) }
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); lv.run(ctx) }()
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == 1, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+	stop() // cut off
+	<-done
+	w.join(2)
+	w.join(3)
+	w.expire(3)
+	runView(t, lv) // back: it reads on from event 2, which is gone
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return gaps.Load() == 1 && !lv.ready.Load(), fmt.Sprintf("%d gaps, ready %v", gaps.Load(), lv.ready.Load())
+	})
+	w.checkpoint()
+	testutil.Eventually(t, 3*gapRetry, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == w.seq, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+	if got := audienceOf(lv.snapshot("X")); !slices.Equal(got, []uint32{1, 2, 3}) {
+		t.Fatalf("the view holds %v, want uids 1, 2 and 3", got)
+	}
+}
