@@ -164,10 +164,19 @@ func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
 	return v, nil
 }
 
+// maxEventReads bounds the reads of stored events under way at once (g.reads).
+const maxEventReads = 64
+
 // events reads up to limit events of channel with seq > since from USHER_PRESENCE, and tells how many were stored
-// after since. On a NATS cluster the first pull from a consumer just created can reach a server before the consumer
+// after since. At most maxEventReads run at once; the others wait, within ctx. On a NATS cluster the first pull from a consumer just created can reach a server before the consumer
 // does ("no responders"): that read is made up to 5 times in all, 100 ms apart, within ctx.
 func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, uint64, error) {
+	select {
+	case g.reads <- struct{}{}:
+		defer func() { <-g.reads }()
+	case <-ctx.Done():
+		return nil, 0, fmt.Errorf("waiting for one of the %d event reads under way to end: %w", cap(g.reads), ctx.Err())
+	}
 	for attempt := 1; ; attempt++ {
 		out, stored, err := g.readEvents(ctx, channel, since, limit)
 		if err == nil || !errors.Is(err, nats.ErrNoResponders) || attempt == 5 {

@@ -47,6 +47,9 @@ type Gateway struct {
 	ncsNets     []netip.Prefix                   // USHER_NCS_ALLOW_CIDRS, nil: any source
 	proxies     []string                         // USHER_TRUSTED_PROXIES
 	upgrades    *addrLimiter
+	// reads bounds the reads of stored presence events under way (GET .../events, WebSocket resumes), each with a
+	// consumer on the NATS server: a crowd of clients resuming at once after a restart waits its turn.
+	reads chan struct{}
 
 	applier *applier
 	view    *liveView
@@ -70,7 +73,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 	cfg = cfg.withDefaults()
 	g := &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
 		served: make(chan error, 1), stop: func() {}, metrics: newMetrics(), proxies: cfg.TrustedProxies,
-		upgrades:    newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst),
+		upgrades: newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst), reads: make(chan struct{}, maxEventReads),
 		handNotices: byID[*ncs.Decoded](handoffSize), handEvents: bySeq[presence.Event](handoffSize)}
 	if len(cfg.NCSAllowCIDRs) > 0 {
 		g.ncsNets, _ = parseNets("USHER_NCS_ALLOW_CIDRS", cfg.NCSAllowCIDRs) // Validate checked them

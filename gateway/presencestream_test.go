@@ -1,5 +1,8 @@
 package gateway
 
+// Tests on a bare USHER_PRESENCE stream written by the test: the view loading and missing events, and reads of
+// stored events.
+
 import (
 	"context"
 	"encoding/json"
@@ -259,5 +262,54 @@ func TestViewThatMissedEventsStopsServing(t *testing.T) {
 	})
 	if got := audienceOf(lv.snapshot("X")); !slices.Equal(got, []uint32{1, 2, 3}) {
 		t.Fatalf("the view holds %v, want uids 1, 2 and 3", got)
+	}
+}
+
+// consumerCounter is a JetStream that counts the ordered consumers made and not yet deleted, and the most at once.
+type consumerCounter struct {
+	jetstream.JetStream
+	live, most atomic.Int32
+}
+
+func (c *consumerCounter) OrderedConsumer(ctx context.Context, stream string, cfg jetstream.OrderedConsumerConfig) (jetstream.Consumer, error) {
+	n := c.live.Add(1)
+	for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
+	}
+	time.Sleep(20 * time.Millisecond) // a slow server: reads overlap
+	return c.JetStream.OrderedConsumer(ctx, stream, cfg)
+}
+
+func (c *consumerCounter) DeleteConsumer(ctx context.Context, stream, name string) error {
+	c.live.Add(-1)
+	return c.JetStream.DeleteConsumer(ctx, stream, name)
+}
+
+// Reads of stored events (GET .../events, WebSocket resumes) run at most cap(g.reads) at once, each with a consumer
+// on the NATS server; the others wait their turn and are answered too.
+func TestEventReadsAreBounded(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	w.join(1)
+	w.join(2)
+	js := &consumerCounter{JetStream: w.js}
+	g := &Gateway{js: js, reads: make(chan struct{}, 2)}
+	const readers = 12
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			events, _, err := g.events(w.ctx, "X", 0, 10)
+			if err == nil && len(events) != 2 {
+				err = fmt.Errorf("read %d events, want 2", len(events))
+			}
+			errs <- err
+		}()
+	}
+	for range readers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if most := js.most.Load(); most > 2 {
+		t.Fatalf("%d consumers at once, want at most 2", most)
 	}
 }
