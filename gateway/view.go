@@ -166,18 +166,18 @@ func (lv *liveView) channels() []presence.Summary {
 	return s
 }
 
-// waitSeq waits until the view holds presence event seq, or ctx ends.
+// waitSeq waits until the view is ready and holds presence event seq, or ctx ends.
 func (lv *liveView) waitSeq(ctx context.Context, seq uint64) error {
 	for {
 		lv.mu.RLock()
-		cur, ch := lv.seq, lv.changed
+		cur, ch, ready := lv.seq, lv.changed, lv.ready.Load()
 		lv.mu.RUnlock()
-		if cur >= seq {
+		if ready && cur >= seq {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(ctx.Err(), fmt.Errorf("view at %d, waiting for %d", cur, seq))
+			return errors.Join(ctx.Err(), fmt.Errorf("view at %d (rosters loaded: %v), waiting for %d", cur, ready, seq))
 		case <-ch:
 		}
 	}
