@@ -195,6 +195,17 @@ func (w *presenceWriter) expire(seq uint64) {
 	}
 }
 
+// remove deletes event seq from USHER_PRESENCE.
+func (w *presenceWriter) remove(seq uint64) {
+	ps, err := w.js.Stream(w.ctx, bus.PresenceStream)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if err := ps.DeleteMsg(w.ctx, seq); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
 // A view that starts from a checkpoint older than the oldest event kept (every instance down for longer than
 // USHER_PRESENCE_MAX_AGE after the last checkpoint) does not serve, rather than go on from the oldest event kept
 // with a roster that misses those before it; it serves from a checkpoint past them.
@@ -232,36 +243,64 @@ func TestViewStartsOnlyFromACheckpointPastExpiredEvents(t *testing.T) {
 
 // A view that was serving and finds, when it reads on, that events expired before it read them (this instance cut
 // off from NATS for longer than USHER_PRESENCE_MAX_AGE) stops serving and calls onGap (the hub closes its
-// connections: what they were sent may be wrong), then serves again from a checkpoint past the gap.
+// connections: what they were sent may be wrong), then serves again from a checkpoint past the gap: whether an
+// event follows the missing ones (the view sees its seq jump) or none does (the view asks the stream).
 func TestViewThatMissedEventsStopsServing(t *testing.T) {
 	t.Parallel()
-	w := newPresenceWriter(t)
-	w.join(1)
-	w.checkpoint()
-	var gaps atomic.Int32
-	lv := newLiveView(w.js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
-	lv.onGap = func() { gaps.Add(1) }
-	ctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); lv.run(ctx) }()
-	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
-		return lv.ready.Load() && lv.lastSeq() == 1, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
-	})
-	stop() // cut off
-	<-done
-	w.join(2)
-	w.join(3)
-	w.expire(3)
-	runView(t, lv) // back: it reads on from event 2, which is gone
-	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
-		return gaps.Load() == 1 && !lv.ready.Load(), fmt.Sprintf("%d gaps, ready %v", gaps.Load(), lv.ready.Load())
-	})
-	w.checkpoint()
-	testutil.Eventually(t, 3*gapRetry, 10*time.Millisecond, func() (bool, string) {
-		return lv.ready.Load() && lv.lastSeq() == w.seq, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
-	})
-	if got := audienceOf(lv.snapshot("X")); !slices.Equal(got, []uint32{1, 2, 3}) {
-		t.Fatalf("the view holds %v, want uids 1, 2 and 3", got)
+	for _, tc := range []struct {
+		name string
+		lose func(w *presenceWriter) // while the view is cut off, after events 2 and 3 were stored
+	}{
+		{"an event after them", func(w *presenceWriter) { w.expire(3) }},
+		{"none after them", func(w *presenceWriter) { w.expire(4) }},
+		// An event deleted from the middle (by hand: Usher never does): the view must not go back to a checkpoint
+		// before it, find it missing again, and close its connections every few seconds.
+		{"a hole", func(w *presenceWriter) { w.join(4); w.remove(3) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := newPresenceWriter(t)
+			w.join(1)
+			w.checkpoint()
+			var gaps atomic.Int32
+			lv := newLiveView(w.js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+			lv.onGap = func() { gaps.Add(1) }
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); lv.run(ctx) }()
+			testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+				return lv.ready.Load() && lv.lastSeq() == 1, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+			})
+			stop() // cut off
+			<-done
+			w.join(2)
+			w.join(3)
+			tc.lose(w)
+			runView(t, lv) // back: it reads on from event 2, which is gone
+			testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+				return gaps.Load() == 1 && !lv.ready.Load(), fmt.Sprintf("%d gaps, ready %v", gaps.Load(), lv.ready.Load())
+			})
+			// With no newer checkpoint, the view's next attempts change nothing: it does not serve again from the old
+			// one (and find the gap again).
+			time.Sleep(gapRetry + time.Second)
+			if n, ready := gaps.Load(), lv.ready.Load(); n != 1 || ready {
+				t.Fatalf("%d gaps, ready %v before a checkpoint past them", n, ready)
+			}
+			w.checkpoint()
+			testutil.Eventually(t, 3*gapRetry, 10*time.Millisecond, func() (bool, string) {
+				return lv.ready.Load() && lv.lastSeq() == w.seq, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+			})
+			want := []uint32{}
+			for uid := range uint32(w.seq) {
+				want = append(want, uid+1)
+			}
+			if got := audienceOf(lv.snapshot("X")); !slices.Equal(got, want) {
+				t.Fatalf("the view holds %v, want %v", got, want)
+			}
+			if n := gaps.Load(); n != 1 {
+				t.Fatalf("onGap called %d times, want once", n)
+			}
+		})
 	}
 }
 

@@ -36,6 +36,8 @@ type liveView struct {
 	// ready is true while the view holds the rosters: from its first checkpoint loaded, until it finds it missed
 	// events. Written by the view's goroutine (set with mu held, with the rosters it loaded).
 	ready atomic.Bool
+	// gapUpto is the last of the events the view found missing: it loads no checkpoint before it (view's goroutine).
+	gapUpto uint64
 
 	mu      sync.RWMutex
 	v       *presence.View
@@ -86,9 +88,13 @@ func (lv *liveView) follow(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if cp.PresenceSeq+1 < first {
-			return fmt.Errorf("%w: the latest checkpoint is at presence event %d, and the events up to %d have expired",
-				errViewGap, cp.PresenceSeq, first-1)
+		upto := lv.gapUpto // the events before first, and those found missing before, are gone
+		if first > 0 {
+			upto = max(upto, first-1)
+		}
+		if cp.PresenceSeq < upto {
+			return fmt.Errorf("%w: the latest checkpoint is at presence event %d, and events up to %d are gone",
+				errViewGap, cp.PresenceSeq, upto)
 		}
 		lv.mu.Lock()
 		lv.v, lv.seq = cp.State.View(), cp.PresenceSeq
@@ -106,9 +112,17 @@ func (lv *liveView) follow(ctx context.Context) error {
 		return err
 	}
 	defer f.close()
+	checked := time.Now()
 	for next := from; ; {
 		msg, seq, err := f.nextMsg(ctx, time.Second)
 		if errors.Is(err, errIdle) {
+			// No event may follow the missing ones for a while: ask the stream whether the next one is still kept.
+			if time.Since(checked) >= stallCheck {
+				checked = time.Now()
+				if first, err := presenceFirstSeq(ctx, lv.js); err == nil && first > next {
+					return lv.missed(next, first-1)
+				}
+			}
 			continue
 		}
 		if err != nil {
@@ -117,11 +131,7 @@ func (lv *liveView) follow(ctx context.Context) error {
 		if seq != next {
 			// JetStream went on from the oldest event it keeps: those before it expired while this view was not
 			// reading (cut off from NATS, or every instance down, for longer than USHER_PRESENCE_MAX_AGE).
-			lv.ready.Store(false)
-			if lv.onGap != nil {
-				lv.onGap()
-			}
-			return fmt.Errorf("%w: events %d to %d expired before this instance read them", errViewGap, next, seq-1)
+			return lv.missed(next, seq-1)
 		}
 		next = seq + 1
 		raw := msg.Data()
@@ -146,6 +156,16 @@ func (lv *liveView) follow(ctx context.Context) error {
 			lv.publish(e, raw)
 		}
 	}
+}
+
+// missed stops the view serving, after it found that events from to upto are gone, and tells onGap.
+func (lv *liveView) missed(from, upto uint64) error {
+	lv.ready.Store(false)
+	lv.gapUpto = upto
+	if lv.onGap != nil {
+		lv.onGap()
+	}
+	return fmt.Errorf("%w: events %d to %d are gone (expired, or deleted) and this instance had not read them", errViewGap, from, upto)
 }
 
 // snapshot returns a channel's roster.

@@ -30,7 +30,6 @@ func scriptedServer(t *testing.T, script func(ctx context.Context, c *websocket.
 	if err != nil {
 		t.Fatal(err)
 	}
-	var conns atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /usher.js", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/javascript")
@@ -40,6 +39,26 @@ func scriptedServer(t *testing.T, script func(ctx context.Context, c *websocket.
 		w.Header().Set("Content-Type", "text/html")
 		_, _ = w.Write([]byte(`<!doctype html><title>usher.js</title><script src="/usher.js"></script>`))
 	})
+	return serveScript(t, mux, script)
+}
+
+// scriptedConsole is scriptedServer with the console at / (GET /v1/channels answers 403, as for a token without
+// "*").
+func scriptedConsole(t *testing.T, script func(ctx context.Context, c *websocket.Conn, n int)) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(static.FS))
+	mux.HandleFunc("GET /v1/channels", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"error":"forbidden","message":"needs *"}`))
+	})
+	return serveScript(t, mux, script)
+}
+
+// serveScript serves mux, with GET /v1/ws answered by script, until the test ends.
+func serveScript(t *testing.T, mux *http.ServeMux, script func(ctx context.Context, c *websocket.Conn, n int)) string {
+	var conns atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{hub.Subprotocol}})
@@ -183,6 +202,76 @@ func TestUsherJSSubscribesAgainAfterUnavailable(t *testing.T) {
 	if got := eval[string](b, `client.close(), got.join(", ")`); got != "error unavailable, error unavailable, subscribed, snapshot 10" {
 		t.Fatalf("got %q, want two refusals, then the subscription on the same connection", got)
 	}
+}
+
+// A retry after "unavailable" belongs to its connection: once the connection is gone, the new one's own subscribe
+// is all there is, and a timer left from the old one does not subscribe again after it was served.
+func TestUsherJSRetryStaysOnItsConnection(t *testing.T) {
+	t.Parallel()
+	var extra atomic.Int32
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		switch n {
+		case 1:
+			for range 3 {
+				if !readOp(ctx, c, "subscribe") {
+					return
+				}
+				writeJSON(ctx, c, `{"type":"error","code":"unavailable","channel":"show","message":"loading"}`)
+			}
+			_ = c.Close(websocket.StatusServiceRestart, "reloading") // a retry is pending
+		case 2:
+			if !readOp(ctx, c, "subscribe") {
+				return
+			}
+			writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+				`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+			for readOp(ctx, c, "subscribe") {
+				extra.Add(1)
+			}
+		}
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40});
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot", `got.includes("snapshot 10")`, wait)
+	time.Sleep(2 * time.Second) // the old retry's backoff is at most 320 ms
+	if n := extra.Load(); n != 0 {
+		t.Fatalf("%d more subscribes on the second connection after it was served", n)
+	}
+}
+
+// A console panel whose resume is refused ("unavailable") and then served by a replay, with no snapshot, shows no
+// error once it is served.
+func TestConsoleUnavailableThenResumed(t *testing.T) {
+	t.Parallel()
+	site := scriptedConsole(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if !readOp(ctx, c, "subscribe") {
+			return
+		}
+		switch n {
+		case 1:
+			writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+				`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[{"uid":1,"since":1}],"users":[],"counts":{"hosts":0,"audience":1}}`)
+			_ = c.Close(websocket.StatusServiceRestart, "reloading")
+		case 2:
+			writeJSON(ctx, c, `{"type":"error","code":"unavailable","channel":"show","message":"loading"}`)
+			if !readOp(ctx, c, "subscribe") {
+				return
+			}
+			writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+				`{"type":"presence","seq":11,"channel":"show","event":"join","role":"audience","uid":2,"clientSeq":1,"ts":1,"noticeId":"n","source":"ncs"}`)
+			<-ctx.Done()
+		}
+	})
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Navigate(site+"/#token="+token(t, "alice", "show")))
+	b.waitPanel("show", "the resumed event, and no error", wait, func(p panel) bool { return p.Seq == 11 && p.Error == "" })
 }
 
 // A token that expires while the client is cut off would be refused (401, which a browser reports only as a failed

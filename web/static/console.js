@@ -984,7 +984,9 @@
       snapshot: function (s) { ch.snapshot(s); },
       event: function (e) { ch.event(e); },
       reset: function () { ch.note("Too far behind to replay: loading a fresh roster"); },
-      error: function (err) { ch.fail(err); }
+      error: function (err) { ch.fail(err); },
+      // A subscribe served after a refusal ("unavailable") may resume without a snapshot: the refusal is over.
+      subscribed: function () { if (ch.error) { ch.error = ""; ch.changed(); } }
     };
   }
 

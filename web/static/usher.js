@@ -188,13 +188,14 @@
   };
 
   // _resubscribeLater subscribes again, with backoff, after the server answered "unavailable" (it is loading its
-  // rosters). Only while sub is still the channel's subscription; a reconnection subscribes anyway.
+  // rosters), while sub is still the channel's subscription.
   UsherClient.prototype._resubscribeLater = function (channel, sub) {
-    var self = this;
+    var self = this, ws = this.ws;
     sub.retries = (sub.retries || 0) + 1;
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, sub.retries));
     setTimeout(function () {
-      if (!self.closed && self.subs[channel] === sub) self._sendSubscribe(channel);
+      // On this connection only: a new one subscribes to every channel as it opens.
+      if (!self.closed && self.ws === ws && self.subs[channel] === sub) self._sendSubscribe(channel);
     }, Math.round(cap / 2 + Math.random() * cap / 2));
   };
 
