@@ -333,15 +333,6 @@ func TestConsoleLinkDuringSignIn(t *testing.T) {
 			return err
 		})
 	}
-	sockets := func() int {
-		n := 0
-		for _, u := range b.requested() {
-			if strings.Contains(u, "/v1/ws") {
-				n++
-			}
-		}
-		return n
-	}
 
 	b.do(wait, chromedp.Navigate(srv.base+"/#token="+token(t, "alice", "show-1")))
 	first := held("alice's sign-in")
@@ -356,7 +347,7 @@ func TestConsoleLinkDuringSignIn(t *testing.T) {
 	if who := eval[string](b, `document.querySelector("#who").textContent`); who != "bob" {
 		t.Errorf("signed in as %q after alice's late answer, want bob", who)
 	}
-	if n := sockets(); n != 1 {
+	if n := b.count(func(u string) bool { return strings.Contains(u, "/v1/ws") }); n != 1 {
 		t.Errorf("the page opened %d WebSockets, want 1", n)
 	}
 	if p := b.panel("show-2"); p.Snapshots != 1 {
@@ -599,15 +590,7 @@ func TestConsoleTokenRenewal(t *testing.T) {
 	}
 	var tokens []string
 	b := newBrowser(t, 1440, 900)
-	listPolls := func() int {
-		n := 0
-		for _, u := range b.requested() {
-			if strings.HasSuffix(u, "/v1/channels") {
-				n++
-			}
-		}
-		return n
-	}
+	listPolls := func() int { return b.count(func(u string) bool { return strings.HasSuffix(u, "/v1/channels") }) }
 	const samePanel = `document.querySelector('#panels .panel[data-channel="show-1"]') === window.watched && window.watched.isConnected`
 	// expire waits for the token to expire, checks that the console stopped and asks for a new one, and sends a
 	// join of uid meanwhile.

@@ -393,6 +393,17 @@ func (b *browser) shot(name string) {
 	b.t.Logf("screenshot %s", path)
 }
 
+// count counts the URLs the page has requested so far, WebSockets included, that match.
+func (b *browser) count(match func(url string) bool) int {
+	n := 0
+	for _, u := range b.requested() {
+		if match(u) {
+			n++
+		}
+	}
+	return n
+}
+
 // requested returns every URL the page has requested so far, WebSockets included.
 func (b *browser) requested() []string {
 	b.mu.Lock()
