@@ -168,8 +168,9 @@ func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
 const maxEventReads = 64
 
 // events reads up to limit events of channel with seq > since from USHER_PRESENCE, and tells how many were stored
-// after since. At most maxEventReads run at once; the others wait, within ctx. On a NATS cluster the first pull from a consumer just created can reach a server before the consumer
-// does ("no responders"): that read is made up to 5 times in all, 100 ms apart, within ctx.
+// after since. At most maxEventReads run at once; the others wait, within ctx. On a NATS cluster the first pull
+// from a consumer just created can reach a server before the consumer does ("no responders"): that read is made up
+// to 5 times in all, 100 ms apart, within ctx.
 func (g *Gateway) events(ctx context.Context, channel string, since uint64, limit int) ([]presence.Event, uint64, error) {
 	select {
 	case g.reads <- struct{}{}:

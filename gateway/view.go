@@ -45,7 +45,7 @@ type liveView struct {
 	changed chan struct{} // closed and replaced whenever seq moves
 }
 
-// errViewGap: the view missed presence events, which expired (USHER_PRESENCE_MAX_AGE) before it read them.
+// errViewGap: the view missed presence events, gone (expired, or deleted) before it read them.
 var errViewGap = errors.New("presence view missed events")
 
 // gapRetry is how often a view that missed events looks for a checkpoint past them (the applier stores one every

@@ -321,12 +321,7 @@ func (h *Hub) pinger() {
 			return
 		case <-t.C:
 		}
-		h.mu.RLock()
-		all := make([]*session, 0, len(h.sessions))
-		for s := range h.sessions {
-			all = append(all, s)
-		}
-		h.mu.RUnlock()
+		all := h.allSessions()
 		const step = 64 // pings sent between two pauses
 		pause := h.cfg.PingInterval / 4 / time.Duration(len(all)/step+1)
 		for i, s := range all {
@@ -352,26 +347,28 @@ func (h *Hub) pinger() {
 // the rosters it served from had missed events, so every snapshot sent since may be wrong. New connections are
 // accepted as before.
 func (h *Hub) Resync(reason string) {
-	h.mu.Lock()
+	for _, s := range h.allSessions() {
+		s.close(websocket.StatusServiceRestart, reason)
+	}
+}
+
+// allSessions lists the open sessions.
+func (h *Hub) allSessions() []*session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
 	all := make([]*session, 0, len(h.sessions))
 	for s := range h.sessions {
 		all = append(all, s)
 	}
-	h.mu.Unlock()
-	for _, s := range all {
-		s.close(websocket.StatusServiceRestart, reason)
-	}
+	return all
 }
 
 // Close closes every session (close code 1001) and stops the hub, bounded by ctx.
 func (h *Hub) Close(ctx context.Context) {
 	h.mu.Lock()
 	h.closing = true
-	all := make([]*session, 0, len(h.sessions))
-	for s := range h.sessions {
-		all = append(all, s)
-	}
 	h.mu.Unlock()
+	all := h.allSessions() // no session is added once closing is set
 	// The sessions' contexts derive from the hub's: cancelling it first would end each session's pending read,
 	// which makes coder/websocket drop the connection without a close frame. So close them, then cancel.
 	for _, s := range all {
