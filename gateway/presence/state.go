@@ -17,8 +17,10 @@ const (
 
 // Rules are the tunables of State. Zero values mean the defaults.
 type Rules struct {
-	// Retention is how long a leave's tombstone (and a destroyed channel's record) is kept, so that a late, older
-	// join cannot bring the member back. Agora advises at least a minute.
+	// Retention is how long a notification may be late (the replay guard's window, with ClockSkew) and about how
+	// long a leave's tombstone (and a destroyed channel's record) is kept, so that a late, older join cannot bring
+	// the member back: tombstones are kept Retention plus twice ClockSkew, to outlast the guard. Agora advises at
+	// least a minute.
 	Retention time.Duration
 	// ClockSkew is allowed between Agora's clock (notifyMs) and Usher's (the time a notification was received) in
 	// the replay guard.
@@ -327,10 +329,13 @@ func (s *State) Stored(channel string, seq uint64) {
 	}
 }
 
-// Prune drops tombstones, and records of empty channels, older than the retention window at nowMs. Its cost is
-// the tombstones that expired plus one look at each channel, not a look at every tombstone.
+// Prune drops tombstones, and records of empty channels, older at nowMs than the retention plus twice the clock
+// skew. That outlasts the replay guard's window: a join made before a leave has a notifyMs at most one skew past the
+// leave's receipt (Agora's clock ahead of ours), and the guard lets it in up to retention plus one skew after that;
+// a captured join replayed that late must still find the leaver's tombstone. Its cost is the tombstones that expired
+// plus one look at each channel, not a look at every tombstone.
 func (s *State) Prune(nowMs int64) {
-	cutoff := nowMs - s.rules.Retention.Milliseconds()
+	cutoff := nowMs - (s.rules.Retention + 2*s.rules.ClockSkew).Milliseconds()
 	s.pruneTombs(cutoff)
 	for name, ch := range s.channels {
 		if len(ch.members) == 0 && len(ch.tombs) == 0 && ch.touchedMs < cutoff {
