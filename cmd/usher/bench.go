@@ -52,7 +52,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		targets = []string{loadtest.TargetUsher, loadtest.TargetBaseline}
 	}
 	var reports []loadtest.Report
-	for _, t := range targets {
+	// one measures target t; a server it started is stopped before the next target's run, so that the two never
+	// share the machine (or a debug address).
+	one := func(t string) error {
 		c := cfg
 		c.Target, c.Log = t, stderr
 		c.URL, c.ServerPID = url, pid
@@ -73,6 +75,7 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err != nil {
 			return err
 		}
+		defer fleet.Close()
 		switch {
 		case idle:
 			time.Sleep(3 * time.Second) // let the server settle (bounded; measuring, not synchronising)
@@ -81,14 +84,12 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 		case findMax:
 			r, err := search(ctx, fleet, rate, duration, stdout)
 			if err != nil {
-				fleet.Close()
 				return err
 			}
 			reports = append(reports, r)
 		default:
 			r, err := fleet.Run(ctx, rate, duration)
 			if err != nil {
-				fleet.Close()
 				return err
 			}
 			if ingest {
@@ -97,7 +98,12 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 			fmt.Fprintln(stdout, r)
 			reports = append(reports, r)
 		}
-		fleet.Close()
+		return nil
+	}
+	for _, t := range targets {
+		if err := one(t); err != nil {
+			return err
+		}
 	}
 	if len(reports) == 2 && reports[1].CPUPer1000 > 0 && reports[1].P99 > 0 {
 		u, b := reports[0], reports[1]
@@ -148,6 +154,7 @@ type spawned struct {
 	url      string
 	ncs, jwt string
 	dir      string
+	exited   chan struct{} // closed once the process has exited
 }
 
 func spawnServer(ctx context.Context, target string) (*spawned, error) {
@@ -158,11 +165,11 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	_ = ln.Close()
 	s := &spawned{url: "http://127.0.0.1:" + strconv.Itoa(port), ncs: randomSecret(), jwt: randomSecret()}
-	if s.dir, err = os.MkdirTemp("", "usher-bench-"); err != nil {
-		return nil, err
-	}
 	self, err := os.Executable()
 	if err != nil {
+		return nil, err
+	}
+	if s.dir, err = os.MkdirTemp("", "usher-bench-"); err != nil {
 		return nil, err
 	}
 	sub := "serve"
@@ -176,16 +183,27 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 		"USHER_WS_UPGRADE_RATE=1000000", "USHER_WS_UPGRADE_BURST=1000000")
 	s.cmd.Stderr = os.Stderr
 	if err := s.cmd.Start(); err != nil {
+		_ = os.RemoveAll(s.dir)
 		return nil, err
 	}
+	s.exited = make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(s.exited) }()
+	// Ready when /healthz answers 200 (the baseline answers 404 there: any answer from it will do).
+	probe := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		resp, err := http.Get(s.url + "/healthz")
+		resp, err := probe.Get(s.url + "/healthz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 || target == loadtest.TargetBaseline {
 				return s, nil
 			}
+		}
+		select {
+		case <-s.exited:
+			s.stop()
+			return nil, fmt.Errorf("%s exited at start: %v (its log is above)", target, s.cmd.ProcessState)
+		default:
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			s.stop()
@@ -197,13 +215,11 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 
 func (s *spawned) stop() {
 	_ = s.cmd.Process.Signal(os.Interrupt)
-	done := make(chan struct{})
-	go func() { _ = s.cmd.Wait(); close(done) }()
 	select {
-	case <-done:
+	case <-s.exited:
 	case <-time.After(15 * time.Second):
 		_ = s.cmd.Process.Kill()
-		<-done
+		<-s.exited
 	}
 	_ = os.RemoveAll(s.dir)
 }

@@ -1,8 +1,12 @@
 package loadtest
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 )
@@ -69,5 +73,110 @@ func TestFleetAgainstBaseline(t *testing.T) {
 	if r.Sent != 100 || r.Acked != 100 || r.Expected != 334 || r.Delivered != 334 || r.Fraction != 1 || r.P99 <= 0 ||
 		r.Elapsed < 990*time.Millisecond || r.LoadCPU <= 0 {
 		t.Fatalf("report %+v", r)
+	}
+}
+
+// hooked serves the baseline with hook in front of its publish: hook sees notification n (from its noticeId) and
+// says whether to fan it out and what status to answer.
+func hooked(t *testing.T, hook func(n int) (fanout bool, status int)) string {
+	b := NewBaseline()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/publish" {
+			b.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		id := body[bytes.Index(body, []byte(`"noticeId":"`))+len(`"noticeId":"`):]
+		n := noticeIndex(body, string(id[:bytes.IndexByte(id, '-')+1]))
+		fan, status := hook(n)
+		if fan {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			b.publish(httptest.NewRecorder(), r)
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+func runAgainst(t *testing.T, url string, subscribers int, rate float64, d time.Duration) Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err := Connect(ctx, Config{Target: TargetBaseline, URL: url, Channels: min(2, subscribers), Subscribers: subscribers,
+		Senders: 8, Drain: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := f.Run(ctx, rate, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s pass=%v", r, r.Pass())
+	return r
+}
+
+// Latency counts from when each notification was due by the fixed rate: a server that stalls 300 ms holds the
+// senders back, and the notifications due meanwhile are late by up to that much, though each, once sent, is
+// answered at once (timing from the send, "coordinated omission", would hide the stall).
+func TestLatencyCountsFromWhenDue(t *testing.T) {
+	t.Parallel()
+	var (
+		once  sync.Once
+		start time.Time
+	)
+	url := hooked(t, func(n int) (bool, int) {
+		once.Do(func() { start = time.Now() })
+		// The server stalls from 500 to 800 ms into the run (a GC pause, an fsync, a full queue).
+		if now := time.Since(start); now > 500*time.Millisecond && now < 800*time.Millisecond {
+			time.Sleep(800*time.Millisecond - now)
+		}
+		return true, http.StatusOK
+	})
+	r := runAgainst(t, url, 1, 1000, 2*time.Second)
+	if r.P99 < 200*time.Millisecond || r.Max < 250*time.Millisecond || r.Pass() {
+		t.Fatalf("p99 %s, max %s, pass %v after a 300 ms stall at 1,000/s: want p99 at least 200 ms, max at least 250 ms, no pass",
+			r.P99, r.Max, r.Pass())
+	}
+}
+
+// A run passes only if every notification was acknowledged: one answered 5xx counts against it even if its event was
+// delivered, and an acknowledged one that is lost counts against the fraction.
+func TestPassNeedsEveryNotificationAcknowledged(t *testing.T) {
+	t.Parallel()
+	for name, hook := range map[string]func(n int) (bool, int){
+		"1 in 10 refused": func(n int) (bool, int) {
+			if n%10 == 0 {
+				return false, http.StatusServiceUnavailable
+			}
+			return true, http.StatusOK
+		},
+		"1 in 20 refused but delivered, 1 in 20 lost": func(n int) (bool, int) {
+			switch n % 20 {
+			case 0:
+				return true, http.StatusInternalServerError
+			case 1:
+				return false, http.StatusOK
+			}
+			return true, http.StatusOK
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if r := runAgainst(t, hooked(t, hook), 4, 200, time.Second); r.Pass() {
+				t.Fatalf("passes with %d of %d acknowledged, fraction %.4f", r.Acked, r.Sent, r.Fraction)
+			}
+		})
+	}
+}
+
+// One lost event does not dilute the run's rates with the drain's idle wait: deliveries per second count the time
+// up to the last delivery, and the drain ends a second after deliveries stop.
+func TestALostEventDoesNotDiluteTheRate(t *testing.T) {
+	t.Parallel()
+	r := runAgainst(t, hooked(t, func(n int) (bool, int) { return n != 5, http.StatusOK }), 4, 500, time.Second)
+	if r.Delivered != r.Expected-2 || r.DeliveredPerSec < 0.8*float64(r.Delivered) || r.Elapsed > 3*time.Second {
+		t.Fatalf("%d of %d delivered in about 1 s of sending: %.0f deliveries/s over %s", r.Delivered, r.Expected, r.DeliveredPerSec, r.Elapsed)
 	}
 }
