@@ -159,3 +159,33 @@ func TestFindingSameRoleChangeChangesAccountOnlyInState(t *testing.T) {
 	)
 	equal(t, "State.View against the folded stream", d.state.View().Snapshot(chanName), fold(d.stream).Snapshot(chanName))
 }
+
+// The same-second rebirth above, seen through the channel events: in every order the stream's last channel event
+// is channel.create, as the roster (the host is back) says. A destroy with the newest create's ts is not announced:
+// which of the two came first cannot be told from a ts of one second's precision, and the create is taken as the
+// later. Before, when the 101 overtook the 102, the stream ended with channel.destroy while the host stayed.
+func TestSameSecondRebirthEndsWithTheCreate(t *testing.T) {
+	t.Parallel()
+	join1 := seed(t, ncs.BroadcasterJoin, "join-1")
+	leave1 := seed(t, ncs.BroadcasterLeave, "leave-1", withReason(ncs.ReasonNetwork), withTs(tsDestroy))
+	destroy1 := seed(t, ncs.ChannelDestroy, "destroy-1")
+	create2 := seed(t, ncs.ChannelCreate, "create-2", withTs(tsDestroy))
+	rejoin := seed(t, ncs.BroadcasterJoin, "rejoin", withSeq(seqLeave104+1), withTs(tsDestroy))
+	for name, order := range map[string][]presence.Notice{
+		"in order":                      {join1, leave1, destroy1, create2, rejoin},
+		"101 before the 102":            {join1, leave1, create2, destroy1, rejoin},
+		"101 and rejoin before the 102": {join1, leave1, create2, rejoin, destroy1},
+	} {
+		d := applyInOrder(t, order...)
+		var last presence.Kind
+		for _, e := range d.stream {
+			if e.Event == presence.ChannelCreate || e.Event == presence.ChannelDestroy {
+				last = e.Event
+			}
+		}
+		if last != presence.ChannelCreate {
+			t.Errorf("%s: last channel event %q, want channel.create; roster %v\nstream %s", name, last,
+				rosterOf(d.state.View().Snapshot(chanName)), jsEvents(d.stream))
+		}
+	}
+}

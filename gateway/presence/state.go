@@ -231,8 +231,11 @@ func (ch *channelState) destroy(n Notice) ([]Event, Outcome) {
 		})
 	}
 	// A destroy older than the newest create belongs to an earlier life of the channel: it removes that life's
-	// stragglers but does not announce the channel's end.
-	if ev.Ts >= ch.createdTs {
+	// stragglers but does not announce the channel's end. So does one of the same second: ts has a second's
+	// precision, so which came first cannot be told, and the create is taken as the later (a channel ended and born
+	// again in one second, its new members staying). Otherwise the stream would end with channel.destroy, for a
+	// channel with members, when the 101 overtook the 102.
+	if ev.Ts > ch.createdTs {
 		out = append(out, Event{Channel: ev.ChannelName, Event: ChannelDestroy, Ts: ev.Ts, NoticeID: n.NoticeID, Source: SourceNCS})
 	}
 	return out, Applied
