@@ -204,6 +204,37 @@ func TestUsherJSSubscribesAgainAfterUnavailable(t *testing.T) {
 	}
 }
 
+// A server that keeps answering "unavailable" is left: after unavailableTries refusals usher.js reconnects (behind a
+// load balancer, perhaps to an instance that serves) rather than retrying on that connection for ever.
+func TestUsherJSReconnectsAfterRepeatedUnavailable(t *testing.T) {
+	t.Parallel()
+	var refused [3]atomic.Int32 // per connection
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		for n <= 2 && readOp(ctx, c, "subscribe") {
+			refused[n].Add(1)
+			writeJSON(ctx, c, `{"type":"error","code":"unavailable","channel":"show","message":"loading"}`)
+		}
+		if n == 3 && readOp(ctx, c, "subscribe") {
+			writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+				`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+			<-ctx.Done()
+		}
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 20});
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot on the third connection", `got.includes("snapshot 10")`, wait)
+	if a, c := refused[1].Load(), refused[2].Load(); a != 4 || c != 1 {
+		t.Fatalf("subscribes refused: %d on the first connection (want 4: the subscribe and 3 retries), %d on the second (want 1)", a, c)
+	}
+}
+
 // A retry after "unavailable" belongs to its connection: once the connection is gone, the new one's own subscribe
 // is all there is, and a timer left from the old one does not subscribe again after it was served.
 func TestUsherJSRetryStaysOnItsConnection(t *testing.T) {

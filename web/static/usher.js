@@ -10,7 +10,8 @@
 //     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
 //     reset() { ... },       // the server could not resume: a snapshot follows
 //     error(err) { ... },    // {code, message}, e.g. forbidden; after "unavailable" (the server is loading its
-//                            // rosters) the client subscribes again by itself, with backoff
+//                            // rosters) the client subscribes again by itself, with backoff, and after
+//                            // unavailableTries (3) refusals in a row it reconnects (perhaps to another instance)
 //   });
 //
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
@@ -36,6 +37,7 @@
     this.maxDelay = opts.maxDelay || 30000;
     this.connectTimeout = opts.connectTimeout || 10000;
     this.stableAfter = opts.stableAfter || 10000;
+    this.unavailableTries = opts.unavailableTries || 3;
     this.WebSocket = opts.WebSocket || root.WebSocket;
     this.onstate = null;
     this.subs = {}; // channel -> {handlers, seq}
@@ -188,10 +190,16 @@
   };
 
   // _resubscribeLater subscribes again, with backoff, after the server answered "unavailable" (it is loading its
-  // rosters), while sub is still the channel's subscription.
+  // rosters), while sub is still the channel's subscription. After unavailableTries refusals in a row it reconnects
+  // instead (with the connection's backoff): behind a load balancer, the next connection may reach an instance that
+  // serves.
   UsherClient.prototype._resubscribeLater = function (channel, sub) {
     var self = this, ws = this.ws;
     sub.retries = (sub.retries || 0) + 1;
+    if (sub.retries > this.unavailableTries) {
+      if (ws) ws.close(1000, "server unavailable");
+      return;
+    }
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, sub.retries));
     setTimeout(function () {
       // On this connection only: a new one subscribes to every channel as it opens.
