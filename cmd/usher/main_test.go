@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -168,6 +169,26 @@ func TestToken(t *testing.T) {
 	}
 	if d := c.ExpiresAt.Sub(c.IssuedAt.Time); d.Hours() != 2 {
 		t.Fatalf("ttl %s, want 2h", d)
+	}
+	// The key from a file, and a flag that wins over a _FILE variable that cannot be read.
+	keyFile := filepath.Join(t.TempDir(), "jwt")
+	if err := os.WriteFile(keyFile, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		args []string
+		env  map[string]string
+	}{
+		"from USHER_JWT_SECRET_FILE": {[]string{"token", "--channel", "a"}, map[string]string{"USHER_JWT_SECRET_FILE": keyFile}},
+		"a flag over a missing file": {[]string{"token", "--channel", "a", "--jwt-secret", secret},
+			map[string]string{"USHER_JWT_SECRET_FILE": "/nonexistent/jwt"}},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(tc.args, env(tc.env), &out, &errb); code != 0 {
+			t.Errorf("%s: exit %d: %s", name, code, errb.String())
+		} else if _, err := auth.NewVerifier(secret).Verify(strings.TrimSpace(out.String())); err != nil {
+			t.Errorf("%s: the token does not verify with the key: %v", name, err)
+		}
 	}
 
 	for _, tc := range []struct {

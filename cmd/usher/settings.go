@@ -18,7 +18,6 @@ import (
 type settings struct {
 	fs      *flag.FlagSet
 	getenv  func(string) string
-	errs    []error         // bad NAME_FILE variants
 	envErrs []flagError     // bad environment values, in the order registered: moot when the flag is given
 	redact  map[string]bool // flags whose default, from the environment, help must not show as it is
 }
@@ -34,24 +33,10 @@ func newSettings(name string, getenv func(string) string, stderr io.Writer) *set
 	return &settings{fs: fs, getenv: getenv}
 }
 
-// env is the value of an environment variable, or of the file its NAME_FILE variant names.
-func (s *settings) env(name string, fileVariant bool) (string, bool) {
-	if v := s.getenv(name); v != "" {
-		return v, true
-	}
-	if !fileVariant {
-		return "", false
-	}
-	path := s.getenv(name + "_FILE")
-	if path == "" {
-		return "", false
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		s.errs = append(s.errs, fmt.Errorf("%s_FILE: %w", name, err))
-		return "", false
-	}
-	return strings.TrimSpace(string(b)), true
+// env is the value of an environment variable.
+func (s *settings) env(name string) (string, bool) {
+	v := s.getenv(name)
+	return v, v != ""
 }
 
 func help(text, env, def string) string {
@@ -63,7 +48,7 @@ func help(text, env, def string) string {
 }
 
 func (s *settings) String(p *string, flagName, env, def, text string) {
-	v, ok := s.env(env, false)
+	v, ok := s.env(env)
 	if !ok {
 		v = def
 	}
@@ -85,7 +70,14 @@ func (s *settings) envError(flagName string, err error) {
 
 // Secret is a string setting that also reads NAME_FILE and never shows its value in help.
 func (s *settings) Secret(p *string, flagName, env, text string) {
-	v, _ := s.env(env, true)
+	v, _ := s.env(env)
+	if path := s.getenv(env + "_FILE"); v == "" && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			s.envError(flagName, fmt.Errorf("%s_FILE: %w", env, err))
+		}
+		v = strings.TrimSpace(string(b))
+	}
 	*p = v
 	s.fs.Func(flagName, text+" (env "+env+" or "+env+"_FILE; prefer those to a flag, which shows in ps)", func(x string) error {
 		*p = x
@@ -95,7 +87,7 @@ func (s *settings) Secret(p *string, flagName, env, text string) {
 
 func (s *settings) Int(p *int, flagName, env string, def int, text string) {
 	v := def
-	if raw, ok := s.env(env, false); ok {
+	if raw, ok := s.env(env); ok {
 		n, err := strconv.Atoi(raw)
 		if err != nil {
 			s.envError(flagName, fmt.Errorf("%s=%q is not a whole number", env, raw))
@@ -107,7 +99,7 @@ func (s *settings) Int(p *int, flagName, env string, def int, text string) {
 
 func (s *settings) Duration(p *time.Duration, flagName, env string, def time.Duration, text string) {
 	v := def
-	if raw, ok := s.env(env, false); ok {
+	if raw, ok := s.env(env); ok {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
 			s.envError(flagName, fmt.Errorf("%s=%q is not a duration (e.g. 90s, 10m, 2h)", env, raw))
@@ -119,7 +111,7 @@ func (s *settings) Duration(p *time.Duration, flagName, env string, def time.Dur
 
 func (s *settings) Float(p *float64, flagName, env string, def float64, text string) {
 	v := def
-	if raw, ok := s.env(env, false); ok {
+	if raw, ok := s.env(env); ok {
 		f, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
 			s.envError(flagName, fmt.Errorf("%s=%q is not a number", env, raw))
@@ -138,9 +130,6 @@ func (s *settings) Parse(args []string) error {
 			return err
 		}
 		return errUsage
-	}
-	if len(s.errs) > 0 {
-		return s.errs[0]
 	}
 	given := map[string]bool{}
 	s.fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
