@@ -10,8 +10,8 @@
 //     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
 //     reset() { ... },       // the server could not resume: a snapshot follows
 //     error(err) { ... },    // {code, message}, e.g. forbidden; after "unavailable" (the server is loading its
-//                            // rosters) the client subscribes again by itself, with backoff, and after
-//                            // unavailableTries (3) refusals in a row it reconnects (perhaps to another instance)
+//                            // rosters) the client subscribes again by itself, with backoff; at the 3rd refusal
+//                            // on one connection (unavailableTries) it reconnects (perhaps to another instance)
 //   });
 //
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
@@ -88,7 +88,7 @@
       // (overloaded, shutting down, or closing a client as too slow) sees the delays grow.
       self.stableTimer = setTimeout(function () { self.stableTimer = null; if (self.ws === ws) self.attempt = 0; }, self.stableAfter);
       self.awaiting = {}; // a new connection: nothing of the old one can arrive
-      for (var ch in self.subs) self._sendSubscribe(ch);
+      for (var ch in self.subs) { self.subs[ch].retries = 0; self._sendSubscribe(ch); }
       self._state("live", { resumed: resumed });
     };
     ws.onmessage = function (m) {
@@ -190,13 +190,13 @@
   };
 
   // _resubscribeLater subscribes again, with backoff, after the server answered "unavailable" (it is loading its
-  // rosters), while sub is still the channel's subscription. After unavailableTries refusals in a row it reconnects
-  // instead (with the connection's backoff): behind a load balancer, the next connection may reach an instance that
-  // serves.
+  // rosters), while sub is still the channel's subscription. At the unavailableTries-th refusal on one connection
+  // it reconnects instead (with the connection's backoff): behind a load balancer, the next connection may reach an
+  // instance that serves.
   UsherClient.prototype._resubscribeLater = function (channel, sub) {
     var self = this, ws = this.ws;
     sub.retries = (sub.retries || 0) + 1;
-    if (sub.retries > this.unavailableTries) {
+    if (sub.retries >= this.unavailableTries) {
       if (ws) ws.close(1000, "server unavailable");
       return;
     }
