@@ -182,6 +182,7 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 		// The fleet dials thousands of connections from one address: lift the per-address upgrade limit.
 		"USHER_WS_UPGRADE_RATE=1000000", "USHER_WS_UPGRADE_BURST=1000000")
 	s.cmd.Stderr = os.Stderr
+	s.cmd.SysProcAttr = childAttr()
 	if err := s.cmd.Start(); err != nil {
 		_ = os.RemoveAll(s.dir)
 		return nil, err

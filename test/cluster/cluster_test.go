@@ -2,7 +2,9 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -238,4 +240,38 @@ func TestReplicasNeedACluster(t *testing.T) {
 		t.Fatalf("exit %d, output %q: want exit 1 and one line naming USHER_REPLICAS and the server's reason", code, out)
 	}
 	t.Logf("%s", out)
+}
+
+// A bench killed hard (SIGKILL: no clean-up of its own) leaves no server it spawned running: the children are tied
+// to its life.
+func TestBenchServersDieWithTheBench(t *testing.T) {
+	needBinaries(t)
+	b := startProc(t, "usher bench", bins.usher, []string{"bench", "--target", "baseline", "--channels", "1",
+		"--subscribers", "1", "--rate", "1", "--duration", "60s"}, os.Environ())
+	var child int
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+		child = childOf(b.cmd.Process.Pid)
+		return child > 0 && strings.Contains(b.out.String(), "connecting"), "no server spawned yet"
+	})
+	if err := b.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child))
+		// Gone, or a zombie waiting for init to reap it.
+		return err != nil || strings.Contains(string(st), ") Z "), fmt.Sprintf("the spawned server (pid %d) still runs: %s", child, st)
+	})
+}
+
+// childOf returns a child process of pid (0: none yet).
+func childOf(pid int) int {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			n, _ := strconv.Atoi(f[0])
+			return n
+		}
+	}
+	return 0
 }
