@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -204,6 +205,22 @@ func TestUsherJSSubscribesAgainAfterUnavailable(t *testing.T) {
 	}
 }
 
+// watchSnapshots opens site in a browser, where usher.js (minDelay ms) subscribes to "show": the page's got lists
+// the snapshots it receives, as "snapshot <seq>".
+func watchSnapshots(t *testing.T, site string, minDelay int) *browser {
+	t.Helper()
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, fmt.Sprintf(`(() => {
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: %d});
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		window.client = c;
+		return true;
+	})()`, minDelay))
+	return b
+}
+
 // A server that keeps answering "unavailable" is left: at the unavailableTries-th refusal on one connection usher.js
 // reconnects (behind a load balancer, perhaps to an instance that serves) rather than retrying there for ever.
 func TestUsherJSReconnectsAfterRepeatedUnavailable(t *testing.T) {
@@ -220,15 +237,7 @@ func TestUsherJSReconnectsAfterRepeatedUnavailable(t *testing.T) {
 			<-ctx.Done()
 		}
 	})
-	b := newBrowser(t, 800, 600)
-	b.do(wait, chromedp.Navigate(site+"/"))
-	eval[bool](b, `(() => {
-		window.got = [];
-		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 20});
-		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
-		window.client = c;
-		return true;
-	})()`)
+	b := watchSnapshots(t, site, 20)
 	b.poll("the snapshot on the third connection", `got.includes("snapshot 10")`, wait)
 	if a, c := refused[1].Load(), refused[2].Load(); a != 3 || c != 3 {
 		t.Fatalf("subscribes refused: %d on the first connection, %d on the second; want 3 on each (the subscribe and 2 retries)", a, c)
@@ -261,15 +270,7 @@ func TestUsherJSRetryStaysOnItsConnection(t *testing.T) {
 			}
 		}
 	})
-	b := newBrowser(t, 800, 600)
-	b.do(wait, chromedp.Navigate(site+"/"))
-	eval[bool](b, `(() => {
-		window.got = [];
-		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40});
-		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
-		window.client = c;
-		return true;
-	})()`)
+	b := watchSnapshots(t, site, 40)
 	b.poll("the snapshot", `got.includes("snapshot 10")`, wait)
 	time.Sleep(2 * time.Second) // the old retry's backoff is at most 320 ms
 	if n := extra.Load(); n != 0 {
