@@ -71,13 +71,19 @@ func TestFindingDestroyRemovesMemberWhoseNewerRoleChangeWasApplied(t *testing.T)
 // older than the destroy, as user() already treats an equal ts) gives the right roster in both orders; a member of
 // the ending life whose join has the destroy's ts is then removed by its own leave, which has that ts too and is not
 // stale. (Making user() treat ts <= destroyedTs as stale would be consistent as well, but loses the rejoin.)
+// rebirth is a sole host's reconnection in one second: its join, its leave (reason 10) at the destroy's ts, the
+// channel's destroy, the next create and the host's rejoin, those three of the same second.
+func rebirth(t testing.TB) (join1, leave1, destroy1, create2, rejoin presence.Notice) {
+	return seed(t, ncs.BroadcasterJoin, "join-1"),
+		seed(t, ncs.BroadcasterLeave, "leave-1", withReason(ncs.ReasonNetwork), withTs(tsDestroy)),
+		seed(t, ncs.ChannelDestroy, "destroy-1"),
+		seed(t, ncs.ChannelCreate, "create-2", withTs(tsDestroy)),
+		seed(t, ncs.BroadcasterJoin, "rejoin", withSeq(seqLeave104+1), withTs(tsDestroy))
+}
+
 func TestFindingSameSecondRejoinDependsOnOrder(t *testing.T) {
 	t.Parallel()
-	join1 := seed(t, ncs.BroadcasterJoin, "join-1")
-	leave1 := seed(t, ncs.BroadcasterLeave, "leave-1", withReason(ncs.ReasonNetwork), withTs(tsDestroy))
-	destroy1 := seed(t, ncs.ChannelDestroy, "destroy-1")
-	create2 := seed(t, ncs.ChannelCreate, "create-2", withTs(tsDestroy))
-	rejoin := seed(t, ncs.BroadcasterJoin, "rejoin", withSeq(seqLeave104+1), withTs(tsDestroy))
+	join1, leave1, destroy1, create2, rejoin := rebirth(t)
 
 	want := []rosterKey{{seedUID, presence.Host, seedAcct}}
 	for name, order := range map[string][]presence.Notice{
@@ -166,11 +172,7 @@ func TestFindingSameRoleChangeChangesAccountOnlyInState(t *testing.T) {
 // later. Before, when the 101 overtook the 102, the stream ended with channel.destroy while the host stayed.
 func TestSameSecondRebirthEndsWithTheCreate(t *testing.T) {
 	t.Parallel()
-	join1 := seed(t, ncs.BroadcasterJoin, "join-1")
-	leave1 := seed(t, ncs.BroadcasterLeave, "leave-1", withReason(ncs.ReasonNetwork), withTs(tsDestroy))
-	destroy1 := seed(t, ncs.ChannelDestroy, "destroy-1")
-	create2 := seed(t, ncs.ChannelCreate, "create-2", withTs(tsDestroy))
-	rejoin := seed(t, ncs.BroadcasterJoin, "rejoin", withSeq(seqLeave104+1), withTs(tsDestroy))
+	join1, leave1, destroy1, create2, rejoin := rebirth(t)
 	for name, order := range map[string][]presence.Notice{
 		"in order":                      {join1, leave1, destroy1, create2, rejoin},
 		"101 before the 102":            {join1, leave1, create2, destroy1, rejoin},
