@@ -62,15 +62,6 @@ func TestFindingDestroyRemovesMemberWhoseNewerRoleChangeWasApplied(t *testing.T)
 	}
 }
 
-// Agora's ts has a resolution of one second, so a sole host who reconnects makes the channel's destroy, its next
-// create and the host's rejoin in the same second. The rejoin (ts == the destroy's) is applied when it arrives after
-// the destroy (state.go, user: only `ev.Ts < ch.destroyedTs` is stale) but removed when it arrives before it
-// (state.go, destroy: `m.Since > ev.Ts` keeps only strictly newer members): the roster depends on delivery order.
-//
-// Fix: make the two rules agree. Keeping the member (destroy removes only members whose newest event is strictly
-// older than the destroy, as user() already treats an equal ts) gives the right roster in both orders; a member of
-// the ending life whose join has the destroy's ts is then removed by its own leave, which has that ts too and is not
-// stale. (Making user() treat ts <= destroyedTs as stale would be consistent as well, but loses the rejoin.)
 // rebirth is a sole host's reconnection in one second: its join, its leave (reason 10) at the destroy's ts, the
 // channel's destroy, the next create and the host's rejoin, those three of the same second.
 func rebirth(t testing.TB) (join1, leave1, destroy1, create2, rejoin presence.Notice) {
@@ -81,6 +72,15 @@ func rebirth(t testing.TB) (join1, leave1, destroy1, create2, rejoin presence.No
 		seed(t, ncs.BroadcasterJoin, "rejoin", withSeq(seqLeave104+1), withTs(tsDestroy))
 }
 
+// Agora's ts has a resolution of one second, so a sole host who reconnects makes the channel's destroy, its next
+// create and the host's rejoin in the same second. The rejoin (ts == the destroy's) is applied when it arrives after
+// the destroy (state.go, user: only `ev.Ts < ch.destroyedTs` is stale) but removed when it arrives before it
+// (state.go, destroy: `m.Since > ev.Ts` keeps only strictly newer members): the roster depends on delivery order.
+//
+// Fix: make the two rules agree. Keeping the member (destroy removes only members whose newest event is strictly
+// older than the destroy, as user() already treats an equal ts) gives the right roster in both orders; a member of
+// the ending life whose join has the destroy's ts is then removed by its own leave, which has that ts too and is not
+// stale. (Making user() treat ts <= destroyedTs as stale would be consistent as well, but loses the rejoin.)
 func TestFindingSameSecondRejoinDependsOnOrder(t *testing.T) {
 	t.Parallel()
 	join1, leave1, destroy1, create2, rejoin := rebirth(t)
