@@ -151,8 +151,8 @@ func TestCheckpointReadsV1(t *testing.T) {
 	if _, o := restored.Apply(seed(t, ncs.BroadcasterJoin, "n10", withUID(7))); o != presence.Stale {
 		t.Errorf("the restored member's join again: %v, want stale", o)
 	}
-	// Past the retention and twice the clock skew from the tombstone's atMs, Prune drops it.
-	restored.Prune(seedNotifyMs + (presence.DefaultRetention + 2*presence.DefaultClockSkew).Milliseconds() + 1)
+	// Past the retention, twice the clock skew and the resend span from the tombstone's atMs, Prune drops it.
+	restored.Prune(seedNotifyMs + (presence.DefaultRetention + 2*presence.DefaultClockSkew + presence.ResendSpan).Milliseconds() + 1)
 	if _, o := restored.Apply(seed(t, ncs.AudienceJoin, "n11")); o != presence.Applied {
 		t.Errorf("the join after the tombstone's retention: %v, want applied", o)
 	}
@@ -192,10 +192,10 @@ func TestCheckpointKeepsRules(t *testing.T) {
 	src.Apply(at(seed(t, ncs.AudienceLeave, "n1"), r0, r0))
 	b := marshal(t, src)
 
-	// A tombstone lasts the retention plus twice the clock skew: 62 s here.
+	// A tombstone lasts the retention, twice the clock skew and the resend span: 122 s here.
 	minute := restore(t, presence.Rules{Retention: time.Minute, ClockSkew: time.Second}, b)
-	minute.Prune(r0 + 62_001)
-	if _, o := minute.Apply(at(seed(t, ncs.AudienceJoin, "n2"), r0+62_001, r0+62_001)); o != presence.Applied {
+	minute.Prune(r0 + 122_001)
+	if _, o := minute.Apply(at(seed(t, ncs.AudienceJoin, "n2"), r0+122_001, r0+122_001)); o != presence.Applied {
 		t.Errorf("with a minute's retention, the tombstone is pruned and the late join applied; got %v", o)
 	}
 
@@ -203,8 +203,8 @@ func TestCheckpointKeepsRules(t *testing.T) {
 	if err := json.Unmarshal(b, &zero); err != nil {
 		t.Fatal(err)
 	}
-	zero.Prune(r0 + 62_001) // the default retention, 10 minutes, keeps the tombstone
-	if _, o := zero.Apply(at(seed(t, ncs.AudienceJoin, "n2"), r0+62_001, r0+62_001)); o != presence.Stale {
+	zero.Prune(r0 + 122_001) // the default retention, 10 minutes, keeps the tombstone
+	if _, o := zero.Apply(at(seed(t, ncs.AudienceJoin, "n2"), r0+122_001, r0+122_001)); o != presence.Stale {
 		t.Errorf("with the default retention the tombstone holds; got %v", o)
 	}
 	const window = int64(11 * 60_000)

@@ -59,13 +59,13 @@ func pruneByScan(t *testing.T, state []byte, cutoff int64) []byte {
 	return b
 }
 
-// Prune drops exactly the tombstones set before the retention window (plus twice the clock skew) and the channel
-// records left empty, whatever the order tombstones were set in, replaced or removed, and also in a state restored
-// from a checkpoint.
+// Prune drops exactly the tombstones set before the retention window (plus twice the skew and the resend span) and
+// the channel records left empty, whatever the order tombstones were set in, replaced or removed, and also in a
+// state restored from a checkpoint.
 func TestPruneDropsExactlyWhatExpired(t *testing.T) {
 	t.Parallel()
 	rules := presence.Rules{Retention: 200 * time.Millisecond, ClockSkew: time.Hour}
-	keep := (rules.Retention + 2*rules.ClockSkew).Milliseconds() // how long tombstones and empty records last
+	keep := (rules.Retention + 2*rules.ClockSkew + presence.ResendSpan).Milliseconds() // how long tombstones and empty records last
 	for i := range 60 {
 		r := rand.New(rand.NewPCG(propertySeed+3, uint64(i)))
 		h := genHistory(r, histConfig{channels: 3, users: 10, lives: 3, steps: 30})

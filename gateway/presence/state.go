@@ -19,13 +19,16 @@ const (
 type Rules struct {
 	// Retention is how long a notification may be late (the replay guard's window, with ClockSkew) and about how
 	// long a leave's tombstone (and a destroyed channel's record) is kept, so that a late, older join cannot bring
-	// the member back: tombstones are kept Retention plus twice ClockSkew, to outlast the guard. Agora advises at
-	// least a minute.
+	// the member back: tombstones are kept Retention plus twice ClockSkew plus ResendSpan, to outlast the guard.
+	// Agora advises at least a minute.
 	Retention time.Duration
 	// ClockSkew is allowed between Agora's clock (notifyMs) and Usher's (the time a notification was received) in
 	// the replay guard.
 	ClockSkew time.Duration
 }
+
+// keep is how long tombstones and the records of empty channels are kept (see Prune).
+func (r Rules) keep() time.Duration { return r.Retention + 2*r.ClockSkew + ResendSpan }
 
 func (r Rules) withDefaults() Rules {
 	if r.Retention <= 0 {
@@ -332,13 +335,18 @@ func (s *State) Stored(channel string, seq uint64) {
 	}
 }
 
+// ResendSpan is how long after a notification's first delivery Agora may resend it (it resends within about a
+// minute, and each resend carries a new notifyMs).
+const ResendSpan = time.Minute
+
 // Prune drops tombstones, and records of empty channels, older at nowMs than the retention plus twice the clock
-// skew. That outlasts the replay guard's window: a join made before a leave has a notifyMs at most one skew past the
-// leave's receipt (Agora's clock ahead of ours), and the guard lets it in up to retention plus one skew after that;
-// a captured join replayed that late must still find the leaver's tombstone. Its cost is the tombstones that expired
-// plus one look at each channel, not a look at every tombstone.
+// skew plus Agora's resend span. That outlasts the replay guard's window: a join made before a leave has a notifyMs
+// at most one skew past the leave's receipt (Agora's clock ahead of ours), or a resend span more when Agora resent it
+// after the leave, and the guard lets it in up to retention plus one skew after that; a captured join replayed that
+// late must still find the leaver's tombstone. Its cost is the tombstones that expired plus one look at each
+// channel, not a look at every tombstone.
 func (s *State) Prune(nowMs int64) {
-	cutoff := nowMs - (s.rules.Retention + 2*s.rules.ClockSkew).Milliseconds()
+	cutoff := nowMs - s.rules.keep().Milliseconds()
 	s.pruneTombs(cutoff)
 	for name, ch := range s.channels {
 		if len(ch.members) == 0 && len(ch.tombs) == 0 && ch.touchedMs < cutoff {

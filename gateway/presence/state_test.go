@@ -295,7 +295,7 @@ func TestLeaves(t *testing.T) {
 
 func TestTombstones(t *testing.T) {
 	t.Parallel()
-	minute := presence.Rules{Retention: time.Minute, ClockSkew: time.Second} // a tombstone lasts 62 s
+	minute := presence.Rules{Retention: time.Minute, ClockSkew: time.Second} // a tombstone lasts 122 s
 	one := 1
 	runRuleCases(t, []ruleCase{
 		{name: "a leave before its join leaves a tombstone that makes the late join stale",
@@ -330,7 +330,7 @@ func TestTombstones(t *testing.T) {
 			rules: minute,
 			steps: []step{
 				{n: at(seed(t, ncs.AudienceLeave, "n1"), r0, r0), outcome: presence.Applied},
-				{prune: r0 + 62_000, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+62_000, r0+62_000),
+				{prune: r0 + 122_000, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+122_000, r0+122_000),
 					outcome: presence.Stale},
 			},
 			channels: &one},
@@ -341,7 +341,7 @@ func TestTombstones(t *testing.T) {
 			rules: minute,
 			steps: []step{
 				{n: at(seed(t, ncs.AudienceLeave, "n1"), r0, r0), outcome: presence.Applied},
-				{prune: r0 + 62_001, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+62_001, r0+62_001),
+				{prune: r0 + 122_001, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+122_001, r0+122_001),
 					want: evs(joinEvent(presence.Audience, "n2", seqJoin105, tsJoin)), outcome: presence.Applied},
 			},
 			final: []presence.Snapshot{snapshot(chanName, nil, ms(seedMember(tsJoin)), nil)}},
@@ -359,27 +359,41 @@ func TestTombstones(t *testing.T) {
 }
 
 // A signed join captured from a short visit and sent again as late as the replay guard lets it in (retention plus
-// the clock skew after its notifyMs) still finds the leaver's tombstone: tombstones outlast the guard's window.
+// the clock skew after its notifyMs) still finds the leaver's tombstone: tombstones outlast the guard's window, also
+// when Agora's clock runs ahead of Usher's, and when the captured join is a resend made after the leave (a resend
+// carries a new notifyMs).
 func TestReplayedJoinFindsTheTombstone(t *testing.T) {
 	t.Parallel()
 	const minute = int64(60_000)
-	for _, skew := range []int64{0, minute} { // Agora's clock on time, or a skew ahead of Usher's
+	for _, c := range []struct{ skew, resent int64 }{{0, 0}, {minute, 0}, {0, minute}, {minute, minute}, {30_000, 45_000}} {
+		skew := c.skew // Agora's clock ahead of Usher's
 		join := at(seed(t, ncs.AudienceJoin, "join"), r0-5_000+skew, r0-5_000)
 		leave := at(seed(t, ncs.AudienceLeave, "leave"), r0+skew, r0)
+		if c.resent > 0 { // the join's first delivery failed; its resend, after the leave, is the one captured
+			join = at(seed(t, ncs.AudienceJoin, "join"), r0+c.resent+skew, r0+c.resent)
+		}
 		// The captured join, byte for byte (same notifyMs), just inside the guard's 11 minutes.
 		late := join.NotifyMs + 11*minute
 		other := at(seed(t, ncs.AudienceJoin, "other", inChannel("other"), withUID(7)), late, late)
 		replay := at(seed(t, ncs.AudienceJoin, "join"), join.NotifyMs, late)
 		s := presence.NewState(presence.Rules{})
-		for _, n := range []presence.Notice{join, leave, other} {
-			if _, o := s.Apply(n); o != presence.Applied {
-				t.Fatalf("%s: %v", n.NoticeID, o)
+		steps := []presence.Notice{join, leave, other}
+		if c.resent > 0 {
+			steps = []presence.Notice{leave, join, other} // as received: the resent join finds the tombstone
+		}
+		for _, n := range steps {
+			want := presence.Applied
+			if n.NoticeID == "join" && c.resent > 0 {
+				want = presence.Stale
+			}
+			if _, o := s.Apply(n); o != want {
+				t.Fatalf("%s: %v, want %v", n.NoticeID, o, want)
 			}
 		}
 		s.Prune(other.ReceivedMs) // as the applier does when the NCS sequence crosses a multiple of 1000
 		if evs, o := s.Apply(replay); o == presence.Applied || len(evs) > 0 {
-			t.Errorf("skew %d ms: a captured join %d ms old was %v with events %s: the user who left is back",
-				skew, replay.ReceivedMs-replay.NotifyMs, o, jsEvents(evs))
+			t.Errorf("skew %d ms, resent %d ms after the leave: a captured join %d ms old was %v with events %s: the user who left is back",
+				skew, c.resent, replay.ReceivedMs-replay.NotifyMs, o, jsEvents(evs))
 		}
 		equal(t, "roster", withoutSeq(s.View().Snapshot(chanName)), snapshot(chanName, nil, nil, nil))
 	}
@@ -387,15 +401,15 @@ func TestReplayedJoinFindsTheTombstone(t *testing.T) {
 
 func TestPruneDropsEmptyChannels(t *testing.T) {
 	t.Parallel()
-	s := presence.NewState(presence.Rules{Retention: time.Minute, ClockSkew: time.Second}) // a record lasts 62 s
+	s := presence.NewState(presence.Rules{Retention: time.Minute, ClockSkew: time.Second}) // a record lasts 122 s
 	if _, o := s.Apply(at(seed(t, ncs.ChannelCreate, "n1"), r0, r0)); o != presence.Applied {
 		t.Fatalf("create: %v", o)
 	}
-	s.Prune(r0 + 62_000)
+	s.Prune(r0 + 122_000)
 	if c, m := s.Len(); c != 1 || m != 0 {
 		t.Fatalf("after Prune at the retention's end: %d channels, %d members; want 1, 0", c, m)
 	}
-	s.Prune(r0 + 62_001)
+	s.Prune(r0 + 122_001)
 	if c, m := s.Len(); c != 0 || m != 0 {
 		t.Fatalf("after Prune past the retention: %d channels, %d members; want 0, 0", c, m)
 	}
@@ -503,7 +517,7 @@ func TestChannelLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("decode 102 with lastUid: %v", err)
 	}
-	minute := presence.Rules{Retention: time.Minute, ClockSkew: time.Second} // a tombstone lasts 62 s
+	minute := presence.Rules{Retention: time.Minute, ClockSkew: time.Second} // a tombstone lasts 122 s
 	zero := 0
 	runRuleCases(t, []ruleCase{
 		{name: "101 emits channel.create once",
@@ -621,7 +635,7 @@ func TestChannelLifecycle(t *testing.T) {
 			steps: []step{
 				{n: at(seed(t, ncs.ChannelDestroy, "n1"), r0, r0), want: evs(destroy("n1", tsDestroy)),
 					outcome: presence.Applied},
-				{prune: r0 + 62_000, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+62_000, r0+62_000),
+				{prune: r0 + 122_000, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+122_000, r0+122_000),
 					outcome: presence.Stale},
 			}},
 		// The accepted limit again: past the retention the channel's record is gone, and with it the destroy's ts.
@@ -630,7 +644,7 @@ func TestChannelLifecycle(t *testing.T) {
 			steps: []step{
 				{n: at(seed(t, ncs.ChannelDestroy, "n1"), r0, r0), want: evs(destroy("n1", tsDestroy)),
 					outcome: presence.Applied},
-				{prune: r0 + 62_001, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+62_001, r0+62_001),
+				{prune: r0 + 122_001, n: at(seed(t, ncs.AudienceJoin, "n2"), r0+122_001, r0+122_001),
 					want: evs(joinEvent(presence.Audience, "n2", seqJoin105, tsJoin)), outcome: presence.Applied},
 			},
 			final: []presence.Snapshot{snapshot(chanName, nil, ms(seedMember(tsJoin)), nil)}},
