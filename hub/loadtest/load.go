@@ -60,7 +60,7 @@ type Report struct {
 	SentRate              float64 // achieved
 	AckedPerSec           float64 // notifications answered 200, per second of sending
 	Sent, Acked           int
-	Expected, Delivered   int64
+	Expected, Delivered   int64   // events of the acknowledged notifications: due, and delivered
 	Fraction              float64 // Delivered / Expected
 	DeliveredPerSec       float64 // over the time from the first send to the last delivery
 	// Latency of each delivery from the moment its notification was due by the fixed rate (not from when it was
@@ -122,7 +122,6 @@ type subscriber struct {
 type shard struct {
 	mu          sync.Mutex
 	due, sent   histogram // latency from when each notification was due, and from when it was sent
-	n           int64     // deliveries
 	lastFrameNs int64
 }
 
@@ -132,6 +131,20 @@ type runState struct {
 	start    atomic.Int64 // unix ns when notification 0 was due; notification i is due interval later each
 	interval int64
 	sentAt   []atomic.Int64
+	acked    []atomic.Bool  // notification i was answered 200
+	got      []atomic.Int32 // deliveries of notification i
+}
+
+// deliveredAcked counts the deliveries of acknowledged notifications: those of a notification answered 5xx (stored
+// all the same, say, after a PubAck that came too late) must not make up for acknowledged ones that were lost.
+func (rs *runState) deliveredAcked() int64 {
+	var n int64
+	for i := range rs.got {
+		if rs.acked[i].Load() {
+			n += int64(rs.got[i].Load())
+		}
+	}
+	return n
 }
 
 func (c Config) channelName(i int) string { return "bench-" + strconv.Itoa(i) }
@@ -251,6 +264,7 @@ func (f *Fleet) read(s *subscriber) {
 		if i < 0 || i >= len(rs.sentAt) {
 			continue
 		}
+		rs.got[i].Add(1)
 		due, sent := rs.start.Load()+int64(i)*rs.interval, rs.sentAt[i].Load()
 		sh := s.shard
 		sh.mu.Lock()
@@ -258,7 +272,6 @@ func (f *Fleet) read(s *subscriber) {
 		if sent > 0 {
 			sh.sent.add(time.Duration(now - sent))
 		}
-		sh.n++
 		sh.lastFrameNs = max(sh.lastFrameNs, now)
 		sh.mu.Unlock()
 	}
@@ -310,11 +323,12 @@ func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (
 		drain = 10 * time.Second
 	}
 	interval := time.Duration(float64(time.Second) / rate)
-	rs := &runState{prefix: fmt.Sprintf("b%x-", rand.Uint32()), interval: int64(interval), sentAt: make([]atomic.Int64, total)}
+	rs := &runState{prefix: fmt.Sprintf("b%x-", rand.Uint32()), interval: int64(interval), sentAt: make([]atomic.Int64, total),
+		acked: make([]atomic.Bool, total), got: make([]atomic.Int32, total)}
 	for i := range f.shards {
 		sh := &f.shards[i]
 		sh.mu.Lock()
-		sh.due, sh.sent, sh.n, sh.lastFrameNs = histogram{}, histogram{}, 0, 0
+		sh.due, sh.sent, sh.lastFrameNs = histogram{}, histogram{}, 0
 		sh.mu.Unlock()
 	}
 	rs.start.Store(time.Now().UnixNano()) // again below, when the first is due
@@ -335,6 +349,7 @@ func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (
 			for i := range jobs {
 				ch := i % cfg.Channels
 				if ok := f.send(ctx, client, rs, i, ch); ok {
+					rs.acked[i].Store(true)
 					acked.Add(1)
 					expected.Add(int64(f.perCh[ch]))
 				}
@@ -371,7 +386,7 @@ pace:
 	// whole drain for one lost event would dilute the CPU figures with idle time.)
 	deadline := time.Now().Add(drain)
 	for seen, quietSince := int64(-1), time.Now(); time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(50 * time.Millisecond) {
-		n := f.delivered()
+		n := rs.deliveredAcked()
 		if n >= expected.Load() || n == seen && time.Since(quietSince) > time.Second {
 			break
 		}
@@ -394,7 +409,7 @@ pace:
 		last = max(last, sh.lastFrameNs)
 		sh.mu.Unlock()
 	}
-	delivered := f.delivered()
+	delivered := rs.deliveredAcked()
 	// The rate sent: sent notifications over the time they took, the last one's interval included.
 	sentRate := float64(sent) / (handedOff.Sub(start) + interval).Seconds()
 	r := Report{Target: cfg.Target, Channels: cfg.Channels, Subscribers: len(f.subs), Rate: rate,
@@ -415,18 +430,6 @@ pace:
 		}
 	}
 	return r, ctx.Err()
-}
-
-// delivered counts the deliveries of the current run so far.
-func (f *Fleet) delivered() int64 {
-	var n int64
-	for i := range f.shards {
-		sh := &f.shards[i]
-		sh.mu.Lock()
-		n += sh.n
-		sh.mu.Unlock()
-	}
-	return n
 }
 
 // send posts notification i for channel ch: a join of a new uid, so that every notification makes one event.
