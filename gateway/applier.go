@@ -189,11 +189,13 @@ func (a *applier) release(rev uint64) {
 
 // leader is the applier's working state while it holds the lease.
 type leader struct {
-	state    *presence.State
-	ncsSeq   uint64 // last notification applied
-	last     uint64 // sequence of the last presence event derived
-	stored   uint64 // USHER_PRESENCE's last sequence when this leader started
-	inflight []inflight
+	state  *presence.State
+	ncsSeq uint64 // last notification applied
+	last   uint64 // sequence of the last presence event derived
+	stored uint64 // USHER_PRESENCE's last sequence when this leader started
+	// storedNcs is the USHER_NCS sequence of the notification the stored event came from (0: not known).
+	storedNcs uint64
+	inflight  []inflight
 }
 
 // inflight is a presence event published and not yet acknowledged.
@@ -223,6 +225,12 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		// rosters hold events the stream does not, and clients will not see them.
 		a.log.Error("presence stream is behind the checkpoint; continuing from the stream", "checkpoint", l.last, "stream", l.stored)
 		l.last = l.stored
+	}
+	if l.last < l.stored {
+		// The notification the stream's last event came from: once it is replayed, every stored event is derived.
+		if m, err := ps.GetMsg(ctx, l.stored); err == nil {
+			l.storedNcs, _ = strconv.ParseUint(m.Header.Get(HeaderNCSSeq), 10, 64)
+		}
 	}
 
 	f, err := follow(ctx, a.js, bus.NCSStream, subject.NCSPrefix+">", l.ncsSeq+1, 512, a.log)
@@ -347,6 +355,14 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 		}
 		l.last = e.Seq
 		l.state.Stored(e.Channel, e.Seq)
+	}
+	if replaying && l.storedNcs > 0 && seq >= l.storedNcs && l.last < l.stored {
+		// The replay derived fewer events than an earlier leader stored from the same notifications: its rules
+		// differed (an upgrade that changed them, after a leader died without a final checkpoint). Skipping on to
+		// the stream's last event keeps the next events from being taken as stored and never published.
+		a.log.Error("the replayed notifications derive fewer presence events than were stored; going on after the stream's last",
+			"derived", l.last, "stored", l.stored, "ncsSeq", seq)
+		l.last = l.stored
 	}
 	if seq/pruneEvery != l.ncsSeq/pruneEvery {
 		l.state.Prune(n.ReceivedMs)

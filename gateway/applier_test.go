@@ -204,3 +204,51 @@ func TestConfirmAfterAnUnseenRenewal(t *testing.T) {
 		t.Fatal("confirm took another instance's lease")
 	}
 }
+
+// A replay that derives fewer events than an earlier leader stored from the same notifications (its rules differed:
+// an upgrade that changed them, after the old leader died without a final checkpoint) loses none of the events
+// after: the next one is published after the stream's last, not taken as already stored.
+func TestReplayDerivingFewerEventsLosesNone(t *testing.T) {
+	js, ctx := testJetStream(t, 60*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old leader's work, with no checkpoint: two notifications, from each of which its rules derived an event.
+	// The second (uid 1's join again, same clientSeq, new noticeId) is stale under today's rules.
+	storeJoin(ctx, t, js, "n1", 1)
+	storeJoin(ctx, t, js, "n1-again", 1)
+	for ncsSeq, id := range []string{"n1", "n1-again"} {
+		e := presence.Event{Seq: uint64(ncsSeq + 1), Channel: "c", Event: presence.Join, Role: presence.Audience, UID: 1,
+			ClientSeq: 1, NoticeID: id, Source: presence.SourceNCS}
+		b, _ := json.Marshal(e)
+		m := nats.NewMsg(subject.Presence("c"))
+		m.Data = b
+		m.Header.Set(HeaderNCSSeq, strconv.Itoa(ncsSeq+1))
+		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new",
+		log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); a.run(actx) }()
+	defer func() { cancel(); <-done }()
+	storeJoin(ctx, t, js, "n2", 2)
+
+	ps, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		m, err := ps.GetMsg(ctx, 3)
+		if err != nil {
+			return false, fmt.Sprintf("no event 3: %v", err)
+		}
+		var e presence.Event
+		_ = json.Unmarshal(m.Data, &e)
+		return e.UID == 2 && e.Event == presence.Join, fmt.Sprintf("event 3 is %s", m.Data)
+	})
+}
