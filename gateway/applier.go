@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,8 +194,11 @@ type leader struct {
 	ncsSeq uint64 // last notification applied
 	last   uint64 // sequence of the last presence event derived
 	stored uint64 // USHER_PRESENCE's last sequence when this leader started
-	// storedNcs is the USHER_NCS sequence of the notification the stored event came from (0: not known).
+	// storedNcs and storedID are the USHER_NCS sequence of the notification the stream's last event came from (0:
+	// not known), and that event's message id: the notification's noticeId, with ":<i>" for its i-th event after the
+	// first.
 	storedNcs uint64
+	storedID  string
 	inflight  []inflight
 }
 
@@ -227,9 +231,14 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		l.last = l.stored
 	}
 	if l.last < l.stored {
-		// The notification the stream's last event came from: once it is replayed, every stored event is derived.
-		if m, err := ps.GetMsg(ctx, l.stored); err == nil {
+		// The stream's last event: which notification it came from, and its place among that one's events (its id).
+		m, err := ps.GetMsg(ctx, l.stored)
+		switch {
+		case err == nil:
 			l.storedNcs, _ = strconv.ParseUint(m.Header.Get(HeaderNCSSeq), 10, 64)
+			l.storedID = m.Header.Get(jetstream.MsgIDHeader)
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil, fmt.Errorf("presence event %d: %w", l.stored, err)
 		}
 	}
 
@@ -330,6 +339,9 @@ func (a *applier) settle(l *leader) error {
 func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 	n := a.noticeOf(msg)
 	replaying := l.last < l.stored // re-deriving what an earlier leader published: not counted again
+	if replaying && seq == l.storedNcs {
+		a.alignReplay(l, n.NoticeID)
+	}
 	events, outcome := l.state.Apply(n)
 	if !replaying {
 		a.metrics.notices[outcome].Inc()
@@ -356,12 +368,10 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 		l.last = e.Seq
 		l.state.Stored(e.Channel, e.Seq)
 	}
-	if replaying && l.storedNcs > 0 && seq >= l.storedNcs && l.last < l.stored {
-		// The replay derived fewer events than an earlier leader stored from the same notifications: its rules
-		// differed (an upgrade that changed them, after a leader died without a final checkpoint). Skipping on to
-		// the stream's last event keeps the next events from being taken as stored and never published.
-		a.log.Error("the replayed notifications derive fewer presence events than were stored; going on after the stream's last",
-			"derived", l.last, "stored", l.stored, "ncsSeq", seq)
+	if replaying && seq == l.storedNcs && l.last < l.stored {
+		// This notification gave fewer events than were stored from it: the stream's are taken as they are.
+		a.log.Error("the replayed notification derives fewer presence events than were stored from it (the roster rules changed?); going on from the stream",
+			"derived", l.last, "stored", l.stored, "noticeId", n.NoticeID)
 		l.last = l.stored
 	}
 	if seq/pruneEvery != l.ncsSeq/pruneEvery {
@@ -369,6 +379,31 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 	}
 	l.ncsSeq = seq
 	return nil
+}
+
+// alignReplay is called as the replay reaches the notification the stream's last event came from (noticeID): the
+// events derived so far must end just before that notification's first stored event. With the same rules they do,
+// and the notification's events then land on the stored ones, the rest after them (a leader may have stopped in the
+// middle of a notification's events). When they do not (an upgrade changed the rules, after a leader died without a
+// final checkpoint), the stream is taken as it is, here and after the notification (applyMsg): otherwise this and
+// the next notifications' events would get seqs the stream already holds and never be published (fewer derived),
+// or be published twice (more derived).
+func (a *applier) alignReplay(l *leader, noticeID string) {
+	index := uint64(0) // of the stream's last event among this notification's events
+	if l.storedID != noticeID {
+		rest, ok := strings.CutPrefix(l.storedID, noticeID+":")
+		i, err := strconv.ParseUint(rest, 10, 64)
+		if !ok || err != nil || i >= l.stored {
+			a.log.Error("the presence stream's last event does not name the notification it came from", "id", l.storedID, "noticeId", noticeID)
+			return
+		}
+		index = i
+	}
+	if want := l.stored - index - 1; l.last != want {
+		a.log.Error("the replayed notifications derive other presence events than were stored (the roster rules changed?); going on from the stream",
+			"derived", l.last, "stored", want, "noticeId", noticeID)
+		l.last = want
+	}
 }
 
 // noticeOf is a stored notification as a notice: decoded by this instance's ingest when it was stored here, decoded

@@ -252,3 +252,90 @@ func TestReplayDerivingFewerEventsLosesNone(t *testing.T) {
 		return e.UID == 2 && e.Event == presence.Join, fmt.Sprintf("event 3 is %s", m.Data)
 	})
 }
+
+// failOnceByID fails, once, the presence publish with Nats-Msg-Id id (and so every later one of that pipeline).
+type failOnceByID struct {
+	jetstream.JetStream
+	id     string
+	seen   atomic.Int64
+	failed atomic.Bool
+}
+
+func (f *failOnceByID) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	var e presence.Event
+	_ = json.Unmarshal(m.Data, &e)
+	if e.NoticeID == f.id && f.seen.Add(1) == 2 && f.failed.CompareAndSwap(false, true) { // its second event
+		return failedAck{m}, nil
+	}
+	return f.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// After a leader went on from the stream (its replay derived fewer events than were stored), a publish fails in the
+// middle of a notification of several events, and the leader starts again from the same old checkpoint: the replay
+// must line up with the partly stored notification and publish the rest of its events.
+func TestRestartAfterAlignmentLosesNone(t *testing.T) {
+	js, ctx := testJetStream(t, 60*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Old rules' work (no checkpoint), as in TestReplayDerivingFewerEventsLosesNone.
+	storeJoin(ctx, t, js, "n1", 1)
+	storeJoin(ctx, t, js, "n1-again", 1)
+	for ncsSeq, id := range []string{"n1", "n1-again"} {
+		e := presence.Event{Seq: uint64(ncsSeq + 1), Channel: "c", Event: presence.Join, Role: presence.Audience, UID: 1,
+			ClientSeq: 1, NoticeID: id, Source: presence.SourceNCS}
+		b, _ := json.Marshal(e)
+		m := nats.NewMsg(subject.Presence("c"))
+		m.Data = b
+		m.Header.Set(HeaderNCSSeq, strconv.Itoa(ncsSeq+1))
+		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	wrapped := &failOnceByID{JetStream: js, id: "d"}
+	a := &applier{js: wrapped, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new",
+		log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); a.run(actx) }()
+	defer func() { cancel(); <-done }()
+	storeJoin(ctx, t, js, "n2", 2) // event 3
+	ps, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		_, err := ps.GetMsg(ctx, 3)
+		return err == nil, "no event 3"
+	})
+	// A destroy: leave uid 1 (id d), leave uid 2 (id d:1, fails once), channel.destroy (id d:2).
+	body := fmt.Sprintf(`{"noticeId":"d","productId":1,"eventType":102,"notifyMs":%d,"payload":{"channelName":"c","ts":%d}}`,
+		time.Now().UnixMilli(), time.Now().Unix()+10)
+	m := nats.NewMsg(subject.NCS("c"))
+	m.Data = []byte(body)
+	m.Header.Set(HeaderReceivedMs, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID("d")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, func() (bool, string) {
+		info, _ := ps.Info(ctx)
+		return wrapped.failed.Load() && info.State.LastSeq >= 5, fmt.Sprintf("last %d", info.State.LastSeq)
+	})
+	time.Sleep(2 * time.Second) // the leader's retry, and anything it would wrongly publish
+	info, _ := ps.Info(ctx)
+	var got []string
+	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+		m, err := ps.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e presence.Event
+		_ = json.Unmarshal(m.Data, &e)
+		got = append(got, fmt.Sprintf("%d:%s uid%d (%s)", seq, e.Event, e.UID, m.Header.Get(jetstream.MsgIDHeader)))
+	}
+	if len(got) != 6 {
+		t.Fatalf("want 6 events (…, 4 leave uid1, 5 leave uid2, 6 destroy), got %v", got)
+	}
+}
