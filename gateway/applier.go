@@ -338,8 +338,10 @@ func (a *applier) settle(l *leader) error {
 // does not hold yet.
 func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 	n := a.noticeOf(msg)
-	replaying := l.last < l.stored // re-deriving what an earlier leader published: not counted again
-	if replaying && seq == l.storedNcs {
+	// Re-deriving what an earlier leader published (not counted again): every notification up to the one the stream's
+	// last event came from, and any event at or before that last event.
+	replaying := l.last < l.stored || seq <= l.storedNcs
+	if seq == l.storedNcs {
 		a.alignReplay(l, n.NoticeID)
 	}
 	events, outcome := l.state.Apply(n)
@@ -348,7 +350,9 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 	}
 	for i, e := range events {
 		e.Seq = l.last + 1
-		if e.Seq > l.stored {
+		// Nothing of a notification before storedNcs is published: the stream holds all it gave (more here would be
+		// of other rules).
+		if e.Seq > l.stored && seq >= l.storedNcs {
 			id := n.NoticeID
 			if i > 0 {
 				id += ":" + strconv.Itoa(i)
@@ -368,7 +372,7 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 		l.last = e.Seq
 		l.state.Stored(e.Channel, e.Seq)
 	}
-	if replaying && seq == l.storedNcs && l.last < l.stored {
+	if seq == l.storedNcs && l.last < l.stored {
 		// This notification gave fewer events than were stored from it: the stream's are taken as they are.
 		a.log.Error("the replayed notification derives fewer presence events than were stored from it (the roster rules changed?); going on from the stream",
 			"derived", l.last, "stored", l.stored, "noticeId", n.NoticeID)

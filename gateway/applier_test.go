@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -205,128 +207,73 @@ func TestConfirmAfterAnUnseenRenewal(t *testing.T) {
 	}
 }
 
-// A replay that derives fewer events than an earlier leader stored from the same notifications (its rules differed:
-// an upgrade that changed them, after the old leader died without a final checkpoint) loses none of the events
-// after: the next one is published after the stream's last, not taken as already stored.
-func TestReplayDerivingFewerEventsLosesNone(t *testing.T) {
-	js, ctx := testJetStream(t, 60*time.Second)
-	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The old leader's work, with no checkpoint: two notifications, from each of which its rules derived an event.
-	// The second (uid 1's join again, same clientSeq, new noticeId) is stale under today's rules.
-	storeJoin(ctx, t, js, "n1", 1)
-	storeJoin(ctx, t, js, "n1-again", 1)
-	for ncsSeq, id := range []string{"n1", "n1-again"} {
-		e := presence.Event{Seq: uint64(ncsSeq + 1), Channel: "c", Event: presence.Join, Role: presence.Audience, UID: 1,
-			ClientSeq: 1, NoticeID: id, Source: presence.SourceNCS}
-		b, _ := json.Marshal(e)
-		m := nats.NewMsg(subject.Presence("c"))
-		m.Data = b
-		m.Header.Set(HeaderNCSSeq, strconv.Itoa(ncsSeq+1))
-		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new",
-		log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
-	actx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); a.run(actx) }()
-	defer func() { cancel(); <-done }()
-	storeJoin(ctx, t, js, "n2", 2)
-
-	ps, err := js.Stream(ctx, bus.PresenceStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
-		m, err := ps.GetMsg(ctx, 3)
-		if err != nil {
-			return false, fmt.Sprintf("no event 3: %v", err)
-		}
-		var e presence.Event
-		_ = json.Unmarshal(m.Data, &e)
-		return e.UID == 2 && e.Event == presence.Join, fmt.Sprintf("event 3 is %s", m.Data)
-	})
-}
-
-// failOnceByID fails, once, the presence publish with Nats-Msg-Id id (and so every later one of that pipeline).
-type failOnceByID struct {
+// failOnce fails, once, the nth presence publish of notification id's events (and so every later one of that
+// pipeline), as when a PubAck never comes.
+type failOnce struct {
 	jetstream.JetStream
 	id     string
+	nth    int64
 	seen   atomic.Int64
 	failed atomic.Bool
 }
 
-func (f *failOnceByID) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+func (f *failOnce) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
 	var e presence.Event
 	_ = json.Unmarshal(m.Data, &e)
-	if e.NoticeID == f.id && f.seen.Add(1) == 2 && f.failed.CompareAndSwap(false, true) { // its second event
+	if e.NoticeID == f.id && f.seen.Add(1) == f.nth && f.failed.CompareAndSwap(false, true) {
 		return failedAck{m}, nil
 	}
 	return f.JetStream.PublishMsgAsync(m, opts...)
 }
 
-// After a leader went on from the stream (its replay derived fewer events than were stored), a publish fails in the
-// middle of a notification of several events, and the leader starts again from the same old checkpoint: the replay
-// must line up with the partly stored notification and publish the rest of its events.
-func TestRestartAfterAlignmentLosesNone(t *testing.T) {
-	js, ctx := testJetStream(t, 60*time.Second)
-	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
-	if err != nil {
+// storeNCS stores body in USHER_NCS for channel "c", as ingest does.
+func storeNCS(ctx context.Context, t *testing.T, js jetstream.JetStream, id, body string) {
+	t.Helper()
+	m := nats.NewMsg(subject.NCS("c"))
+	m.Data = []byte(body)
+	m.Header.Set(HeaderReceivedMs, strconv.FormatInt(time.Now().UnixMilli(), 10))
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
 		t.Fatal(err)
 	}
-	// Old rules' work (no checkpoint), as in TestReplayDerivingFewerEventsLosesNone.
-	storeJoin(ctx, t, js, "n1", 1)
-	storeJoin(ctx, t, js, "n1-again", 1)
-	for ncsSeq, id := range []string{"n1", "n1-again"} {
-		e := presence.Event{Seq: uint64(ncsSeq + 1), Channel: "c", Event: presence.Join, Role: presence.Audience, UID: 1,
-			ClientSeq: 1, NoticeID: id, Source: presence.SourceNCS}
-		b, _ := json.Marshal(e)
+}
+
+// storeDestroy stores the destroy of channel "c", ts seconds from now.
+func storeDestroy(ctx context.Context, t *testing.T, js jetstream.JetStream, id string, ts int64) {
+	storeNCS(ctx, t, js, id, fmt.Sprintf(`{"noticeId":%q,"productId":1,"eventType":102,"notifyMs":%d,"payload":{"channelName":"c","ts":%d}}`,
+		id, time.Now().UnixMilli(), time.Now().Unix()+ts))
+}
+
+// storePresence stores presence events as an earlier leader did: uid's join, derived from NCS sequence ncsSeq.
+func storePresence(ctx context.Context, t *testing.T, js jetstream.JetStream, events ...struct {
+	id          string
+	uid, ncsSeq int
+}) {
+	t.Helper()
+	for _, x := range events {
+		b, _ := json.Marshal(presence.Event{Channel: "c", Event: presence.Join, Role: presence.Audience, UID: uint32(x.uid),
+			ClientSeq: 1, NoticeID: x.id, Source: presence.SourceNCS})
 		m := nats.NewMsg(subject.Presence("c"))
 		m.Data = b
-		m.Header.Set(HeaderNCSSeq, strconv.Itoa(ncsSeq+1))
-		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(id)); err != nil {
+		m.Header.Set(HeaderNCSSeq, strconv.Itoa(x.ncsSeq))
+		if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID(x.id)); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
 
-	wrapped := &failOnceByID{JetStream: js, id: "d"}
-	a := &applier{js: wrapped, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new",
-		log: slog.New(slog.DiscardHandler), metrics: newMetrics()}
-	actx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); a.run(actx) }()
-	defer func() { cancel(); <-done }()
-	storeJoin(ctx, t, js, "n2", 2) // event 3
+// presenceStream lists USHER_PRESENCE as "seq:event uid<uid> (<id>)".
+func presenceStream(ctx context.Context, t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
 	ps, err := js.Stream(ctx, bus.PresenceStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
-		_, err := ps.GetMsg(ctx, 3)
-		return err == nil, "no event 3"
-	})
-	// A destroy: leave uid 1 (id d), leave uid 2 (id d:1, fails once), channel.destroy (id d:2).
-	body := fmt.Sprintf(`{"noticeId":"d","productId":1,"eventType":102,"notifyMs":%d,"payload":{"channelName":"c","ts":%d}}`,
-		time.Now().UnixMilli(), time.Now().Unix()+10)
-	m := nats.NewMsg(subject.NCS("c"))
-	m.Data = []byte(body)
-	m.Header.Set(HeaderReceivedMs, strconv.FormatInt(time.Now().UnixMilli(), 10))
-	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID("d")); err != nil {
+	info, err := ps.Info(ctx)
+	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, func() (bool, string) {
-		info, _ := ps.Info(ctx)
-		return wrapped.failed.Load() && info.State.LastSeq >= 5, fmt.Sprintf("last %d", info.State.LastSeq)
-	})
-	time.Sleep(2 * time.Second) // the leader's retry, and anything it would wrongly publish
-	info, _ := ps.Info(ctx)
 	var got []string
-	for seq := uint64(1); seq <= info.State.LastSeq; seq++ {
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
 		m, err := ps.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatal(err)
@@ -335,7 +282,128 @@ func TestRestartAfterAlignmentLosesNone(t *testing.T) {
 		_ = json.Unmarshal(m.Data, &e)
 		got = append(got, fmt.Sprintf("%d:%s uid%d (%s)", seq, e.Event, e.UID, m.Header.Get(jetstream.MsgIDHeader)))
 	}
-	if len(got) != 6 {
-		t.Fatalf("want 6 events (…, 4 leave uid1, 5 leave uid2, 6 destroy), got %v", got)
+	return got
+}
+
+// runTestApplier runs an applier on js until the test ends.
+func runTestApplier(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger) {
+	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new", log: log, metrics: newMetrics()}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); a.run(actx) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+type presenceEvent = struct {
+	id          string
+	uid, ncsSeq int
+}
+
+// waitStream waits until USHER_PRESENCE holds at least n events, then a second more (for anything that should not
+// come), and returns it.
+func waitStream(ctx context.Context, t *testing.T, js jetstream.JetStream, n int) []string {
+	t.Helper()
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
+		got := presenceStream(ctx, t, js)
+		return len(got) >= n, fmt.Sprintf("%d events, want %d: %v", len(got), n, got)
+	})
+	time.Sleep(time.Second)
+	return presenceStream(ctx, t, js)
+}
+
+// Replays under rules that derive other events than an earlier leader stored from the same notifications (an upgrade
+// that changed the rules, after the old leader died without a final checkpoint) lose no later event and publish none
+// twice: the leader lines up with the stream's last event, by the notification it came from.
+func TestReplayUnderOtherRules(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		ncs   []string        // notifications stored (joins of uid i+1, "n1-again" a stale repeat of uid 1's)
+		old   []presenceEvent // what the old rules published
+		after string          // a notification after them
+		want  []string
+	}{
+		{"fewer: the old rules derived an event today's do not",
+			[]string{"n1", "n1-again"}, []presenceEvent{{"n1", 1, 1}, {"n1-again", 1, 2}}, "n3",
+			[]string{"1:join uid1 (n1)", "2:join uid1 (n1-again)", "3:join uid3 (n3)"}},
+		{"more: today's rules derive an event the old ones did not",
+			[]string{"n1", "n2", "n3"}, []presenceEvent{{"n1", 1, 1}, {"n3", 3, 3}}, "n4",
+			[]string{"1:join uid1 (n1)", "2:join uid3 (n3)", "3:join uid4 (n4)"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			js, ctx := testJetStream(t, 60*time.Second)
+			buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range tc.ncs {
+				uid := 1
+				if id != "n1-again" {
+					uid, _ = strconv.Atoi(id[1:])
+				}
+				storeJoin(ctx, t, js, id, uid)
+			}
+			storePresence(ctx, t, js, tc.old...)
+			time.Sleep(1100 * time.Millisecond) // past USHER_PRESENCE's de-duplication window, as after a real crash
+			runTestApplier(ctx, t, js, buckets, slog.New(slog.DiscardHandler))
+			uid, _ := strconv.Atoi(tc.after[1:])
+			storeJoin(ctx, t, js, tc.after, uid)
+			if got := waitStream(ctx, t, js, len(tc.want)); !slices.Equal(got, tc.want) {
+				t.Fatalf("USHER_PRESENCE holds %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// With the same rules, a leader that stops in the middle of a notification's events (a destroy: two leaves and
+// channel.destroy; the third publish fails) publishes the rest on its retry, from the same old checkpoint, and the
+// lining up with the stream changes nothing (no error logged), Agora's colon-laden noticeIds included.
+func TestRestartInTheMiddleOfANotification(t *testing.T) {
+	t.Parallel()
+	js, ctx := testJetStream(t, 60*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const destroy = "2000001428:4330:107"
+	var logs testutil.SyncBuffer
+	runTestApplier(ctx, t, &failOnce{JetStream: js, id: destroy, nth: 3}, buckets, slog.New(slog.NewTextHandler(&logs, nil)))
+	storeJoin(ctx, t, js, "2000001428:4330", 1) // a noticeId that begins the destroy's
+	storeJoin(ctx, t, js, "2000001428:4330:106", 2)
+	storeDestroy(ctx, t, js, destroy, 10)
+	waitStream(ctx, t, js, 5)
+	storeNCS(ctx, t, js, "after", fmt.Sprintf(`{"noticeId":"after","productId":1,"eventType":105,"notifyMs":%d,"payload":{"channelName":"c","uid":3,"clientSeq":1,"ts":%d}}`,
+		time.Now().UnixMilli(), time.Now().Unix()+20))
+	want := []string{"1:join uid1 (2000001428:4330)", "2:join uid2 (2000001428:4330:106)", "3:leave uid1 (" + destroy + ")",
+		"4:leave uid2 (" + destroy + ":1)", "5:channel.destroy uid0 (" + destroy + ":2)", "6:join uid3 (after)"}
+	if got := waitStream(ctx, t, js, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("USHER_PRESENCE holds %v, want %v", got, want)
+	}
+	if strings.Contains(logs.String(), "roster rules changed") || strings.Contains(logs.String(), "does not name") {
+		t.Fatalf("the same rules lined up with the stream by force:\n%s", logs.String())
+	}
+}
+
+// Under other rules, after the leader lined up with the stream, a publish fails in the middle of a notification of
+// several events (the second of a destroy's), and the leader starts again from the same old checkpoint: the retry
+// lines up with the partly stored notification and publishes the rest of its events.
+func TestRestartAfterLiningUpLosesNone(t *testing.T) {
+	t.Parallel()
+	js, ctx := testJetStream(t, 60*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	storeJoin(ctx, t, js, "n1", 1)
+	storeJoin(ctx, t, js, "n1-again", 1)
+	storePresence(ctx, t, js, presenceEvent{"n1", 1, 1}, presenceEvent{"n1-again", 1, 2}) // the old rules' work
+	runTestApplier(ctx, t, &failOnce{JetStream: js, id: "d", nth: 2}, buckets, slog.New(slog.DiscardHandler))
+	storeJoin(ctx, t, js, "n2", 2)
+	waitStream(ctx, t, js, 3)
+	storeDestroy(ctx, t, js, "d", 10)
+	want := []string{"1:join uid1 (n1)", "2:join uid1 (n1-again)", "3:join uid2 (n2)", "4:leave uid1 (d)", "5:leave uid2 (d:1)",
+		"6:channel.destroy uid0 (d:2)"}
+	if got := waitStream(ctx, t, js, len(want)); !slices.Equal(got, want) {
+		t.Fatalf("USHER_PRESENCE holds %v, want %v", got, want)
 	}
 }
