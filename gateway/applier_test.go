@@ -48,6 +48,17 @@ func (f *failingPublishes) PublishMsgAsync(m *nats.Msg, opts ...jetstream.Publis
 	return f.JetStream.PublishMsgAsync(m, opts...)
 }
 
+// applierStreams is a JetStream with Usher's streams, for 60 s at most.
+func applierStreams(t *testing.T) (jetstream.JetStream, context.Context, bus.Buckets) {
+	t.Helper()
+	js, ctx := testJetStream(t, 60*time.Second)
+	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, ctx, buckets
+}
+
 // storeJoin stores an audience join of channel "c" in USHER_NCS, as ingest does.
 func storeJoin(ctx context.Context, t *testing.T, js jetstream.JetStream, id string, uid int) {
 	t.Helper()
@@ -65,11 +76,7 @@ func storeJoin(ctx context.Context, t *testing.T, js jetstream.JetStream, id str
 // that counts it (it used to log the failure at a checkpoint and go on, and its final checkpoint then claimed the
 // event), so the next leader derives it again and publishes it.
 func TestFailedPublishIsNotSkipped(t *testing.T) {
-	js, ctx := testJetStream(t, 60*time.Second)
-	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, ctx, buckets := applierStreams(t)
 	log := slog.New(slog.DiscardHandler)
 	newApplier := func(j jetstream.JetStream, id string) *applier {
 		return &applier{js: j, buckets: buckets, ttl: 3 * time.Second, every: 100 * time.Millisecond, id: id,
@@ -331,11 +338,7 @@ func TestReplayUnderOtherRules(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			js, ctx := testJetStream(t, 60*time.Second)
-			buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
+			js, ctx, buckets := applierStreams(t)
 			for _, id := range tc.ncs {
 				uid := 1
 				if id != "n1-again" {
@@ -360,11 +363,7 @@ func TestReplayUnderOtherRules(t *testing.T) {
 // lining up with the stream changes nothing (no error logged), Agora's colon-laden noticeIds included.
 func TestRestartInTheMiddleOfANotification(t *testing.T) {
 	t.Parallel()
-	js, ctx := testJetStream(t, 60*time.Second)
-	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, ctx, buckets := applierStreams(t)
 	const destroy = "2000001428:4330:107"
 	var logs testutil.SyncBuffer
 	runTestApplier(ctx, t, &failOnce{JetStream: js, id: destroy, nth: 3}, buckets, slog.New(slog.NewTextHandler(&logs, nil)))
@@ -389,11 +388,7 @@ func TestRestartInTheMiddleOfANotification(t *testing.T) {
 // lines up with the partly stored notification and publishes the rest of its events.
 func TestRestartAfterLiningUpLosesNone(t *testing.T) {
 	t.Parallel()
-	js, ctx := testJetStream(t, 60*time.Second)
-	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, ctx, buckets := applierStreams(t)
 	storeJoin(ctx, t, js, "n1", 1)
 	storeJoin(ctx, t, js, "n1-again", 1)
 	storePresence(ctx, t, js, presenceEvent{"n1", 1, 1}, presenceEvent{"n1-again", 1, 2}) // the old rules' work
