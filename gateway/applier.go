@@ -406,6 +406,9 @@ func (a *applier) alignReplay(l *leader, noticeID string) {
 	if want := l.stored - index - 1; l.last != want {
 		a.log.Error("the replayed notifications derive other presence events than were stored (the roster rules changed?); going on from the stream",
 			"derived", l.last, "stored", want, "noticeId", noticeID)
+		if l.last > want {
+			l.state.ClampSeqs(want) // the events derived past want were not stored
+		}
 		l.last = want
 	}
 }

@@ -292,13 +292,15 @@ func presenceStream(ctx context.Context, t *testing.T, js jetstream.JetStream) [
 	return got
 }
 
-// runTestApplier runs an applier on js until the test ends.
-func runTestApplier(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger) {
+// runTestApplier runs an applier on js until the test ends, or until stop (a clean stop: it saves its checkpoint).
+func runTestApplier(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger) (stop func()) {
 	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new", log: log, metrics: newMetrics()}
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); a.run(actx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	stop = func() { cancel(); <-done }
+	t.Cleanup(stop)
+	return stop
 }
 
 type presenceEvent = struct {
@@ -332,9 +334,9 @@ func TestReplayUnderOtherRules(t *testing.T) {
 		{"fewer: the old rules derived an event today's do not",
 			[]string{"n1", "n1-again"}, []presenceEvent{{"n1", 1, 1}, {"n1-again", 1, 2}}, "n3",
 			[]string{"1:join uid1 (n1)", "2:join uid1 (n1-again)", "3:join uid3 (n3)"}},
-		{"more: today's rules derive an event the old ones did not",
-			[]string{"n1", "n2", "n3"}, []presenceEvent{{"n1", 1, 1}, {"n3", 3, 3}}, "n4",
-			[]string{"1:join uid1 (n1)", "2:join uid3 (n3)", "3:join uid4 (n4)"}},
+		{"more: today's rules derive two events the old ones did not",
+			[]string{"n1", "n2", "n3", "n4"}, []presenceEvent{{"n1", 1, 1}, {"n4", 4, 4}}, "n5",
+			[]string{"1:join uid1 (n1)", "2:join uid4 (n4)", "3:join uid5 (n5)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -348,11 +350,27 @@ func TestReplayUnderOtherRules(t *testing.T) {
 			}
 			storePresence(ctx, t, js, tc.old...)
 			time.Sleep(1100 * time.Millisecond) // past USHER_PRESENCE's de-duplication window, as after a real crash
+			// The new leader replays, and stops cleanly: its checkpoint is what views start from.
+			stop := runTestApplier(ctx, t, js, buckets, slog.New(slog.DiscardHandler))
+			time.Sleep(time.Second)
+			stop()
+			cp, err := loadCheckpoint(ctx, js, buckets.Checkpoints, presence.Rules{})
+			if err != nil {
+				t.Fatal(err)
+			}
 			runTestApplier(ctx, t, js, buckets, slog.New(slog.DiscardHandler))
 			uid, _ := strconv.Atoi(tc.after[1:])
 			storeJoin(ctx, t, js, tc.after, uid)
 			if got := waitStream(ctx, t, js, len(tc.want)); !slices.Equal(got, tc.want) {
 				t.Fatalf("USHER_PRESENCE holds %v, want %v", got, tc.want)
+			}
+			// A view built from that checkpoint, as an instance starting then builds it, takes every event after it.
+			v := cp.State.View()
+			v.RaiseFloor(cp.PresenceSeq)
+			e := presence.Event{Seq: cp.PresenceSeq + 1, Channel: "c", Event: presence.Join, Role: presence.Audience,
+				UID: uint32(uid), ClientSeq: 1, NoticeID: tc.after, Source: presence.SourceNCS}
+			if !v.Apply(e) {
+				t.Fatalf("a view from the checkpoint (event %d) drops the next event: a channel's seq is past the stream", cp.PresenceSeq)
 			}
 		})
 	}

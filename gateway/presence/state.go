@@ -335,6 +335,18 @@ func (s *State) Stored(channel string, seq uint64) {
 	}
 }
 
+// ClampSeqs lowers to max the seq of every channel whose last event (as recorded with Stored) is past it. The applier
+// calls it when it lines its replay up with the stream below events it had derived under other rules than the
+// stream's: those were never stored, and a view built from this state must not take the stream's next events of
+// such a channel for ones it holds.
+func (s *State) ClampSeqs(max uint64) {
+	for name, ch := range s.channels {
+		if ch.seq > max {
+			s.writable(name, ch).seq = max
+		}
+	}
+}
+
 // ResendSpan is how long after a notification's first delivery Agora may resend it (it resends within about a
 // minute, and each resend carries a new notifyMs).
 const ResendSpan = time.Minute
