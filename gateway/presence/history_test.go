@@ -166,10 +166,14 @@ func randomDevice(r *rand.Rand) (ncs.Platform, *int) {
 	return p, nil
 }
 
+// leaveReasons are the reasons of a leave that ends a member's stay: all but 5, a move to a new device, which
+// TestDeviceMove and the simulator's histories (TestMatchesSimulatorTruth) cover.
+var leaveReasons = slices.DeleteFunc(slices.Clone(ncs.LeaveReasons), func(r int) bool { return r == ncs.ReasonNewDevice })
+
 func emitLeave(r *rand.Rand, emit func(ncs.EventType, ncs.ChannelEvent), m truthMember, seq, now int64) {
 	typ := map[presence.Role]ncs.EventType{presence.Host: ncs.BroadcasterLeave, presence.Audience: ncs.AudienceLeave,
 		presence.User: ncs.CommunicationLeave}[m.role]
-	ev := ncs.ChannelEvent{UID: m.UID, ClientSeq: seq, Ts: now, Reason: ptr(ncs.LeaveReasons[r.IntN(len(ncs.LeaveReasons))]),
+	ev := ncs.ChannelEvent{UID: m.UID, ClientSeq: seq, Ts: now, Reason: ptr(leaveReasons[r.IntN(len(leaveReasons))]),
 		Duration: ptr(now - m.Since), Account: m.Account}
 	if m.Platform != nil {
 		ev.Platform = ptr(ncs.Platform(*m.Platform))

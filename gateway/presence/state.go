@@ -64,7 +64,8 @@ const (
 	Stale
 	// Replayed: notifyMs is older than the retention window allows; stored, but it never changes a roster.
 	Replayed
-	// Ignored: not an RTC channel event, or one without the uid and clientSeq a user event needs.
+	// Ignored: not an RTC channel event, one without the uid and clientSeq a user event needs, or a leave with
+	// reason 5 (the user moved to a new device and is still in the channel).
 	Ignored
 )
 
@@ -162,6 +163,12 @@ func (s *State) Apply(n Notice) ([]Event, Outcome) {
 		return nil, Replayed
 	}
 	if n.Type.IsUserEvent() && (ev.UID == 0 || ev.ClientSeq <= 0) {
+		return nil, Ignored
+	}
+	// A leave with reason 5 is the old device of a user who joined again from a new one: Agora forced the old
+	// device out because of that join. The user is still in the channel, on the new device, whatever order the two
+	// notifications arrive in; the leave's clientSeq is the old device's and says nothing about the new one's.
+	if n.Type.IsLeave() && ev.Reason != nil && *ev.Reason == ncs.ReasonNewDevice {
 		return nil, Ignored
 	}
 	ch := s.channels[ev.ChannelName]

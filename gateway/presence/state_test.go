@@ -280,8 +280,9 @@ func TestLeaves(t *testing.T) {
 					outcome: presence.Applied},
 			}},
 	}
-	// Every documented reason is kept as sent, and so is one Agora may add later.
-	for _, r := range []int{0, 1, 2, 3, 4, 5, 9, 10, 12, 99, 999, 7} {
+	// Every documented reason is kept as sent, and so is one Agora may add later. (5 is a move to a new device,
+	// not a leave: TestDeviceMove.)
+	for _, r := range []int{0, 1, 2, 3, 4, 9, 10, 12, 99, 999, 7} {
 		cases = append(cases, ruleCase{name: fmt.Sprintf("reason %d is kept", r),
 			steps: []step{
 				{n: seed(t, ncs.AudienceJoin, "n1"), want: evs(joinEvent(presence.Audience, "n1", seqJoin105, tsJoin)),
@@ -290,6 +291,60 @@ func TestLeaves(t *testing.T) {
 					want: evs(leaveEvent(presence.Audience, "n2", seqLeave106, r)), outcome: presence.Applied},
 			}})
 	}
+	runRuleCases(t, cases)
+}
+
+// A user who joins from a new device forces the old one out: Agora sends the new device's join and the old
+// device's leave with reason 5, in either order, and the leave's clientSeq (the old device's) may be higher or lower
+// than the join's. The user stays in the channel, with the new device's platform.
+func TestDeviceMove(t *testing.T) {
+	t.Parallel()
+	const newSeq = seqJoin103 + 20 // the new device's join
+	moved := func(e *ncs.ChannelEvent) { e.Platform = ptr(ncs.PlatformIOS) }
+	newJoin := func(id string) presence.Notice {
+		return seed(t, ncs.BroadcasterJoin, id, withSeq(newSeq), withTs(tsJoin+30), moved)
+	}
+	newJoinEvent := func(id string) presence.Event {
+		e := joinEvent(presence.Host, id, newSeq, tsJoin+30)
+		e.Platform = ptr(2)
+		return e
+	}
+	oldLeave := func(id string, seq int64) presence.Notice {
+		return seed(t, ncs.BroadcasterLeave, id, withSeq(seq), withReason(ncs.ReasonNewDevice))
+	}
+	onNewDevice := []presence.Snapshot{snapshot(chanName,
+		ms(presence.Member{UID: seedUID, Account: seedAcct, Platform: ptr(2), Since: tsJoin + 30}), nil, nil)}
+	hostJoin := step{n: seed(t, ncs.BroadcasterJoin, "n1"), want: evs(joinEvent(presence.Host, "n1", seqJoin103, tsJoin)),
+		outcome: presence.Applied}
+	var cases []ruleCase
+	for _, leaveSeq := range []int64{newSeq - 10, newSeq + 10} {
+		cases = append(cases,
+			ruleCase{name: fmt.Sprintf("join from the new device, then the old one's leave (clientSeq %+d)", leaveSeq-newSeq),
+				steps: []step{hostJoin,
+					{n: newJoin("n2"), want: evs(newJoinEvent("n2")), outcome: presence.Applied},
+					{n: oldLeave("n3", leaveSeq), outcome: presence.Ignored},
+				},
+				final: onNewDevice},
+			ruleCase{name: fmt.Sprintf("the old device's leave first (clientSeq %+d), then the join from the new one", leaveSeq-newSeq),
+				steps: []step{hostJoin,
+					{n: oldLeave("n3", leaveSeq), outcome: presence.Ignored},
+					{n: newJoin("n2"), want: evs(newJoinEvent("n2")), outcome: presence.Applied},
+				},
+				final: onNewDevice},
+			ruleCase{name: fmt.Sprintf("the old device's leave before any join (clientSeq %+d) leaves no tombstone", leaveSeq-newSeq),
+				steps: []step{
+					{n: oldLeave("n3", leaveSeq), outcome: presence.Ignored},
+					{n: newJoin("n2"), want: evs(newJoinEvent("n2")), outcome: presence.Applied},
+				},
+				final: onNewDevice})
+	}
+	cases = append(cases, ruleCase{name: "an audience member's move: 106 with reason 5",
+		steps: []step{
+			{n: seed(t, ncs.AudienceJoin, "n1"), want: evs(joinEvent(presence.Audience, "n1", seqJoin105, tsJoin)),
+				outcome: presence.Applied},
+			{n: seed(t, ncs.AudienceLeave, "n2", withReason(ncs.ReasonNewDevice)), outcome: presence.Ignored},
+		},
+		final: []presence.Snapshot{snapshot(chanName, nil, ms(seedMember(tsJoin)), nil)}})
 	runRuleCases(t, cases)
 }
 

@@ -152,7 +152,6 @@ type user struct {
 	slot       int   // index in its channel's byRole[role]
 	seq        int64 // the latest clientSeq
 	joinTs     int64
-	lastReason int
 }
 
 // step is a planned original event.
@@ -406,9 +405,10 @@ func (g *Generator) apply(s step) {
 		if s.ev.ClientType != nil {
 			u.clientType = *s.ev.ClientType
 		}
+	case s.typ.IsLeave() && *s.ev.Reason == ncs.ReasonNewDevice:
+		// The old device of a move: u stays, on the new device.
 	case s.typ.IsLeave():
 		ch.move(u, absent)
-		u.lastReason = *s.ev.Reason
 	case s.typ == ncs.RoleToBroadcaster:
 		ch.move(u, RoleHost)
 	case s.typ == ncs.RoleToAudience:
@@ -427,6 +427,16 @@ func joinRole(t ncs.EventType) Role {
 		return RoleAudience
 	}
 	return RoleUser
+}
+
+func joinType(r Role) ncs.EventType {
+	switch r {
+	case RoleHost:
+		return ncs.BroadcasterJoin
+	case RoleAudience:
+		return ncs.AudienceJoin
+	}
+	return ncs.CommunicationJoin
 }
 
 func leaveType(r Role) ncs.EventType {
@@ -614,9 +624,6 @@ func (g *Generator) clientSeq(u *user) int64 {
 func (g *Generator) planJoin(ch *channel, typ ncs.EventType) {
 	u := g.member(ch, absent)
 	platform, clientType := u.platform, u.clientType
-	if u.lastReason == ncs.ReasonNewDevice {
-		platform, clientType = g.device()
-	}
 	ev := ncs.ChannelEvent{
 		ChannelName: ch.name,
 		UID:         u.uid,
@@ -631,9 +638,14 @@ func (g *Generator) planJoin(ch *channel, typ ncs.EventType) {
 	g.script = append(g.script, step{ch: ch, u: u, typ: typ, ev: ev})
 }
 
-// planLeave plans u's leave and, when u is the last member, the channel's destroy.
+// planLeave plans u's leave and, when u is the last member, the channel's destroy. A leave with reason 5 is a move
+// to a new device instead (planMove): u stays.
 func (g *Generator) planLeave(ch *channel, u *user) {
 	platform, reason, duration := u.platform, g.leaveReason(ch.closing), g.now.Unix()-u.joinTs
+	if reason == ncs.ReasonNewDevice {
+		g.planMove(ch, u)
+		return
+	}
 	ev := ncs.ChannelEvent{
 		ChannelName: ch.name,
 		UID:         u.uid,
@@ -658,6 +670,27 @@ func (g *Generator) planLeave(ch *channel, u *user) {
 		destroy.LastUID = &uid
 	}
 	g.script = append(g.script, step{ch: ch, typ: ncs.ChannelDestroy, ev: destroy})
+}
+
+// planMove plans u's move to a new device, as Agora reports it: the new device's join, in u's role, then the old
+// device's leave with reason 5 (the new join forced it out), which has a higher clientSeq than the join. u stays in
+// the channel.
+func (g *Generator) planMove(ch *channel, u *user) {
+	platform, clientType := g.device()
+	seq, ts := g.clientSeq(u), g.now.Unix()
+	join := ncs.ChannelEvent{ChannelName: ch.name, UID: u.uid, Platform: &platform, ClientSeq: seq, Ts: ts, Account: u.account}
+	if platform == ncs.PlatformLinux {
+		join.ClientType = &clientType
+	}
+	oldPlatform, reason, duration := u.platform, ncs.ReasonNewDevice, ts-u.joinTs
+	leave := ncs.ChannelEvent{ChannelName: ch.name, UID: u.uid, Platform: &oldPlatform, ClientSeq: seq + 1,
+		Reason: &reason, Duration: &duration, Ts: ts, Account: u.account}
+	if oldPlatform == ncs.PlatformLinux {
+		oldType := u.clientType
+		leave.ClientType = &oldType
+	}
+	g.script = append(g.script, step{ch: ch, u: u, typ: joinType(u.role), ev: join},
+		step{ch: ch, u: u, typ: leaveType(u.role), ev: leave})
 }
 
 func (g *Generator) planRole(ch *channel, u *user, typ ncs.EventType) {

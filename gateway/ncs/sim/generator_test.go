@@ -87,6 +87,9 @@ type refChannel struct {
 	lastLeaver       uint32
 	members          map[uint32]Member
 	seq              map[uint32]int64 // latest clientSeq of every uid ever seen
+	// moving holds the old device's platform of a member who joined again from a new device, until the old
+	// device's leave with reason 5.
+	moving map[uint32]ncs.Platform
 }
 
 func newRefModel(t testing.TB) *refModel {
@@ -99,7 +102,7 @@ func (m *refModel) apply(typ ncs.EventType, ev *ncs.ChannelEvent) {
 	m.types[typ]++
 	ch := m.channels[ev.ChannelName]
 	if ch == nil {
-		ch = &refChannel{members: map[uint32]Member{}, seq: map[uint32]int64{}}
+		ch = &refChannel{members: map[uint32]Member{}, seq: map[uint32]int64{}, moving: map[uint32]ncs.Platform{}}
 		m.channels[ev.ChannelName] = ch
 	}
 	where := func() string { return typ.String() + " in " + ev.ChannelName }
@@ -145,6 +148,28 @@ func (m *refModel) apply(typ ncs.EventType, ev *ncs.ChannelEvent) {
 			t.Errorf("%s: lastUid %d, the last to leave was %d", where(), *ev.LastUID, ch.lastLeaver)
 		}
 		ch.alive, ch.destroyed, ch.destroyedTs = false, true, ev.Ts
+	case typ.IsJoin() && present:
+		// A move to a new device: the old device's leave, with reason 5, must come next.
+		want := map[Role]ncs.EventType{RoleHost: ncs.BroadcasterJoin, RoleAudience: ncs.AudienceJoin, RoleUser: ncs.CommunicationJoin}[member.Role]
+		if typ != want {
+			t.Errorf("%s: uid %d, present as %v, joins again with %d", where(), ev.UID, member.Role, typ)
+		}
+		ch.moving[ev.UID] = member.Platform
+		member.Platform, member.ClientType = *ev.Platform, 0
+		if ev.ClientType != nil {
+			member.ClientType = *ev.ClientType
+		}
+		ch.members[ev.UID] = member
+	case typ.IsLeave() && ev.Reason != nil && *ev.Reason == ncs.ReasonNewDevice:
+		old, moving := ch.moving[ev.UID]
+		if !present || !moving || old != *ev.Platform {
+			t.Errorf("%s: uid %d leaves with reason 5 from platform %d, present %v, moving from %d (%v)", where(), ev.UID,
+				*ev.Platform, present, old, moving)
+		}
+		delete(ch.moving, ev.UID)
+		m.reasons[*ev.Reason]++
+		member.ClientSeq = ev.ClientSeq
+		ch.members[ev.UID] = member
 	case typ.IsJoin():
 		if !ch.alive || present {
 			t.Errorf("%s: uid %d joins, channel alive %v, already present %v", where(), ev.UID, ch.alive, present)
