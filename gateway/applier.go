@@ -45,6 +45,19 @@ type checkpoint struct {
 	NCSSeq      uint64          `json:"ncsSeq"`
 	PresenceSeq uint64          `json:"presenceSeq"`
 	State       *presence.State `json:"state"`
+	// Rules are the roster rules of the leader that saved it (absent from checkpoints before they were recorded).
+	Rules *checkpointRules `json:"rules,omitempty"`
+}
+
+// checkpointRules are roster rules as a checkpoint records them.
+type checkpointRules struct {
+	RetentionMs int64 `json:"retentionMs"`
+	ClockSkewMs int64 `json:"clockSkewMs"`
+}
+
+func rulesOf(r presence.Rules) checkpointRules {
+	r = r.WithDefaults()
+	return checkpointRules{RetentionMs: r.Retention.Milliseconds(), ClockSkewMs: r.ClockSkew.Milliseconds()}
 }
 
 // applier folds stored notifications into rosters and publishes the effective changes to USHER_PRESENCE.
@@ -222,6 +235,13 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 	info, err := ps.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("presence stream info: %w", err)
+	}
+	if mine := rulesOf(a.rules); cp.Rules != nil && *cp.Rules != mine {
+		// Each leader applies its own rules: with different settings, two leaders decide the same late notification
+		// differently, and a replay across the hand-over derives other events than were stored (see alignReplay).
+		a.log.Warn("the last checkpoint was saved under other roster rules: set the same USHER_TOMBSTONE_RETENTION on every instance",
+			"checkpointRetention", time.Duration(cp.Rules.RetentionMs)*time.Millisecond, "retention", time.Duration(mine.RetentionMs)*time.Millisecond,
+			"checkpointClockSkew", time.Duration(cp.Rules.ClockSkewMs)*time.Millisecond, "clockSkew", time.Duration(mine.ClockSkewMs)*time.Millisecond)
 	}
 	l := &leader{state: cp.State, ncsSeq: cp.NCSSeq, last: cp.PresenceSeq, stored: info.State.LastSeq}
 	if l.stored < l.last {
@@ -472,10 +492,11 @@ func loadCheckpoint(ctx context.Context, js jetstream.JetStream, store jetstream
 func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uint64, state json.Marshaler) {
 	start := time.Now()
 	b, err := json.Marshal(struct {
-		NCSSeq      uint64         `json:"ncsSeq"`
-		PresenceSeq uint64         `json:"presenceSeq"`
-		State       json.Marshaler `json:"state"`
-	}{ncsSeq, presenceSeq, state})
+		NCSSeq      uint64          `json:"ncsSeq"`
+		PresenceSeq uint64          `json:"presenceSeq"`
+		State       json.Marshaler  `json:"state"`
+		Rules       checkpointRules `json:"rules"`
+	}{ncsSeq, presenceSeq, state, rulesOf(a.rules)})
 	if err != nil {
 		a.metrics.checkpointFailures.Inc()
 		a.log.Error("encode checkpoint", "err", err)

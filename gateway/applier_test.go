@@ -420,3 +420,56 @@ func TestRestartAfterLiningUpLosesNone(t *testing.T) {
 		t.Fatalf("USHER_PRESENCE holds %v, want %v", got, want)
 	}
 }
+
+// A checkpoint records the rules of the leader that saved it, and a leader with other rules says so (instances
+// with different USHER_TOMBSTONE_RETENTION decide late notifications differently); one with the same rules does not.
+func TestCheckpointUnderOtherRulesIsReported(t *testing.T) {
+	js, ctx, buckets := applierStreams(t)
+	start := func(id string, retention time.Duration, log *slog.Logger) (stop func()) {
+		a := &applier{js: js, buckets: buckets, rules: presence.Rules{Retention: retention}, ttl: 3 * time.Second,
+			every: time.Hour, id: id, log: log, metrics: newMetrics()}
+		actx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); a.run(actx) }()
+		stop = func() { cancel(); <-done }
+		t.Cleanup(stop)
+		return stop
+	}
+	// The first leader, on the default rules, applies a join and saves its final checkpoint as it stops.
+	stop := start("a", 0, slog.New(slog.DiscardHandler))
+	storeJoin(ctx, t, js, "n1", 1)
+	waitStream(ctx, t, js, 1)
+	stop()
+	raw, err := buckets.Checkpoints.GetBytes(ctx, checkpointObject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(raw, &cp); err != nil {
+		t.Fatal(err)
+	}
+	if want := (checkpointRules{RetentionMs: 600_000, ClockSkewMs: 60_000}); cp.Rules == nil || *cp.Rules != want {
+		t.Fatalf("checkpoint rules %+v, want %+v", cp.Rules, want)
+	}
+
+	for _, tc := range []struct {
+		retention time.Duration
+		warned    bool
+	}{{presence.DefaultRetention, false}, {20 * time.Minute, true}} {
+		var logs testutil.SyncBuffer
+		stop := start(fmt.Sprintf("retention-%s", tc.retention), tc.retention,
+			slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+		// Once it applies a new join, it has loaded the checkpoint.
+		id := fmt.Sprintf("n-%s", tc.retention)
+		storeJoin(ctx, t, js, id, int(tc.retention/time.Minute)+1)
+		testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
+			got := presenceStream(ctx, t, js)
+			return strings.Contains(strings.Join(got, " "), "("+id+")"), fmt.Sprintf("stream %v", got)
+		})
+		stop()
+		warned := strings.Contains(logs.String(), "other roster rules")
+		if warned != tc.warned || tc.warned && !strings.Contains(logs.String(), "checkpointRetention=10m0s retention=20m0s") {
+			t.Errorf("retention %s: warned %v, want %v; logs:\n%s", tc.retention, warned, tc.warned, logs.String())
+		}
+	}
+}

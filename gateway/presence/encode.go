@@ -77,7 +77,7 @@ func (s *State) UnmarshalJSON(b []byte) error {
 	}
 	channels := make(map[string]*channelState, len(in.Channels))
 	if s.rules == (Rules{}) {
-		s.rules = Rules{}.withDefaults()
+		s.rules = Rules{}.WithDefaults()
 	}
 	for _, c := range in.Channels {
 		ch := &channelState{

@@ -30,7 +30,8 @@ type Rules struct {
 // keep is how long tombstones and the records of empty channels are kept (see Prune).
 func (r Rules) keep() time.Duration { return r.Retention + 2*r.ClockSkew + ResendSpan }
 
-func (r Rules) withDefaults() Rules {
+// WithDefaults is r with the defaults in place of its zero values: the rules a State made with r applies.
+func (r Rules) WithDefaults() Rules {
 	if r.Retention <= 0 {
 		r.Retention = DefaultRetention
 	}
@@ -149,7 +150,7 @@ type tomb struct {
 
 // NewState returns an empty State.
 func NewState(r Rules) *State {
-	return &State{rules: r.withDefaults(), channels: map[string]*channelState{}}
+	return &State{rules: r.WithDefaults(), channels: map[string]*channelState{}}
 }
 
 // Apply applies one notice and returns the effective changes, in order, without their Seq.
