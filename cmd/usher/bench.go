@@ -51,6 +51,11 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	if target == "both" {
 		targets = []string{loadtest.TargetUsher, loadtest.TargetBaseline}
 	}
+	if spawn && url == "" {
+		for _, dir := range sweepBenchDirs(os.TempDir(), time.Now()) {
+			fmt.Fprintf(stderr, "removed %s, left by a bench that was killed\n", dir)
+		}
+	}
 	var reports []loadtest.Report
 	// one measures target t; a server it started is stopped before the next target's run, so that the two never
 	// share the machine (or a debug address).
@@ -154,6 +159,7 @@ type spawned struct {
 	url      string
 	ncs, jwt string
 	dir      string
+	unlock   func()        // releases dir's lock, which marks it as this bench's
 	exited   chan struct{} // closed once the process has exited
 }
 
@@ -169,7 +175,7 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.dir, err = os.MkdirTemp("", "usher-bench-"); err != nil {
+	if s.dir, s.unlock, err = makeBenchDir(); err != nil {
 		return nil, err
 	}
 	sub := "serve"
@@ -184,6 +190,7 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 	s.cmd.Stderr = os.Stderr
 	s.cmd.SysProcAttr = childAttr()
 	if err := s.cmd.Start(); err != nil {
+		s.unlock()
 		_ = os.RemoveAll(s.dir)
 		return nil, err
 	}
@@ -223,6 +230,7 @@ func (s *spawned) stop() {
 		<-s.exited
 	}
 	_ = os.RemoveAll(s.dir)
+	s.unlock()
 }
 
 // baseline serves the bare fan-out server the load tool compares Usher with.
