@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -404,5 +405,81 @@ func TestUsherJSStopsOnACachedTokenThatExpired(t *testing.T) {
 	b.poll(`state "closed" with code 4001`, `states.includes("closed 4001")`, wait)
 	if s := eval[string](b, `states.slice(states.indexOf("closed 4001")).join(", ")`); s != "closed 4001" {
 		t.Fatalf("states after the stop: %s; want none", s)
+	}
+}
+
+// Channel names are keys, not properties: a channel named like a property every JavaScript object has
+// ("constructor", "toString", "__proto__"; all valid Agora names) is kept and resumed as any other. The frames of
+// its earlier subscription are dropped after a subscribe again, and a reconnection resumes it, and only it.
+func TestUsherJSChannelsNamedLikeObjectProperties(t *testing.T) {
+	t.Parallel()
+	for _, name := range []string{"constructor", "toString", "__proto__"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ch := jsString(name)
+			var (
+				mu     sync.Mutex
+				second []string // what the client sent on the second connection
+			)
+			site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+				switch n {
+				case 1:
+					if !readOp(ctx, c, "subscribe") {
+						return
+					}
+					writeJSON(ctx, c, `{"type":"subscribed","channel":`+ch+`}`,
+						`{"type":"snapshot","channel":`+ch+`,"seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`,
+						`{"type":"presence","channel":`+ch+`,"seq":11,"event":"join","uid":1}`)
+					if !readOp(ctx, c, "unsubscribe") || !readOp(ctx, c, "subscribe") {
+						return
+					}
+					writeJSON(ctx, c, `{"type":"presence","channel":`+ch+`,"seq":12,"event":"join","uid":2}`, // the old one's
+						`{"type":"subscribed","channel":`+ch+`}`,
+						`{"type":"snapshot","channel":`+ch+`,"seq":12,"hosts":[],"audience":[],"users":[],"counts":{}}`,
+						`{"type":"presence","channel":`+ch+`,"seq":13,"event":"join","uid":3}`)
+					_ = c.Close(websocket.StatusServiceRestart, "reloading")
+				case 2:
+					for {
+						_, b, err := c.Read(ctx)
+						if err != nil {
+							return
+						}
+						mu.Lock()
+						second = append(second, string(b))
+						first := len(second) == 1
+						mu.Unlock()
+						if first {
+							writeJSON(ctx, c, `{"type":"subscribed","channel":`+ch+`}`,
+								`{"type":"presence","channel":`+ch+`,"seq":14,"event":"join","uid":4}`)
+						}
+					}
+				}
+			})
+			b := newBrowser(t, 800, 600)
+			b.do(wait, chromedp.Navigate(site+"/"))
+			eval[bool](b, `(() => {
+				window.got = [];
+				const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40});
+				const second = {
+					subscribed: () => got.push("subscribed"),
+					snapshot: s => got.push("snapshot " + s.seq),
+					event: e => got.push("event " + e.seq),
+				};
+				c.subscribe(`+ch+`, {event: e => { if (e.seq === 11) { c.unsubscribe(`+ch+`); c.subscribe(`+ch+`, second); } }});
+				window.client = c;
+				return true;
+			})()`)
+			b.poll("the event after the reconnection", `got.includes("event 14")`, wait)
+			time.Sleep(300 * time.Millisecond) // for any other subscribe the client would send
+			const want = "subscribed, snapshot 12, event 13, subscribed, event 14"
+			if got := eval[string](b, `client.close(), got.join(", ")`); got != want {
+				t.Errorf("the new handlers got %q, want %q", got, want)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if wantSent := `{"op":"subscribe","channel":` + ch + `,"since":13}`; len(second) != 1 || second[0] != wantSent {
+				t.Errorf("on the second connection the client sent %q, want only %s", second, wantSent)
+			}
+		})
 	}
 }

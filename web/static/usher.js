@@ -40,8 +40,9 @@
     this.unavailableTries = opts.unavailableTries || 3;
     this.WebSocket = opts.WebSocket || root.WebSocket;
     this.onstate = null;
-    this.subs = {}; // channel -> {handlers, seq}
-    this.awaiting = {}; // channel -> subscribes sent on this connection and not answered yet
+    // Maps without a prototype: a channel may be named "constructor" or "__proto__".
+    this.subs = Object.create(null); // channel -> {handlers, seq}
+    this.awaiting = Object.create(null); // channel -> subscribes sent on this connection and not answered yet
     this.ws = null;
     this.attempt = 0;
     this.closed = false;
@@ -87,7 +88,7 @@
       // The backoff starts over only once this connection has lasted: a server that accepts and closes at once
       // (overloaded, shutting down, or closing a client as too slow) sees the delays grow.
       self.stableTimer = setTimeout(function () { self.stableTimer = null; if (self.ws === ws) self.attempt = 0; }, self.stableAfter);
-      self.awaiting = {}; // a new connection: nothing of the old one can arrive
+      self.awaiting = Object.create(null); // a new connection: nothing of the old one can arrive
       for (var ch in self.subs) { self.subs[ch].retries = 0; self._sendSubscribe(ch); }
       self._state("live", { resumed: resumed });
     };
