@@ -483,3 +483,28 @@ func TestUsherJSChannelsNamedLikeObjectProperties(t *testing.T) {
 		})
 	}
 }
+
+// An app that renews its token before it expires (setToken while connected: "the next connection uses it") keeps
+// its client: when the server closes the old token's connection with 4001, usher.js reconnects with the new token
+// and resumes, rather than stopping with state "closed" as if it had no valid token.
+func TestUsherJSGoesOnWithATokenRenewedBeforeExpiry(t *testing.T) {
+	t.Parallel()
+	var expiry time.Time
+	srv, _, b, seq := resumingClient(t, func(ch string) string {
+		expiry = time.Now().Add(3 * time.Second)
+		short, err := auth.Issue(testJWTSecret, []string{ch}, 3*time.Second, "viewer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return short
+	}, "")
+	const ch = "show-1"
+	eval[bool](b, `client.setToken(`+jsString(token(t, "viewer", ch))+`), true`) // renewed in good time
+	time.Sleep(time.Until(expiry) + 500*time.Millisecond)                        // the server closes the old token's connection
+	srv.send(t, user(ncs.AudienceJoin, ch, 12, seq+1, nil))
+	b.poll("the event after the old token's expiry", `got.includes("event 12") || states.includes("closed 4001")`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "snapshot 1, event 12" {
+		t.Fatalf("the handlers got %q (states %s), want a resume with the new token: %q", got,
+			eval[string](b, `states.join(", ")`), "snapshot 1, event 12")
+	}
+}

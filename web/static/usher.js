@@ -19,7 +19,8 @@
 // stayed up for stableAfter (10 s), so a server that accepts and then closes is not hammered. When the token has
 // expired (the server closed with 4001, or a reconnection was refused after the token's lifetime had passed: the
 // server answers 401, which a browser reports only as a failed connection) the client stops with state "closed" and
-// info {code: 4001}; setToken(newToken) then reconnects and resumes. The lifetime is measured on this device from
+// info {code: 4001}; setToken(newToken) then reconnects and resumes. A token given with setToken while connected
+// (renewed before it expires) is used by the next connection: a 4001 for the old one then reconnects with it. The lifetime is measured on this device from
 // when the token was given (exp - iat), so a device clock that is off does not matter. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
 // tokenIn: "query" to use ?token= instead. A connection attempt that neither opens nor fails within connectTimeout
@@ -60,12 +61,12 @@
   };
 
   UsherClient.prototype._connect = function () {
-    var self = this;
+    var self = this, token = this.token; // the token this connection presents
     var url = this.url, protocols = ["usher"];
     if (this.tokenIn === "query") {
-      url += (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(this.token);
+      url += (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(token);
     } else {
-      protocols.push("bearer." + this.token);
+      protocols.push("bearer." + token);
     }
     this._state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     this.opened = false;
@@ -103,7 +104,8 @@
       self._clearStableTimer();
       self.ws = null;
       if (self.closed) { self._state("closed", { code: ev.code, reason: ev.reason }); return; }
-      if (ev.code === 4001) { self._expire(ev.reason); return; }
+      // 4001 ends this connection's token; one given since (setToken) is used by the next connection.
+      if (ev.code === 4001 && token === self.token) { self._expire(ev.reason); return; }
       self._retry(ev);
     };
     ws.onerror = function () { /* onclose follows */ };
@@ -221,8 +223,9 @@
     this._send({ op: "unsubscribe", channel: channel });
   };
 
-  // setToken replaces the token (the next connection uses it). After the client stopped on an expired token it
-  // reconnects at once and resumes every subscription from its last seq.
+  // setToken replaces the token (the next connection uses it; when the server ends the current connection for the
+  // old token's expiry, 4001, the client reconnects with the new one). After the client stopped on an expired token
+  // it reconnects at once and resumes every subscription from its last seq.
   UsherClient.prototype.setToken = function (token) {
     if (!token) throw new Error("UsherClient: setToken needs a token");
     if (token !== this.token) {
