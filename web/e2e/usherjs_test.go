@@ -508,3 +508,40 @@ func TestUsherJSGoesOnWithATokenRenewedBeforeExpiry(t *testing.T) {
 			eval[string](b, `states.join(", ")`), "snapshot 1, event 12")
 	}
 }
+
+// A listener that throws is the app's fault, reported as an uncaught exception, but it does not stop the client:
+// an onstate that throws on "reconnecting" must not leave the client waiting for a reconnection that never comes.
+func TestUsherJSGoesOnWhenAListenerThrows(t *testing.T) {
+	t.Parallel()
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if n <= 2 {
+			_ = c.Close(websocket.StatusTryAgainLater, "busy")
+			return
+		}
+		if !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+		<-ctx.Done()
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = []; window.thrown = 0;
+		// The app's bug is reported as an uncaught error; this page counts it rather than failing the test on it.
+		window.addEventListener("error", e => { if (String(e.message).includes("the app's bug")) { thrown++; e.preventDefault(); } });
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40});
+		c.onstate = state => { got.push(state); if (state === "reconnecting") throw new Error("the app's bug"); };
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the snapshot, or a stalled client", `got.includes("snapshot 10") || got.filter(s => s === "reconnecting").length === 1 && thrown > 0 && performance.now() > 5000`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); !strings.Contains(got, "snapshot 10") {
+		t.Fatalf("the client got %q and stopped after onstate threw", got)
+	}
+	if n := eval[int](b, `thrown`); n == 0 {
+		t.Errorf("the listener's exception was not reported")
+	}
+}

@@ -55,9 +55,16 @@
     this._connect();
   }
 
+  // _state tells the app. An exception of onstate is reported as uncaught, apart, and does not stop the client in the
+  // middle of a reconnection (the timer of the next attempt is set after the state is told).
   UsherClient.prototype._state = function (state, info) {
     this.state = state;
-    if (this.onstate) this.onstate(state, info || {});
+    if (!this.onstate) return;
+    try {
+      this.onstate(state, info || {});
+    } catch (e) {
+      setTimeout(function () { throw e; }, 0);
+    }
   };
 
   UsherClient.prototype._connect = function () {
