@@ -15,6 +15,7 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/usher-presence/usher/auth"
 	"github.com/usher-presence/usher/gateway/ncs"
@@ -722,4 +723,37 @@ func TestConsoleTokenRenewal(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestConsoleIgnoresAWrongDeviceClock signs in on a machine whose clock runs a day ahead: the server, not this
+// device's clock, says whether a token has expired (as usher.js does). A token that has expired is refused as such;
+// a fresh one signs in and watches the channel, rather than being refused as "expired".
+func TestConsoleIgnoresAWrongDeviceClock(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const show = "show-1"
+	srv.send(t, user(ncs.AudienceJoin, show, 1, time.Now().UnixMilli(), nil))
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{
+			Source: `(() => { const now = Date.now; Date.now = () => now() + 24 * 3600 * 1000; })()`})
+		return err
+	}), chromedp.Navigate(srv.base+"/#token="+expiredToken(t, "host", show)))
+	b.poll("the refusal of an expired token", `document.querySelector("#signin-error").textContent.includes("expired")`, wait)
+	b.do(wait, chromedp.Evaluate[chromedp.Void](`location.hash = "#token=" + `+jsString(token(t, "host", show)))) // one channel: opened at once
+	b.poll("the console signed in with a token the server takes", `!document.querySelector("#app").hidden`, wait)
+	b.waitPanel(show, "the snapshot", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "1" })
+}
+
+// expiredToken is a token that expired a minute ago.
+func expiredToken(t testing.TB, sub string, channels ...string) string {
+	t.Helper()
+	now := time.Now()
+	c := auth.Claims{Channels: channels, RegisteredClaims: jwt.RegisteredClaims{Subject: sub,
+		IssuedAt: jwt.NewNumericDate(now.Add(-time.Hour)), ExpiresAt: jwt.NewNumericDate(now.Add(-time.Minute))}}
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(testJWTSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
 }
