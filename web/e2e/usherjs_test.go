@@ -545,3 +545,43 @@ func TestUsherJSGoesOnWhenAListenerThrows(t *testing.T) {
 		t.Errorf("the listener's exception was not reported")
 	}
 }
+
+// An app may close the client from its onstate, for instance when it has gone to the background and a reconnection
+// starts. The client is then closed: the attempt it was starting is not made, and no state follows "closed".
+func TestUsherJSCloseFromOnstateStopsTheAttempt(t *testing.T) {
+	t.Parallel()
+	var conns atomic.Int32
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		conns.Store(int32(n))
+		if n == 1 {
+			_ = c.Close(websocket.StatusTryAgainLater, "busy")
+			return
+		}
+		if !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+		<-ctx.Done()
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = []; window.background = false;
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 200});
+		c.onstate = (state, info) => {
+			got.push(state);
+			if (state === "reconnecting" && info.delay !== undefined) setTimeout(() => { background = true; }, 0); // while it waits
+			if ((state === "connecting" || state === "reconnecting") && background) c.close();
+		};
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("closed", `got.includes("closed")`, wait)
+	time.Sleep(time.Second) // for a connection and a snapshot, had the attempt gone on
+	got := eval[string](b, `got.join(", ")`)
+	if got != "live, reconnecting, reconnecting, closed" || conns.Load() != 1 {
+		t.Fatalf("after close() from onstate: states %q, %d connections; want %q and 1", got, conns.Load(), "live, reconnecting, reconnecting, closed")
+	}
+}

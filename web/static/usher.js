@@ -76,6 +76,7 @@
       protocols.push("bearer." + token);
     }
     this._state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
+    if (this.closed) return; // close() from onstate
     this.opened = false;
     var ws = new this.WebSocket(url, protocols);
     this.ws = ws;
@@ -149,6 +150,7 @@
     var info = { attempt: this.attempt, delay: delay, code: ev && ev.code };
     if (ev && ev.timeout) info.timeout = true;
     this._state("reconnecting", info);
+    if (this.closed) return; // close() from onstate
     this.timer = setTimeout(function () { self.timer = null; if (!self.closed) self._connect(); }, delay);
   };
 
