@@ -757,3 +757,40 @@ func expiredToken(t testing.TB, sub string, channels ...string) string {
 	}
 	return tok
 }
+
+// TestConsoleRefusedLinkForAnotherUser opens, in a signed-in tab, links for another user that cannot be used: one
+// signed with another key, one that has expired. As README promises for a link that cannot be used (malformed,
+// expired, refused), each is reported and the session goes on: it is not signed out for a token the server refuses.
+func TestConsoleRefusedLinkForAnotherUser(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const show = "show-1"
+	srv.send(t, user(ncs.AudienceJoin, show, 1, time.Now().UnixMilli(), nil))
+	b := newBrowser(t, 1280, 800)
+	tok := token(t, "host", show)
+	b.do(wait, chromedp.Navigate(srv.base+"/#token="+tok)) // one channel: opened at once
+	b.waitPanel(show, "the snapshot", wait, func(p panel) bool { return p.Snapshots == 1 && p.Audience == "1" })
+	eval[bool](b, `!!(window.watched = document.querySelector('#panels .panel[data-channel="show-1"]'))`)
+
+	forged, err := auth.Issue("a-key-that-is-not-the-servers-one", []string{"*"}, time.Hour, "mallory")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, link := range []struct{ name, tok, says string }{
+		{"signed with another key", forged, "refused"},
+		{"expired", expiredToken(t, "guest", show), "expired"},
+	} {
+		eval[bool](b, `(location.hash = "#token=`+link.tok+`"), true`)
+		b.poll("the refusal of the link "+link.name+", or a sign-in form",
+			`!document.querySelector("#renew").hidden && document.querySelector("#renew-error").textContent.includes(`+jsString(link.says)+`)
+			|| !document.querySelector("#signin").hidden`, wait)
+		if !eval[bool](b, `document.querySelector("#signin").hidden && window.watched.isConnected && document.querySelector("#who").textContent === "host"
+			&& sessionStorage.getItem("usher.token") === `+jsString(tok)) {
+			t.Fatalf("a link %s for another user ended the session (sign-in form shown: %v, says %q)", link.name,
+				eval[bool](b, `!document.querySelector("#signin").hidden`), eval[string](b, `document.querySelector("#signin-error").textContent`))
+		}
+		b.do(wait, chromedp.Click(chromedp.CSS("#renew-dismiss")))
+	}
+	srv.send(t, user(ncs.AudienceJoin, show, 2, time.Now().UnixMilli(), nil))
+	b.waitPanel(show, "the next join, in the same session", wait, func(p panel) bool { return p.Audience == "2" && p.Snapshots == 1 })
+}

@@ -355,21 +355,26 @@
   // session: the open channels, their feeds, and the connection's place in each channel's events. After an expiry
   // the connection starts again at once and resumes every channel from its last event; otherwise the new token is
   // used from the next connection attempt (at the latest when the old token's connection ends with 4001, see
-  // onState). For another user or other grants while the current token still works, it signs out and signs in.
+  // onState). For another user or other grants while the current token still works, it signs out and signs in,
+  // once the server has taken the token: one it refuses (401) is reported, and the session goes on.
   function renew(raw) {
     var tok = cleanToken(raw), claims, client = app.client;
     var refuse = function (err) {
       showRenew(app.expired ? $("#renew-msg").textContent : "This token cannot be used; the console goes on with its current one.", err);
     };
     try { claims = decodeToken(tok); } catch (e) { refuse(e.message); return; }
-    if (!app.expired && !sameGrants(claims, app.claims)) { signOut(); signIn(tok); return; } // as a link for another user
     $("#renew-button").disabled = true;
+    // Checked with the server first, also for another user: a token it refuses leaves the session as it is.
+    var use = function (list) {
+      if (!app.expired && !sameGrants(claims, app.claims)) { signOut(); signIn(tok); return; } // as a link for another user
+      useToken(tok, claims, list);
+    };
     api("/v1/channels", tok).then(function (res) {
       if (app.client !== client) return; // signed out meanwhile
       if (res.status === 401) { refuse(refusal(res)); return; }
-      useToken(tok, claims, res.status === 200 && res.body ? res.body.channels : null);
+      use(res.status === 200 && res.body ? res.body.channels : null);
     }, function () {
-      if (app.client === client) useToken(tok, claims, null); // the server is unreachable: the connection retries
+      if (app.client === client) use(null); // the server is unreachable: the connection retries
     });
   }
 
