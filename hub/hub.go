@@ -379,6 +379,11 @@ func (h *Hub) Close(ctx context.Context) {
 	select {
 	case <-done:
 	case <-ctx.Done():
+		// CloseNow does not cut short a close handshake under way (it waits for it, up to 15 s each): closing the
+		// socket under it does, and ends every read and write on it.
+		for _, s := range all {
+			_ = s.cork.Close()
+		}
 		for _, s := range all {
 			_ = s.conn.CloseNow()
 		}
