@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -249,11 +250,32 @@ func (c Config) Validate() error {
 			}
 		}
 	}
+	if err := checkOrigins(c.AllowedOrigins); err != nil {
+		return err
+	}
 	if _, err := parseNets("USHER_NCS_ALLOW_CIDRS", c.NCSAllowCIDRs); err != nil {
 		return err
 	}
 	if _, err := parseNets("USHER_TRUSTED_PROXIES", c.TrustedProxies); err != nil {
 		return err
+	}
+	return nil
+}
+
+// checkOrigins refuses allowed-origin patterns that can never match a browser's Origin: malformed ones (with one
+// of them, coder/websocket refuses every cross-origin upgrade, those the others allow included), and ones with a path.
+func checkOrigins(patterns []string) error {
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("USHER_ALLOWED_ORIGINS: %q is not a host pattern (%v): give hosts such as console.example.com or *.example.com", p, err)
+		}
+		host := p
+		if _, h, ok := strings.Cut(p, "://"); ok {
+			host = h
+		}
+		if strings.Contains(host, "/") {
+			return fmt.Errorf("USHER_ALLOWED_ORIGINS: %q has a path, which an origin never has: give the host alone (console.example.com)", p)
+		}
 	}
 	return nil
 }

@@ -520,6 +520,28 @@ func TestWSConnectionLimitAndOrigins(t *testing.T) {
 	}
 }
 
+// TestWSAllowedOriginsChecked: an USHER_ALLOWED_ORIGINS entry that can never match an origin is refused at start,
+// naming the setting. A malformed pattern made coder/websocket refuse every cross-origin upgrade (403), even those a
+// good pattern listed with it allows; one with a path never matches (an origin has none).
+func TestWSAllowedOriginsChecked(t *testing.T) {
+	t.Parallel()
+	for _, bad := range [][]string{{"[console.example.com"}, {"*.example.com", "console.example.com["}, {`a\`},
+		{"https://console.example.com/"}, {"console.example.com/app"}} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.AllowedOrigins = bad
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "USHER_ALLOWED_ORIGINS") {
+			t.Errorf("allowed origins %q: %v, want an error naming USHER_ALLOWED_ORIGINS", bad, err)
+		}
+	}
+	for _, good := range [][]string{{"console.example.com"}, {"*.example.com", "https://console.example.com", "localhost:*"}} {
+		cfg := testConfig(t, t.TempDir())
+		cfg.AllowedOrigins = good
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("allowed origins %q: %v", good, err)
+		}
+	}
+}
+
 // TestWSDeadPeerDropped: a peer that does not answer pings (here: a client that never reads, so its library never
 // sends a pong) is dropped after about two ping intervals.
 func TestWSDeadPeerDropped(t *testing.T) {
