@@ -115,6 +115,16 @@ func reason(err error) string {
 	return "rejected"
 }
 
+// FromHeader returns the token of an Authorization header value with the Bearer scheme, and whether it had one.
+// The scheme is matched without regard to case, as HTTP's authentication schemes are (RFC 9110, 11.1).
+func FromHeader(v string) (string, bool) {
+	const scheme = "Bearer "
+	if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	return strings.TrimSpace(v[len(scheme):]), true
+}
+
 // Issue signs a token for channels, valid for ttl, with subject sub (may be empty).
 func Issue(secret string, channels []string, ttl time.Duration, sub string) (string, error) {
 	if secret == "" {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -49,13 +48,10 @@ func (g *Gateway) requireToken(c *gin.Context) {
 	c.Next()
 }
 
-// bearerHeader is the token of an "Authorization: Bearer" header, or "".
+// bearerHeader is the token of an "Authorization: Bearer" header (the scheme in any case), or "".
 func bearerHeader(c *gin.Context) string {
-	tok, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
-	if !ok {
-		return ""
-	}
-	return strings.TrimSpace(tok)
+	tok, _ := auth.FromHeader(c.GetHeader("Authorization"))
+	return tok
 }
 
 // claimsOf returns the claims requireToken verified.

@@ -203,6 +203,44 @@ func TestWSRefusesBadTokens(t *testing.T) {
 	}
 }
 
+// TestBearerSchemeAnyCase: the authentication scheme of an Authorization header is case-insensitive (RFC 9110
+// 11.1), so "bearer" and "BEARER" carry a token as "Bearer" does, for the WebSocket and for the REST API alike.
+func TestBearerSchemeAnyCase(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	tok := token(t, "show-1")
+	for _, prefix := range []string{"bearer ", "BEARER ", "Bearer  "} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		c, resp, err := websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {prefix + tok}}})
+		cancel()
+		if err != nil {
+			t.Errorf("WebSocket with Authorization %q: %v %v", prefix+"...", err, resp)
+			continue
+		}
+		_ = c.CloseNow()
+	}
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/channels/show-1/presence", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET presence with scheme \"bearer\": %d, want 200", resp.StatusCode)
+	}
+	// A scheme that only starts like it is no bearer token.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, resp, err = websocket.Dial(ctx, wsURL(base), &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearerx " + tok}}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("scheme \"Bearerx\": %v %v, want 401", err, resp)
+	}
+}
+
 func TestWSGrants(t *testing.T) {
 	t.Parallel()
 	_, base := startGateway(t, testConfig(t, t.TempDir()))

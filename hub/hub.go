@@ -289,8 +289,8 @@ const Subprotocol = "usher"
 
 // bearer finds the client's token: Authorization: Bearer, then a "bearer.<token>" subprotocol, then ?token=.
 func bearer(r *http.Request) string {
-	if v, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(v)
+	if tok, ok := auth.FromHeader(r.Header.Get("Authorization")); ok {
+		return tok
 	}
 	for _, line := range r.Header.Values("Sec-WebSocket-Protocol") {
 		for _, p := range strings.Split(line, ",") {
