@@ -21,7 +21,24 @@ var (
 	ErrNoToken      = errors.New("no token")
 	ErrInvalidToken = errors.New("invalid token")
 	ErrExpiredToken = errors.New("token expired")
+	// ErrNotYetValid is a token whose nbf has not come by this server's clock (the issuer's may run ahead): unlike
+	// the other invalid tokens, it may be taken later. It is also an ErrInvalidToken.
+	ErrNotYetValid = fmt.Errorf("%w: not valid yet", ErrInvalidToken)
 )
+
+// ErrorCode is the code a client is answered for an error of Verify: unauthorized (no token), token_expired,
+// token_not_yet_valid, or invalid_token (never taken: malformed, signed with another key, without exp).
+func ErrorCode(err error) string {
+	switch {
+	case errors.Is(err, ErrNoToken):
+		return "unauthorized"
+	case errors.Is(err, ErrExpiredToken):
+		return "token_expired"
+	case errors.Is(err, ErrNotYetValid):
+		return "token_not_yet_valid"
+	}
+	return "invalid_token"
+}
 
 // Claims are the claims of a client token.
 type Claims struct {
@@ -95,6 +112,8 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, ErrExpiredToken
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
 		return nil, fmt.Errorf("%w: exp is required", ErrInvalidToken)
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return nil, ErrNotYetValid
 	default:
 		return nil, fmt.Errorf("%w: %s", ErrInvalidToken, reason(err))
 	}

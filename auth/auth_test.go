@@ -140,7 +140,9 @@ func TestVerifyRejects(t *testing.T) {
 		{name: "empty", token: "", want: auth.ErrNoToken},
 		{name: "expired", token: sign(t, jwt.SigningMethodHS256, key, expired), want: auth.ErrExpiredToken},
 		{name: "missing exp", token: sign(t, jwt.SigningMethodHS256, key, noExp), want: auth.ErrInvalidToken},
-		{name: "not valid yet", token: sign(t, jwt.SigningMethodHS256, key, notYet), want: auth.ErrInvalidToken},
+		{name: "not valid yet", token: sign(t, jwt.SigningMethodHS256, key, notYet), want: auth.ErrNotYetValid},
+		{name: "not valid yet with wrong key is not reported as not valid yet",
+			token: sign(t, jwt.SigningMethodHS256, []byte("other-secret"), notYet), want: auth.ErrInvalidToken},
 		{name: "wrong key", token: sign(t, jwt.SigningMethodHS256, []byte("other-secret"), validClaims("show-1")),
 			want: auth.ErrInvalidToken},
 		{name: "expired with wrong key is not reported as expired",
@@ -193,10 +195,18 @@ func TestVerifyRejects(t *testing.T) {
 			if c != nil {
 				t.Errorf("Verify returned claims %+v with its error", c)
 			}
-			for _, other := range []error{auth.ErrNoToken, auth.ErrInvalidToken, auth.ErrExpiredToken} {
-				if other != tt.want && errors.Is(err, other) {
+			for _, other := range []error{auth.ErrNoToken, auth.ErrInvalidToken, auth.ErrExpiredToken, auth.ErrNotYetValid} {
+				// A token not valid yet is invalid (now), as well.
+				also := tt.want == auth.ErrNotYetValid && other == auth.ErrInvalidToken
+				if other != tt.want && !also && errors.Is(err, other) {
 					t.Errorf("error %v also matches %v", err, other)
 				}
+			}
+			// What a client is told: only a token that can never be taken is invalid_token.
+			code := map[error]string{auth.ErrNoToken: "unauthorized", auth.ErrExpiredToken: "token_expired",
+				auth.ErrNotYetValid: "token_not_yet_valid", auth.ErrInvalidToken: "invalid_token"}[tt.want]
+			if got := auth.ErrorCode(err); got != code {
+				t.Errorf("ErrorCode = %q, want %q", got, code)
 			}
 			// The error may be logged or sent to the client: it must not carry the token or any part of it.
 			msg := err.Error()

@@ -56,12 +56,8 @@ func classify(err error) (int, string) {
 		return http.StatusForbidden, "forbidden_source"
 	case errors.Is(err, errRateLimited):
 		return http.StatusTooManyRequests, "rate_limited"
-	case errors.Is(err, auth.ErrNoToken):
-		return http.StatusUnauthorized, "unauthorized"
-	case errors.Is(err, auth.ErrExpiredToken):
-		return http.StatusUnauthorized, "token_expired"
-	case errors.Is(err, auth.ErrInvalidToken):
-		return http.StatusUnauthorized, "invalid_token"
+	case errors.Is(err, auth.ErrNoToken), errors.Is(err, auth.ErrInvalidToken), errors.Is(err, auth.ErrExpiredToken):
+		return http.StatusUnauthorized, auth.ErrorCode(err)
 	case errors.Is(err, errForbidden), errors.Is(err, errNeedsAll):
 		return http.StatusForbidden, "forbidden"
 	case errors.Is(err, errBadRequest):

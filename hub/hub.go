@@ -10,7 +10,6 @@ package hub
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -203,15 +202,8 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tok := bearer(r)
 	claims, err := h.tokens.Verify(tok)
 	if err != nil {
-		code := "invalid_token"
-		switch {
-		case errors.Is(err, auth.ErrNoToken):
-			code = "unauthorized"
-		case errors.Is(err, auth.ErrExpiredToken):
-			code = "token_expired"
-		}
 		h.nRefusedToken.Add(1)
-		writeError(w, http.StatusUnauthorized, code, err.Error())
+		writeError(w, http.StatusUnauthorized, auth.ErrorCode(err), err.Error())
 		return
 	}
 	if !h.admit(w, claims.Subject) {

@@ -585,3 +585,53 @@ func TestUsherJSCloseFromOnstateStopsTheAttempt(t *testing.T) {
 		t.Fatalf("after close() from onstate: states %q, %d connections; want %q and 1", got, conns.Load(), "live, reconnecting, reconnecting, closed")
 	}
 }
+
+// A token the server will never take (here signed with another key, as after the JWT secret was changed) stops the
+// client with "closed" 4001, reason invalid_token, instead of retrying for ever; setToken with a good one goes on.
+// A token whose nbf has not come yet by the server's clock (an issuer's clock ahead) is retried until it is valid.
+func TestUsherJSTokensTheServerRefuses(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const ch = "show-1"
+	srv.send(t, user(ncs.AudienceJoin, ch, 11, time.Now().UnixMilli(), nil))
+	sign := func(key string, nbf time.Time) string {
+		c := auth.Claims{Channels: []string{ch}, RegisteredClaims: jwt.RegisteredClaims{Subject: "viewer",
+			IssuedAt: jwt.NewNumericDate(time.Now()), NotBefore: jwt.NewNumericDate(nbf),
+			ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}}
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString([]byte(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(srv.base+"/"))
+	start := func(tok string) {
+		eval[bool](b, `(() => {
+			if (window.client) window.client.close();
+			const got = [], states = []; // this client's: the one closed above may still report
+			window.got = got; window.states = states;
+			const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(tok)+`, minDelay: 100, maxDelay: 300});
+			c.onstate = (state, info) => states.push(state + " " + (info.code || "") + " " + (info.reason || ""));
+			c.subscribe(`+jsString(ch)+`, {snapshot: s => got.push("snapshot " + s.audience.length)});
+			window.client = c;
+			return true;
+		})()`)
+	}
+
+	start(sign("another-secret-0123456789abcdef", time.Now()))
+	b.poll(`state "closed" 4001 invalid_token`, `states.includes("closed 4001 invalid_token")`, wait)
+	time.Sleep(time.Second) // long enough for several more attempts, had it gone on
+	if s := eval[string](b, `states.slice(states.indexOf("closed 4001 invalid_token")).join(", ")`); s != "closed 4001 invalid_token" {
+		t.Fatalf("states after the stop: %s; want none", s)
+	}
+	eval[bool](b, `client.setToken(`+jsString(token(t, "viewer", ch))+`), true`)
+	b.poll("the snapshot with the good token", `got.includes("snapshot 1")`, wait)
+
+	validFrom := time.Now().Add(3 * time.Second).Truncate(time.Second) // nbf is in whole seconds
+	start(sign(testJWTSecret, validFrom))
+	b.poll("the snapshot once the token is valid", `got.includes("snapshot 1") || states.some(s => s.startsWith("closed"))`, wait)
+	if s := eval[string](b, `states.join(", ")`); strings.Contains(s, "closed") || time.Now().Before(validFrom) {
+		t.Fatalf("states %s (the token is valid from %s)", s, validFrom.Format(time.RFC3339Nano))
+	}
+}

@@ -19,7 +19,9 @@
 // stayed up for stableAfter (10 s), so a server that accepts and then closes is not hammered. When the token has
 // expired (the server closed with 4001, or a reconnection was refused after the token's lifetime had passed: the
 // server answers 401, which a browser reports only as a failed connection) the client stops with state "closed" and
-// info {code: 4001}; setToken(newToken) then reconnects and resumes. A token given with setToken while connected
+// info {code: 4001}; setToken(newToken) then reconnects and resumes. So it does, with reason "invalid_token", when
+// the server refuses the token itself (signed with another key, as after the JWT secret was changed): no retry could
+// succeed with it. A token given with setToken while connected
 // (renewed before it expires) is used by the next connection: a 4001 for the old one then reconnects with it. The lifetime is measured on this device from
 // when the token was given (exp - iat), so a device clock that is off does not matter. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
@@ -275,8 +277,9 @@
   function call(fn, arg) { if (typeof fn === "function") fn(arg); }
 
   // _probe asks the server whether it takes the token: GET on the WebSocket URL over HTTP, the token in a header
-  // (never in the URL). 401 token_expired stops the client, whatever this device's clock says; any other answer,
-  // or none (the server out of reach, or on another origin without CORS), changes nothing.
+  // (never in the URL). 401 token_expired stops the client, whatever this device's clock says, and so does 401
+  // invalid_token (the server will never take it); any other answer, or none (the server out of reach, or on
+  // another origin without CORS), changes nothing.
   UsherClient.prototype._probe = function () {
     if (this.probing || typeof fetch !== "function") return;
     var self = this, token = this.token;
@@ -289,9 +292,9 @@
       })
       .then(function (code) {
         self.probing = false;
-        if (code === "token_expired" && token === self.token && !self.closed && !self.ws) {
+        if ((code === "token_expired" || code === "invalid_token") && token === self.token && !self.closed && !self.ws) {
           if (self.timer) { clearTimeout(self.timer); self.timer = null; }
-          self._expire();
+          self._expire(code === "invalid_token" ? code : undefined);
         }
       }, function () { self.probing = false; });
   };
