@@ -65,7 +65,6 @@
     listTimer: null, listFailed: false,
     listRound: 0,        // changed by stopPolling: answers to an earlier round of polling are ignored
     expired: false,      // the token expired (close 4001) or the server refused it: waiting for a new one
-    tokenGen: 0,         // counts the tokens given to the client; conn.gen is the one its latest attempt used
     signing: 0,          // counts sign-ins and sign-outs: the answer to an earlier sign-in is ignored
     conn: { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0 },
     sideDirty: true,     // redraw the picker in the next frame
@@ -219,7 +218,7 @@
     $("#app").hidden = false;
     app.expired = false;
     var g = grants(list);
-    app.conn = { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0, gen: app.tokenGen };
+    app.conn = { state: "connecting", resumes: 0, attempt: 0, retryAt: 0, resumedAt: 0, code: 0 };
     app.client = new UsherClient({ url: wsURL(), token: app.token, maxDelay: 10000 });
     app.client.onstate = onState;
     renderConn();
@@ -385,7 +384,6 @@
     save("sessionStorage", TOKEN_KEY, tok);
     hideRenew();
     grants(list);
-    app.tokenGen++;
     app.client.setToken(tok);
   }
 
@@ -401,7 +399,6 @@
 
   function onState(state, info) {
     var c = app.conn;
-    if (state === "connecting" || state === "reconnecting") c.gen = app.tokenGen; // the attempt uses the token as it is now
     if (state === "live") {
       c.attempt = 0;
       c.retryAt = 0;
@@ -426,15 +423,13 @@
     } else if (state === "closed") {
       c.state = "closed";
       c.code = info.code || 0;
+      // usher.js stops with 4001 only for the token it has now (a token renewed while connected goes on by itself).
       if (info.code === 4001) {
-        if (c.gen !== app.tokenGen) {
-          // The connection was opened with an older token than the console has now (one given while connected):
-          // go on with the new one; the connection resumes every channel.
-          app.client.setToken(app.token); // reports "connecting" at once, which sets c.gen
-          return;
-        }
-        app.open.forEach(function (ch) { ch.note("The token expired after event " + (ch.seq === null ? "-" : ch.seq)); });
-        expire("Your token expired.");
+        var refused = info.reason === "invalid_token";
+        app.open.forEach(function (ch) {
+          ch.note((refused ? "The server refused the token after event " : "The token expired after event ") + (ch.seq === null ? "-" : ch.seq));
+        });
+        expire(refused ? "The server no longer accepts your token." : "Your token expired.");
       }
     } else {
       c.state = state;
