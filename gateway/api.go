@@ -120,32 +120,56 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer cancel()
 	events, _, err := g.events(ctx, ch, since, int(limit))
-	var first uint64
+	var st presenceState
 	if err == nil {
 		// Read after the events: if any after since had expired before or while they were read, it shows here.
-		first, err = presenceFirstSeq(ctx, g.js)
+		st, err = presenceStreamState(ctx, g.js)
 	}
+	first, epoch := st.first, st.epoch
 	if err != nil {
 		g.logOf(c).Error("read presence events", "channel", ch, "err", err)
 		_ = c.Error(errEventsDown)
 		return
 	}
-	if raw, given := c.GetQuery("since"); given && raw != "" && since+1 < first { // no since: no claim to be up to date
+	raw, given := c.GetQuery("since")
+	given = given && raw != "" // no since: no claim to be up to date
+	switch theirs := c.Query("epoch"); {
+	case given && since+1 < first:
 		_ = c.Error(fmt.Errorf("%w: events after seq %d are gone (the oldest kept is %d): read the presence snapshot, then the events after its seq",
 			errEventsExpired, since, first))
 		return
+	case given && theirs != "" && theirs != epoch:
+		_ = c.Error(fmt.Errorf("%w: seq %d is of epoch %s, and the presence stream was made anew since (epoch %s): read the presence snapshot, then the events after its seq",
+			errEventsExpired, since, theirs, epoch))
+		return
 	}
-	c.JSON(http.StatusOK, gin.H{"events": events})
+	c.JSON(http.StatusOK, gin.H{"events": events, "epoch": epoch})
 }
 
 // presenceFirstSeq is the oldest event USHER_PRESENCE still keeps (the last one's seq plus 1 when it keeps none; 0
 // before the first event).
 func presenceFirstSeq(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	st, err := presenceStreamState(ctx, js)
+	return st.first, err
+}
+
+// presenceState is what USHER_PRESENCE holds, and its epoch.
+type presenceState struct {
+	first, last uint64 // as presenceFirstSeq; the last event's seq (0 when none was ever stored)
+	// epoch is when the stream was made, in Unix milliseconds. A stream made anew (a wiped data directory, a stream
+	// deleted by hand) starts its seqs again, so a seq from before means nothing in it: clients send the epoch with
+	// the seq they resume from.
+	epoch string
+}
+
+func presenceStreamState(ctx context.Context, js jetstream.JetStream) (presenceState, error) {
 	ps, err := js.Stream(ctx, bus.PresenceStream) // one request: it fetches the stream's info
 	if err != nil {
-		return 0, fmt.Errorf("presence stream: %w", err)
+		return presenceState{}, fmt.Errorf("presence stream: %w", err)
 	}
-	return ps.CachedInfo().State.FirstSeq, nil
+	info := ps.CachedInfo()
+	return presenceState{first: info.State.FirstSeq, last: info.State.LastSeq,
+		epoch: strconv.FormatInt(info.Created.UnixMilli(), 10)}, nil
 }
 
 func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {

@@ -249,6 +249,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		// rosters hold events the stream does not, and clients will not see them.
 		a.log.Error("presence stream is behind the checkpoint; continuing from the stream", "checkpoint", l.last, "stream", l.stored)
 		l.last = l.stored
+		l.state.ClampSeqs(l.stored) // or a view made from the next checkpoint would drop those channels' next events
 	}
 	if l.last < l.stored {
 		// The stream's last event: which notification it came from, and its place among that one's events (its id).

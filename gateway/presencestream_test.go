@@ -56,6 +56,7 @@ func (s viewSource) Events(context.Context, string, uint64, uint64, int) ([]pres
 }
 func (s viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }
 func (s viewSource) Ready() bool                              { return s.lv.ready.Load() }
+func (s viewSource) Epoch() string                            { return s.lv.epochNow() }
 
 var testRules = presence.Rules{Retention: time.Minute}
 

@@ -42,6 +42,7 @@ type liveView struct {
 	mu      sync.RWMutex
 	v       *presence.View
 	seq     uint64        // last presence event folded in
+	epoch   string        // of the presence stream the rosters were loaded from (presenceStreamState)
 	changed chan struct{} // closed and replaced whenever seq moves
 }
 
@@ -84,20 +85,32 @@ func (lv *liveView) follow(ctx context.Context) error {
 			return err
 		}
 		// The view goes on from the checkpoint with the events after it: each of them must still be stored.
-		first, err := presenceFirstSeq(ctx, lv.js)
+		st, err := presenceStreamState(ctx, lv.js)
 		if err != nil {
 			return err
 		}
+		lv.mu.RLock()
+		remade := st.epoch != lv.epoch
+		lv.mu.RUnlock()
+		if remade {
+			lv.gapUpto = 0 // the events found missing were another stream's
+		}
 		upto := lv.gapUpto // the events before first, and those found missing before, are gone
-		if first > 0 {
-			upto = max(upto, first-1)
+		if st.first > 0 {
+			upto = max(upto, st.first-1)
 		}
 		if cp.PresenceSeq < upto {
 			return fmt.Errorf("%w: the latest checkpoint is at presence event %d, and events up to %d are gone",
 				errViewGap, cp.PresenceSeq, upto)
 		}
+		if st.last < cp.PresenceSeq {
+			// The stream is behind the checkpoint (made anew, or restored from an older backup): the applier goes on
+			// from the stream with the checkpoint's rosters (see lead), and so does the view.
+			cp.State.ClampSeqs(st.last)
+			cp.PresenceSeq = st.last
+		}
 		lv.mu.Lock()
-		lv.v, lv.seq = cp.State.View(), cp.PresenceSeq
+		lv.v, lv.seq, lv.epoch = cp.State.View(), cp.PresenceSeq, st.epoch
 		lv.ready.Store(true)
 		lv.v.RaiseFloor(cp.PresenceSeq)
 		close(lv.changed) // waitSeq callers: the checkpoint may hold what they wait for (no event may follow it)
@@ -116,11 +129,17 @@ func (lv *liveView) follow(ctx context.Context) error {
 	for next := from; ; {
 		msg, seq, err := f.nextMsg(ctx, time.Second)
 		if errors.Is(err, errIdle) {
-			// No event may follow the missing ones for a while: ask the stream whether the next one is still kept.
+			// No event may follow the missing ones for a while: ask the stream whether the next one is still kept,
+			// and whether it is still the stream the rosters came from.
 			if time.Since(checked) >= stallCheck {
 				checked = time.Now()
-				if first, err := presenceFirstSeq(ctx, lv.js); err == nil && first > next {
-					return lv.missed(next, first-1)
+				st, err := presenceStreamState(ctx, lv.js)
+				switch {
+				case err != nil:
+				case st.epoch != lv.epochNow():
+					return lv.remade(st.epoch)
+				case st.first > next:
+					return lv.missed(next, st.first-1)
 				}
 			}
 			continue
@@ -168,10 +187,28 @@ func (lv *liveView) missed(from, upto uint64) error {
 	return fmt.Errorf("%w: events %d to %d are gone (expired, or deleted) and this instance had not read them", errViewGap, from, upto)
 }
 
+// remade stops the view serving, after it found USHER_PRESENCE made anew (epoch): its rosters and seqs belong to
+// the old stream. It loads the new stream's checkpoint, and tells onGap, so that clients get a snapshot.
+func (lv *liveView) remade(epoch string) error {
+	lv.ready.Store(false)
+	if lv.onGap != nil {
+		lv.onGap()
+	}
+	return fmt.Errorf("%w: USHER_PRESENCE was made anew (epoch %s, the rosters came from %s)", errViewGap, epoch, lv.epochNow())
+}
+
+// epochNow is the epoch of the stream the rosters came from.
+func (lv *liveView) epochNow() string {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.epoch
+}
+
 // snapshot returns a channel's roster.
 func (lv *liveView) snapshot(channel string) presence.Snapshot {
 	lv.mu.RLock()
 	s := lv.v.Copy(channel)
+	s.Epoch = lv.epoch
 	lv.mu.RUnlock()
 	s.Sort() // not under the lock: a large roster's sort would hold up every channel's events
 	return s

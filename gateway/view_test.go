@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
@@ -20,6 +21,12 @@ func TestViewWaitEndsAtCheckpoint(t *testing.T) {
 	buckets, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: time.Second})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The stream holds the checkpoint's 7 events (a view goes on from the stream when it is behind the checkpoint).
+	for i := range 7 {
+		if _, err := js.Publish(ctx, "usher.presence.other", fmt.Appendf(nil, `{"seq":%d,"channel":"other"}`, i+1)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	rules := presence.Rules{}
 	b, _ := json.Marshal(checkpoint{NCSSeq: 9, PresenceSeq: 7, State: presence.NewState(rules)})

@@ -34,4 +34,5 @@ func (s hubSource) Events(ctx context.Context, channel string, since, until uint
 func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {
 	return presenceFirstSeq(ctx, s.g.js)
 }
-func (s hubSource) Ready() bool { return s.g.view.ready.Load() }
+func (s hubSource) Ready() bool   { return s.g.view.ready.Load() }
+func (s hubSource) Epoch() string { return s.g.view.epochNow() }

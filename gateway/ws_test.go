@@ -699,7 +699,9 @@ func TestWSSubscribeWhileBusy(t *testing.T) {
 		for ; i < len(all.Events) && all.Events[i].Seq <= v.snap.Seq; i++ {
 			fold.Apply(all.Events[i])
 		}
-		if a, b := js(v.snap), js(fold.Snapshot(ch)); a != b {
+		want := fold.Snapshot(ch)
+		want.Epoch = v.snap.Epoch // the stream's, which the events do not carry
+		if a, b := js(v.snap), js(want); a != b || v.snap.Epoch == "" {
 			t.Fatalf("snapshot at seq %d:\n%s\nthe events up to it make:\n%s", v.snap.Seq, a, b)
 		}
 		// Then the channel's next events, each once, in order (a round may stop before the end).
@@ -787,5 +789,181 @@ func TestEventReadsLeaveNoConsumer(t *testing.T) {
 	c.quiet()
 	if after := consumers(); after != before {
 		t.Fatalf("%d consumers on %s after 3 resumes and 3 reads of events (up to seq %d), %d before", after, bus.PresenceStream, at, before)
+	}
+}
+
+// A stream made anew (here: an instance started on an empty data directory) starts its seqs again. A client that
+// resumes from a seq of the old stream, naming its epoch, gets reset and a snapshot of the new one, not the new
+// stream's events after that seq; GET .../events answers 410. A restart on the same data directory keeps the epoch,
+// so its clients resume.
+func TestResumeAcrossAStreamMadeAnew(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	tok := token(t, ch)
+	start := func(dir string) (*gateway.Gateway, string) {
+		g, err := gateway.Start(context.Background(), testConfig(t, dir))
+		if err != nil {
+			t.Fatalf("start gateway: %v", err)
+		}
+		return g, "http://" + g.Addr().String()
+	}
+	stop := func(g *gateway.Gateway) {
+		if err := g.Shutdown(context.Background()); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	}
+	dirA := t.TempDir()
+	g, base := start(dirA)
+	joinAudience(t, base, ch, 1, 2, 3)
+	old := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	stop(g)
+	if old.Epoch == "" {
+		t.Fatalf("snapshot without an epoch: %+v", old)
+	}
+
+	// Restarted on the same data: the same stream, the same epoch; the client resumes.
+	g, base = start(dirA)
+	if s := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 }); s.Epoch != old.Epoch {
+		t.Fatalf("epoch %s after a restart, was %s", s.Epoch, old.Epoch)
+	}
+	c := mustDial(t, base, tok)
+	c.send(map[string]any{"op": "subscribe", "channel": ch, "since": old.Seq, "epoch": old.Epoch})
+	c.expect("subscribed", ch)
+	joinAudience(t, base, ch, 4)
+	if ev := c.expectEvents(ch, 1, old.Seq); ev[0].UID != 4 {
+		t.Fatalf("after the resume: %+v", ev)
+	}
+	stop(g)
+
+	// On an empty data directory: a new stream, past the old seq.
+	g, base = start(t.TempDir())
+	defer stop(g)
+	joinAudience(t, base, ch, 11, 12, 13, 14, 15, 16)
+	fresh := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 6 })
+	if fresh.Epoch == old.Epoch || fresh.Seq <= old.Seq {
+		t.Fatalf("new stream: epoch %s seq %d; old: epoch %s seq %d", fresh.Epoch, fresh.Seq, old.Epoch, old.Seq)
+	}
+	c = mustDial(t, base, tok)
+	c.send(map[string]any{"op": "subscribe", "channel": ch, "since": old.Seq, "epoch": old.Epoch})
+	c.expect("subscribed", ch)
+	c.expect("reset", ch)
+	if s := c.expect("snapshot", ch).Snapshot; s.Counts.Audience != 6 || s.Epoch != fresh.Epoch {
+		t.Fatalf("snapshot after reset: %+v", s)
+	}
+
+	path := fmt.Sprintf("/v1/channels/%s/events?since=%d&epoch=", ch, old.Seq)
+	var body struct {
+		Events []presence.Event `json:"events"`
+		Epoch  string           `json:"epoch"`
+	}
+	if status, raw := getJSON(t, base, path+old.Epoch, tok, &body); status != http.StatusGone || !strings.Contains(raw, `"error":"expired"`) {
+		t.Fatalf("events of the old epoch: %d %s", status, raw)
+	}
+	if status, raw := getJSON(t, base, path+fresh.Epoch, tok, &body); status != http.StatusOK || len(body.Events) != int(fresh.Seq-old.Seq) || body.Epoch != fresh.Epoch {
+		t.Fatalf("events of the new epoch: %d %s", status, raw)
+	}
+}
+
+// USHER_PRESENCE deleted by hand while the checkpoints are kept (or restored from an older backup than them): at
+// the next start the stream is made anew, behind the checkpoint. The applier goes on from the stream with the
+// checkpoint's rosters, and so must the view: it serves those rosters, then the new events, at the new seqs, and a
+// client resuming from the old stream gets reset and a snapshot.
+func TestStreamDeletedBehindTheCheckpoint(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	tok := token(t, ch)
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.CheckpointInterval = 100 * time.Millisecond
+	g, err := gateway.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + g.Addr().String()
+	joinAudience(t, base, ch, 1, 2, 3)
+	joinAudience(t, base, "other", 7, 8)
+	old := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	// The stream goes; the checkpoints stay (the applier saves its last one as it stops).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.JetStream().DeleteStream(ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	g, base = startGateway(t, cfg)
+	joinAudience(t, base, ch, 4)
+	s := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 4 })
+	if s.Seq != 1 || s.Epoch == old.Epoch {
+		t.Fatalf("snapshot %+v: want the old members and the new join, at seq 1 of a new epoch (old: %s)", s, old.Epoch)
+	}
+	c := mustDial(t, base, tok)
+	c.send(map[string]any{"op": "subscribe", "channel": ch, "since": 0, "epoch": old.Epoch})
+	c.expect("subscribed", ch)
+	c.expect("reset", ch)
+	if snap := c.expect("snapshot", ch).Snapshot; snap.Counts.Audience != 4 {
+		t.Fatalf("snapshot after reset: %+v", snap)
+	}
+	joinAudience(t, base, ch, 5)
+	if ev := c.expectEvents(ch, 1, 1); ev[0].UID != 5 || ev[0].Seq != 2 {
+		t.Fatalf("live after the snapshot: %+v", ev)
+	}
+	var list struct{ Channels []presence.Summary }
+	if status, raw := getJSON(t, base, "/v1/channels", token(t, "*"), &list); status != 200 || len(list.Channels) != 2 {
+		t.Fatalf("channels: %d %s", status, raw)
+	}
+
+	// The checkpoints saved since count in the new stream: a view made from them takes the next events of a channel
+	// whose last event was in the old stream.
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, base = startGateway(t, cfg)
+	joinAudience(t, base, "other", 9)
+	waitSnapshot(t, base, "other", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+}
+
+// USHER_PRESENCE made anew while an instance runs (deleted and made again by hand): the view notices the new epoch,
+// stops serving its rosters of the old stream, closes its WebSockets with 1012 so that their clients resume (and
+// get reset and a snapshot), and serves again, at the new stream's seqs.
+func TestStreamMadeAnewWhileRunning(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	tok := token(t, ch)
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, ch, 1, 2, 3)
+	old := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	c := mustDial(t, base, tok)
+	c.subscribe(ch)
+	c.expect("subscribed", ch)
+	c.expect("snapshot", ch)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.JetStream().DeleteStream(ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(ctx, g.JetStream(), bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
+		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := c.conn.Read(ctx)
+	if status := websocket.CloseStatus(err); status != websocket.StatusServiceRestart {
+		t.Fatalf("the WebSocket got %v (status %d), want a close with 1012", err, status)
+	}
+	joinAudience(t, base, ch, 4)
+	s := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 4 })
+	// (With no checkpoint saved yet, the applier derives every event again, from the first notification.)
+	if s.Epoch == old.Epoch {
+		t.Fatalf("snapshot %+v after the stream was made anew (before: epoch %s seq %d)", s, old.Epoch, old.Seq)
+	}
+	c = mustDial(t, base, tok)
+	c.send(map[string]any{"op": "subscribe", "channel": ch, "since": old.Seq, "epoch": old.Epoch})
+	c.expect("subscribed", ch)
+	c.expect("reset", ch)
+	if snap := c.expect("snapshot", ch).Snapshot; snap.Counts.Audience != 4 || snap.Epoch != s.Epoch {
+		t.Fatalf("snapshot after reset: %+v", snap)
 	}
 }

@@ -45,6 +45,9 @@ type Source interface {
 	// Ready says whether the source holds the rosters: false before they are loaded, and while they are reloaded
 	// after the source found it had missed events. A subscribe meanwhile gets error unavailable.
 	Ready() bool
+	// Epoch names the stream the seqs count in; it changes when the stream is made anew and its seqs start again.
+	// A resume from a seq of another epoch gets a reset and a snapshot. Empty when the source has none.
+	Epoch() string
 }
 
 // Defaults of Config's zero values.
@@ -143,6 +146,7 @@ type channel struct {
 	// latest snapshot frame built, at snapSeq, for the next subscribers that can use it.
 	snapMu    sync.Mutex
 	snapSeq   uint64
+	snapEpoch string
 	snapFrame []byte
 }
 
@@ -152,9 +156,9 @@ type channel struct {
 func (ch *channel) snapshot(src Source, name string, seq uint64) ([]byte, uint64) {
 	ch.snapMu.Lock()
 	defer ch.snapMu.Unlock()
-	if ch.snapFrame == nil || ch.snapSeq < seq {
+	if ch.snapFrame == nil || ch.snapSeq < seq || ch.snapEpoch != src.Epoch() { // a new stream's seqs start again
 		snap := src.Snapshot(name)
-		ch.snapFrame, ch.snapSeq = encodeSnapshot(snap), snap.Seq
+		ch.snapFrame, ch.snapSeq, ch.snapEpoch = encodeSnapshot(snap), snap.Seq, snap.Epoch
 	}
 	return ch.snapFrame, ch.snapSeq
 }

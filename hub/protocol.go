@@ -34,6 +34,8 @@ type request struct {
 	Op      string  `json:"op"`
 	Channel string  `json:"channel"`
 	Since   *uint64 `json:"since"`
+	// Epoch is the snapshot's epoch that since belongs to; without it, since is taken to be of the current one.
+	Epoch string `json:"epoch"`
 }
 
 type channelFrame struct {

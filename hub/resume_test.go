@@ -260,3 +260,70 @@ func TestTooManyFramesWaiting(t *testing.T) {
 		return h.Stats().Connections == 0, "still connected"
 	})
 }
+
+// A resume names the epoch its since counts in: one of another epoch (the stream was made anew, its seqs started
+// again) gets reset and a snapshot of this epoch, even where the seq exists here; one of this epoch, or none (a
+// client that does not send it), is resumed.
+func TestResumeFromAnotherEpoch(t *testing.T) {
+	src := storedEvents(5, 1)
+	epoch := "1764115200000"
+	src.epoch.Store(&epoch)
+	_, dial := serveHub(t, Config{}, src)
+	resume := func(c *testClient, field string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","channel":"show","since":2`+field+`}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, field := range []string{``, `,"epoch":"` + epoch + `"`} {
+		c := dial(nil)
+		resume(c, field)
+		c.expect("subscribed", 0, 0)
+		for seq := uint64(3); seq <= 5; seq++ {
+			c.expect("presence", seq, 0)
+		}
+	}
+
+	c := dial(nil)
+	resume(c, `,"epoch":"1700000000000"`)
+	c.expect("subscribed", 0, 0)
+	c.expect("reset", 0, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, b, err := c.c.Read(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap presence.Snapshot
+	if err := json.Unmarshal(b, &snap); err != nil || !strings.Contains(string(b), `"type":"snapshot"`) || snap.Seq != 5 || snap.Epoch != epoch {
+		t.Fatalf("after the reset: %s (%v); want the snapshot at 5 of epoch %s", b, err, epoch)
+	}
+
+	// A snapshot built before the stream was made anew is not served after it, even to a subscriber at a lower seq.
+	src2 := storedEvents(2, 1)
+	src.mu.Lock()
+	src.v, src.events = src2.v, src2.events
+	src.mu.Unlock()
+	newer := "1764115300000"
+	src.epoch.Store(&newer)
+	c2 := dial(nil)
+	c2.subscribe()
+	c2.expect("subscribed", 0, 0)
+	c2.expect("snapshot", 2, 2)
+}
+
+// A subscribe with an epoch that is not a string is refused with bad_request naming the field.
+func TestBadEpoch(t *testing.T) {
+	_, dial := serveHub(t, Config{}, storedEvents(1, 1))
+	c := dial(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"subscribe","channel":"show","since":1,"epoch":17}`)); err != nil {
+		t.Fatal(err)
+	}
+	_, b, err := c.c.Read(ctx)
+	if err != nil || !strings.Contains(string(b), `"code":"bad_request"`) || !strings.Contains(string(b), "epoch must be a string") {
+		t.Fatalf("got %s (%v)", b, err)
+	}
+}

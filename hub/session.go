@@ -196,6 +196,9 @@ func (s *session) do(o clientOp) {
 // "41") leaves the others decoded, so the error names the channel the client meant.
 func badFrame(err error, channel string) []byte {
 	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		if te.Field == "epoch" {
+			return encodeError(CodeBadRequest, channel, "epoch must be a string: the epoch of the snapshot that since counts from")
+		}
 		if te.Field == "since" {
 			return encodeError(CodeBadRequest, channel, "since must be a whole number from 0 to 18446744073709551615: the seq of the last event the client has")
 		}
@@ -242,9 +245,13 @@ func (s *session) subscribe(req request) {
 		s.sendSnapshot(sub)
 		return
 	}
-	if err := s.resume(sub, *req.Since); err != nil {
+	err := errOtherEpoch
+	if req.Epoch == "" || req.Epoch == s.h.src.Epoch() {
+		err = s.resume(sub, *req.Since)
+	}
+	if err != nil {
 		level := slog.LevelWarn
-		if errors.Is(err, errTooOld) || errors.Is(err, errHeldOverflow) {
+		if errors.Is(err, errTooOld) || errors.Is(err, errHeldOverflow) || errors.Is(err, errOtherEpoch) {
 			level = slog.LevelDebug // what reset is for, not a fault
 		}
 		s.h.log.Log(context.Background(), level, "resume not possible; sending a snapshot", "channel", ch, "err", err)
@@ -272,6 +279,9 @@ func (s *session) sendSnapshot(sub *subscription) {
 
 // errTooOld sends a resume down the reset path.
 var errTooOld = errors.New("since is older than what is retained")
+
+// errOtherEpoch: the client's since counts in a stream that has since been made anew.
+var errOtherEpoch = errors.New("since is of another epoch of the presence stream")
 
 // resume replays the channel's stored events after since, then goes live without a gap or a repeat.
 func (s *session) resume(sub *subscription, since uint64) error {

@@ -35,6 +35,8 @@ type viewSource struct {
 	early  bool
 	// loading makes Ready false, as the gateway's view before its rosters are loaded.
 	loading atomic.Bool
+	// epoch is the source's Epoch (a test changes it as a stream made anew would).
+	epoch atomic.Pointer[string]
 }
 
 func (s *viewSource) apply(e presence.Event) {
@@ -53,6 +55,7 @@ func (s *viewSource) Snapshot(channel string) presence.Snapshot {
 	s.mu.Lock()
 	s.copies++
 	snap := s.v.Snapshot(channel)
+	snap.Epoch = s.Epoch()
 	s.mu.Unlock()
 	if hook != nil && !s.early {
 		hook()
@@ -87,6 +90,13 @@ func (s *viewSource) Events(_ context.Context, channel string, since, until uint
 func (s *viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }
 
 func (s *viewSource) Ready() bool { return !s.loading.Load() }
+
+func (s *viewSource) Epoch() string {
+	if e := s.epoch.Load(); e != nil {
+		return *e
+	}
+	return ""
+}
 
 func join(seq uint64, uid uint32) presence.Event {
 	return presence.Event{Seq: seq, Channel: "show", Event: presence.Join, Role: presence.Audience, UID: uid, ClientSeq: 1, Ts: 1, NoticeID: "n", Source: "ncs"}

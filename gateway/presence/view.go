@@ -15,8 +15,11 @@ type Counts struct {
 // Snapshot is a channel's roster as of Seq, the last event it includes. Lists are never nil, and are ordered by
 // Since, then UID.
 type Snapshot struct {
-	Channel  string   `json:"channel"`
-	Seq      uint64   `json:"seq"`
+	Channel string `json:"channel"`
+	Seq     uint64 `json:"seq"`
+	// Epoch names the stream whose seqs Seq and later events count (see the gateway's presence view): a seq is
+	// meaningful only with its epoch. Empty when the source has none.
+	Epoch    string   `json:"epoch,omitempty"`
 	Hosts    []Member `json:"hosts"`
 	Audience []Member `json:"audience"`
 	Users    []Member `json:"users"`

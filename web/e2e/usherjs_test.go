@@ -635,3 +635,57 @@ func TestUsherJSTokensTheServerRefuses(t *testing.T) {
 		t.Fatalf("states %s (the token is valid from %s)", s, validFrom.Format(time.RFC3339Nano))
 	}
 }
+
+// usher.js resumes with the epoch of the snapshot its seq counts from, and takes the epoch of a later snapshot (after
+// a reset: the stream was made anew) for the next resume.
+func TestUsherJSResumesWithTheEpoch(t *testing.T) {
+	t.Parallel()
+	ops := make(chan string, 8)
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		ops <- string(b)
+		switch n {
+		case 1:
+			writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+				`{"type":"snapshot","channel":"show","seq":10,"epoch":"1700000000000","hosts":[],"audience":[],"users":[],"counts":{}}`,
+				`{"type":"presence","seq":11,"channel":"show","event":"join","role":"audience","uid":2,"clientSeq":1,"ts":1,"noticeId":"n","source":"ncs"}`)
+			_ = c.Close(websocket.StatusServiceRestart, "restart")
+		case 2:
+			writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`, `{"type":"reset","channel":"show"}`,
+				`{"type":"snapshot","channel":"show","seq":3,"epoch":"1800000000000","hosts":[],"audience":[],"users":[],"counts":{}}`)
+			_ = c.Close(websocket.StatusServiceRestart, "restart")
+		default:
+			<-ctx.Done()
+		}
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 50, maxDelay: 100});
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq), event: e => got.push("event " + e.seq)});
+		window.client = c;
+		return true;
+	})()`)
+	want := []string{
+		`{"op":"subscribe","channel":"show"}`,
+		`{"op":"subscribe","channel":"show","since":11,"epoch":"1700000000000"}`,
+		`{"op":"subscribe","channel":"show","since":3,"epoch":"1800000000000"}`,
+	}
+	for i, w := range want {
+		select {
+		case got := <-ops:
+			if got != w {
+				t.Fatalf("subscribe %d: %s, want %s", i+1, got, w)
+			}
+		case <-time.After(wait):
+			t.Fatalf("no subscribe %d (want %s)", i+1, w)
+		}
+	}
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "snapshot 10, event 11, snapshot 3" {
+		t.Fatalf("the handlers got %q", got)
+	}
+}

@@ -6,7 +6,7 @@
 //                                   // info.resumed on "live" after a reconnection; info.delay while waiting,
 //                                   // info.timeout when the last attempt was abandoned after connectTimeout
 //   usher.subscribe("show-1", {
-//     snapshot(s) { ... },   // the roster: {channel, seq, hosts, audience, users, counts}
+//     snapshot(s) { ... },   // the roster: {channel, seq, epoch, hosts, audience, users, counts}
 //     event(e) { ... },      // a presence event: {seq, channel, event, role, uid, ...}
 //     reset() { ... },       // the server could not resume: a snapshot follows
 //     error(err) { ... },    // {code, message}, e.g. forbidden; after "unavailable" (the server is loading its
@@ -168,6 +168,7 @@
       case "snapshot":
         if (!sub) return;
         sub.seq = f.seq;
+        sub.epoch = f.epoch; // the stream the seqs count in: a resume names it
         call(sub.handlers.snapshot, f);
         break;
       case "presence":
@@ -199,7 +200,10 @@
   UsherClient.prototype._sendSubscribe = function (channel) {
     var sub = this.subs[channel];
     var msg = { op: "subscribe", channel: channel };
-    if (sub.seq !== null && sub.seq !== undefined) msg.since = sub.seq; // resume: only what was missed
+    if (sub.seq !== null && sub.seq !== undefined) {
+      msg.since = sub.seq; // resume: only what was missed
+      if (sub.epoch) msg.epoch = sub.epoch; // if the stream was made anew since, the server sends reset and a snapshot
+    }
     if (this._send(msg)) this.awaiting[channel] = (this.awaiting[channel] || 0) + 1;
   };
 
