@@ -261,3 +261,24 @@ func TestSplitSecrets(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+// A USHER_NATS_URL the NATS client cannot parse stops start-up with a line that names it without its user, password
+// or token: the parse error of Go's net/url quotes the whole URL, and a password with a character a URL's userinfo
+// may not hold ('^', a space, '%' not followed by two hex digits) is ordinary.
+func TestServeErrorHidesNATSURLCredentials(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ url, secret string }{
+		{"nats://alice:pa^ssw0rd@127.0.0.1:1", "pa^ssw0rd"},
+		{"nats://alice:pa%zzssw0rd@127.0.0.1:1", "zzssw0rd"},
+		{"nats://n1:4222,tls://t0ken^x@127.0.0.1:1", "t0ken^x"},
+	} {
+		var out, errb bytes.Buffer
+		code := run(nil, env(map[string]string{
+			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": "0123456789abcdef0123", "PORT": "0", "USHER_NATS_URL": tc.url,
+		}), &out, &errb)
+		if code == 0 || strings.Contains(errb.String(), tc.secret) || strings.Contains(errb.String(), "%zz") ||
+			!strings.Contains(errb.String(), "***@127.0.0.1:1") {
+			t.Errorf("USHER_NATS_URL=%q: exit %d, stderr %q: want a failure naming the URL without its credentials", tc.url, code, errb.String())
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -119,9 +120,25 @@ func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Co
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
 	}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), err)
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), redactURLError(err))
 	}
 	return nc, nil
+}
+
+// redactURLError hides the credentials in a URL parse error: net/url's error quotes the whole URL, and a password
+// with a character a URL's userinfo may not hold ('^', a space, a '%' not followed by two hex digits) makes one.
+// An invalid %-escape is not quoted either, since it may be part of the password.
+func redactURLError(err error) error {
+	var ue *url.Error
+	if !errors.As(err, &ue) || RedactURLs(ue.URL) == ue.URL {
+		return err
+	}
+	reason := ue.Err
+	var esc url.EscapeError
+	if errors.As(reason, &esc) {
+		reason = errors.New("invalid URL escape (a '%' not followed by two hex digits)")
+	}
+	return fmt.Errorf("%s %q: %w", ue.Op, RedactURLs(ue.URL), reason)
 }
 
 // RedactURLs hides the credentials in comma-separated NATS URLs, for messages and help.
