@@ -114,7 +114,7 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 		if cfg.NATSListen != bus.ListenOff {
 			g.log.Info("embedded nats listening", "addr", g.ns.ClientURL())
 		}
-		g.nc, err = bus.ConnectEmbedded(g.ns, "usher")
+		g.nc, err = bus.ConnectEmbedded(g.ns, "usher", bus.LogAsyncErrors(g.log))
 	} else {
 		g.nc, err = bus.Connect(cfg.NATSURL, "usher-"+cfg.InstanceID, g.log, natsOpts...)
 	}

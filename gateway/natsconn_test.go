@@ -3,7 +3,11 @@ package gateway_test
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +127,47 @@ func TestShutdownWithoutNATS(t *testing.T) {
 	case <-time.After(8 * time.Second):
 		t.Fatalf("Shutdown still running %s after NATS died, with a grace of 2 s", time.Since(start).Round(time.Second))
 	}
+}
+
+// TestNATSAsyncErrorsLogged runs the gateway as a NATS user that may not publish to usher.other.>, and posts a
+// notification that names no channel. The NATS server refuses the publish with an asynchronous error; it must reach
+// Usher's log (JSON, as every line), not the NATS client's default handler, which prints plain text on stderr.
+func TestNATSAsyncErrorsLogged(t *testing.T) {
+	t.Parallel()
+	ns, err := server.NewServer(&server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+		Users: []*server.User{{Username: "usher", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{"usher.ncs.>", "usher.presence.>", "$JS.API.>",
+				"$KV.USHER_LEASES.>", "$O.USHER_CHECKPOINTS.>"}},
+			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+		}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	var logs testutil.SyncBuffer
+	cfg := testConfig(t, "")
+	cfg.NATSURL = strings.Replace(ns.ClientURL(), "nats://", "nats://usher:pw@", 1)
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	_, base := startGateway(t, cfg)
+
+	body := notification("other-1", 999, map[string]any{"x": 1}) // no channel: usher.other.1.999
+	if a := postSigned(t, base, body); a.Status != http.StatusServiceUnavailable {
+		t.Fatalf("a notification the NATS user may not publish: %d %s, want 503", a.Status, a.Raw)
+	}
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
+		for line := range strings.Lines(logs.String()) {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && strings.Contains(fmt.Sprint(rec["err"]), "ermissions") &&
+				strings.Contains(line, "usher.other.1.999") {
+				return true, ""
+			}
+		}
+		return false, "no log line about the NATS server's permissions violation:\n" + logs.String()
+	})
 }

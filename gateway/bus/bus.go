@@ -96,9 +96,10 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// ConnectEmbedded connects in-process to an embedded server: no socket, no network.
-func ConnectEmbedded(s *server.Server, name string) (*nats.Conn, error) {
-	nc, err := nats.Connect("", nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1))
+// ConnectEmbedded connects in-process to an embedded server: no socket, no network. opts add to the defaults
+// (LogAsyncErrors, say).
+func ConnectEmbedded(s *server.Server, name string, opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(s), nats.Name(name), nats.MaxReconnects(-1)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to embedded nats: %w", err)
 	}
@@ -118,6 +119,7 @@ func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Co
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
+		LogAsyncErrors(log),
 	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), redactURLError(err))
@@ -139,6 +141,18 @@ func redactURLError(err error) error {
 		reason = errors.New("invalid URL escape (a '%' not followed by two hex digits)")
 	}
 	return fmt.Errorf("%s %q: %w", ue.Op, RedactURLs(ue.URL), reason)
+}
+
+// LogAsyncErrors sends the errors the NATS server reports asynchronously (a permissions violation, a slow
+// consumer) to log. Without it the NATS client prints them as plain text on stderr, outside the JSON log.
+func LogAsyncErrors(log *slog.Logger) nats.Option {
+	return nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		if sub != nil {
+			log.Error("nats error", "err", err, "subject", sub.Subject)
+			return
+		}
+		log.Error("nats error", "err", err)
+	})
 }
 
 // RedactURLs hides the credentials in comma-separated NATS URLs, for messages and help.
