@@ -107,6 +107,9 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls.Config) (err error) {
 	cfg := g.cfg
 	if cfg.NATSURL == "" {
+		if err := writable(cfg.DataDir); err != nil {
+			return fmt.Errorf("USHER_DATA_DIR %q cannot hold JetStream's files: %w", cfg.DataDir, err)
+		}
 		g.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: cfg.DataDir, Listen: cfg.NATSListen, Logger: g.log})
 		if err != nil {
 			return err
@@ -199,6 +202,19 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	g.log.Info("usher listening", "addr", g.ln.Addr().String(), "tls", tlsCfg != nil, "instance", cfg.InstanceID,
 		"replicas", cfg.Replicas)
 	return nil
+}
+
+// writable makes dir if it is missing and checks that a file can be made in it.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".usher-write-check-*")
+	if err != nil {
+		return err
+	}
+	_ = f.Close()
+	return os.Remove(f.Name())
 }
 
 // natsOptions are the credentials and TLS settings for external NATS servers. Their files are read now, so that a

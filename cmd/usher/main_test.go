@@ -83,6 +83,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"unreadable NATS client cert", nil, func(m map[string]string) {
 			m["USHER_NATS_URL"], m["USHER_NATS_CERT"], m["USHER_NATS_KEY"] = "nats://127.0.0.1:1", "/nonexistent/c.pem", "/nonexistent/k.pem"
 		}, "USHER_NATS_CERT"},
+		{"data dir under a file", nil, func(m map[string]string) { m["USHER_DATA_DIR"] = "/etc/hostname/data" }, "USHER_DATA_DIR"},
 		{"missing secret file", nil, func(m map[string]string) {
 			delete(m, "USHER_NCS_SECRETS")
 			m["USHER_NCS_SECRETS_FILE"] = "/nonexistent/secret"

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -68,18 +69,37 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create embedded nats: %w", err)
 	}
+	logger := slog.New(slog.DiscardHandler)
 	if cfg.Logger != nil {
-		s.SetLoggerV2(slogAdapter{cfg.Logger.With("component", "nats")}, false, false, false)
+		logger = cfg.Logger.With("component", "nats")
 	}
-	go s.Start()
+	fatal := &fatalTrap{slogAdapter: slogAdapter{logger}}
+	s.SetLoggerV2(fatal, false, false, false)
 	timeout := cfg.ReadyTimeout
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	if !s.ReadyForConnections(timeout) {
+	// Start returns once the server runs, or at once when it cannot (JetStream's storage unusable: it logs why and
+	// never accepts connections, which ReadyForConnections would wait out).
+	started := make(chan struct{})
+	go func() { defer close(started); s.Start() }()
+	select {
+	case <-started:
+		if msg := fatal.msg.Load(); msg != nil {
+			err = fmt.Errorf("embedded nats in %s: %s", cfg.StoreDir, *msg)
+		}
+	case <-time.After(timeout):
+	}
+	if err == nil && !s.ReadyForConnections(timeout) {
+		err = fmt.Errorf("embedded nats not ready after %s (is %s writable?)", timeout, cfg.StoreDir)
+		if !opts.DontListen {
+			err = fmt.Errorf("embedded nats not ready after %s (is %s free, is %s writable?)", timeout, cfg.Listen, cfg.StoreDir)
+		}
+	}
+	if err != nil {
 		s.Shutdown()
 		s.WaitForShutdown()
-		return nil, fmt.Errorf("embedded nats not ready after %s (is %s free, is %s writable?)", timeout, cfg.Listen, cfg.StoreDir)
+		return nil, err
 	}
 	return s, nil
 }
@@ -333,6 +353,18 @@ func has(ctx context.Context, js jetstream.JetStream, name string, same func(jet
 	}
 	c := s.CachedInfo().Config
 	return c.Storage == jetstream.FileStorage && c.Description == description && c.Replicas == replicas && same(c)
+}
+
+// fatalTrap keeps the NATS server's fatal error (it logs it and stops starting, rather than exit) besides logging it.
+type fatalTrap struct {
+	slogAdapter
+	msg atomic.Pointer[string]
+}
+
+func (f *fatalTrap) Fatalf(format string, v ...any) {
+	m := fmt.Sprintf(format, v...)
+	f.msg.CompareAndSwap(nil, &m)
+	f.slogAdapter.Fatalf(format, v...)
 }
 
 // slogAdapter routes the NATS server's log to slog; its start-up banner and notices go to debug.

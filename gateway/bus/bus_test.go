@@ -3,6 +3,8 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +118,25 @@ func TestRedactURLs(t *testing.T) {
 		if got := bus.RedactURLs(in); got != want {
 			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestStartEmbeddedFailsFast: when JetStream cannot start in the store directory (here its jetstream directory is
+// a file), the server never accepts connections; StartEmbedded must say so at once, not after its ready timeout.
+func TestStartEmbeddedFailsFast(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "jetstream"), []byte("not a directory"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Listen: bus.ListenOff, ReadyTimeout: 20 * time.Second})
+	if err == nil {
+		s.Shutdown()
+		s.WaitForShutdown()
+		t.Fatal("started without JetStream")
+	}
+	if took := time.Since(start); took > 5*time.Second || !strings.Contains(err.Error(), "JetStream") {
+		t.Fatalf("after %s: %v; want an error about JetStream at once", took.Round(time.Millisecond), err)
 	}
 }
