@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -221,8 +223,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("lease TTL is %s: it must be at least 300ms", c.LeaseTTL)
 	case c.PublishTimeout < 0:
 		return fmt.Errorf("publish timeout is %s: it must be positive", c.PublishTimeout)
-	case c.NATSURL == "" && c.NATSListen != bus.ListenOff && !strings.Contains(c.NATSListen, ":"):
-		return fmt.Errorf("USHER_NATS_LISTEN is %q: give host:port or \"off\"", c.NATSListen)
+	case c.NATSURL == "" && c.NATSListen != bus.ListenOff && !hostPort(c.NATSListen):
+		return fmt.Errorf("USHER_NATS_LISTEN is %q: give host:port (a port from 0 to 65535) or \"off\"", c.NATSListen)
 	case c.ReadHeaderTimeout < 0, c.ReadTimeout < 0, c.WriteTimeout < 0, c.IdleTimeout < 0:
 		return errors.New("USHER_READ_HEADER_TIMEOUT, USHER_READ_TIMEOUT, USHER_WRITE_TIMEOUT and USHER_IDLE_TIMEOUT must be positive")
 	case c.MaxBodyBytes < 1024:
@@ -278,6 +280,16 @@ func checkOrigins(patterns []string) error {
 		}
 	}
 	return nil
+}
+
+// hostPort says whether addr is host:port with a port the embedded server takes (-1, for tests, picks a free one).
+func hostPort(addr string) bool {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= -1 && n <= 65535
 }
 
 // parseNets parses CIDRs and single addresses (as /32 or /128), naming the setting in its error.

@@ -46,6 +46,8 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"zero max connections", nil, func(m map[string]string) { m["USHER_MAX_CONNECTIONS"] = "0" }, "USHER_MAX_CONNECTIONS"},
 		{"bad log level", nil, func(m map[string]string) { m["USHER_LOG_LEVEL"] = "loud" }, "USHER_LOG_LEVEL"},
 		{"bad NATS listen", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "nowhere" }, "USHER_NATS_LISTEN"},
+		{"NATS listen port not a number", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "127.0.0.1:nats" }, "USHER_NATS_LISTEN"},
+		{"NATS listen port out of range", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "127.0.0.1:70000" }, "USHER_NATS_LISTEN"},
 		{"zero read header timeout", nil, func(m map[string]string) { m["USHER_READ_HEADER_TIMEOUT"] = "0s" }, "USHER_READ_HEADER_TIMEOUT"},
 		{"zero idle timeout", nil, func(m map[string]string) { m["USHER_IDLE_TIMEOUT"] = "0s" }, "USHER_IDLE_TIMEOUT"},
 		{"bad upgrade rate", nil, func(m map[string]string) { m["USHER_WS_UPGRADE_RATE"] = "fast" }, "USHER_WS_UPGRADE_RATE"},
