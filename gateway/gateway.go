@@ -119,7 +119,7 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 		}
 		g.nc, err = bus.ConnectEmbedded(g.ns, "usher", bus.LogAsyncErrors(g.log))
 	} else {
-		g.nc, err = bus.Connect(cfg.NATSURL, "usher-"+cfg.InstanceID, g.log, natsOpts...)
+		g.nc, err = bus.Connect(cfg.NATSURL, "usher-"+cfg.InstanceID, g.log, g.metrics.natsReconnects.Inc, natsOpts...)
 	}
 	if err != nil {
 		return err

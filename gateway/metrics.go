@@ -33,6 +33,10 @@ type metrics struct {
 	checkpointBytes    prometheus.Gauge
 	checkpointFailures prometheus.Counter
 
+	// natsReconnects counts the NATS connection's reconnections. (The client's own Stats().Reconnects counts
+	// attempts whose TCP connection was accepted, handshake failed or not.)
+	natsReconnects prometheus.Counter
+
 	delivery    prometheus.Histogram
 	rateLimited prometheus.Counter
 	requests    *prometheus.CounterVec
@@ -85,6 +89,7 @@ func newMetrics() *metrics {
 	m.checkpointFailures = f.counter("usher_applier_checkpoint_failures_total", "Applier checkpoints not stored (an older one stays: a new applier replays more).")
 	m.delivery = f.histogram("usher_delivery_seconds", "End-to-end latency: from the notification's notifyMs (Agora's clock) to the WebSocket frame written.",
 		[]float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})
+	m.natsReconnects = f.counter("usher_nats_reconnects_total", "Times the NATS connection was re-established.")
 	m.rateLimited = f.counter("usher_ws_upgrades_rate_limited_total", "WebSocket upgrades refused with 429 by the per-IP rate limit.")
 	m.requests = f.counterVec("usher_http_requests_total", "HTTP requests by route and status code.", "route", "code")
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -115,7 +120,6 @@ func (m *metrics) observeState(g *Gateway) {
 		}
 		return 0
 	})
-	f.counterFunc("usher_nats_reconnects_total", "Times the NATS connection was re-established.", func() float64 { return float64(g.nc.Stats().Reconnects) })
 	f.gaugeFunc("usher_applier_leading", "1 while this instance holds the applier lease.", func() float64 {
 		if g.applier.leading.Load() {
 			return 1

@@ -171,3 +171,32 @@ func TestNATSAsyncErrorsLogged(t *testing.T) {
 		return false, "no log line about the NATS server's permissions violation:\n" + logs.String()
 	})
 }
+
+// TestNATSReconnectsCounted cuts the gateway off from NATS behind a proxy that still accepts TCP connections (as a
+// load balancer in front of NATS does) and closes each at once: the NATS client's attempts are not reconnections,
+// and usher_nats_reconnects_total must stay 0 until the connection is back, then count 1.
+func TestNATSReconnectsCounted(t *testing.T) {
+	t.Parallel()
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	cfg := testConfig(t, "")
+	cfg.NATSURL = "nats://" + proxy.Addr()
+	_, base := startGateway(t, cfg)
+	if m := scrape(t, base, ""); m["usher_nats_connected"] != 1 || m["usher_nats_reconnects_total"] != 0 {
+		t.Fatalf("at start: connected %v, reconnects %v", m["usher_nats_connected"], m["usher_nats_reconnects_total"])
+	}
+	proxy.Cut()
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return scrape(t, base, "")["usher_nats_connected"] == 0, "still connected after the cut"
+	})
+	time.Sleep(3 * time.Second) // the client tries again every 2 s (its default ReconnectWait)
+	if m := scrape(t, base, ""); m["usher_nats_connected"] != 0 || m["usher_nats_reconnects_total"] != 0 {
+		t.Fatalf("while cut off: connected %v, reconnects %v; want 0 and 0", m["usher_nats_connected"], m["usher_nats_reconnects_total"])
+	}
+	proxy.Restore()
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		m := scrape(t, base, "")
+		return m["usher_nats_connected"] == 1 && m["usher_nats_reconnects_total"] == 1,
+			fmt.Sprintf("connected %v, reconnects %v; want 1 and 1", m["usher_nats_connected"], m["usher_nats_reconnects_total"])
+	})
+}

@@ -127,8 +127,8 @@ func ConnectEmbedded(s *server.Server, name string, opts ...nats.Option) (*nats.
 }
 
 // Connect connects to external NATS servers (comma-separated URLs), retrying on its own when the connection drops;
-// opts add credentials and TLS.
-func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Conn, error) {
+// reconnected, if not nil, is called each time the connection is back; opts add credentials and TLS.
+func Connect(urls, name string, log *slog.Logger, reconnected func(), opts ...nats.Option) (*nats.Conn, error) {
 	nc, err := nats.Connect(urls, append([]nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -138,7 +138,12 @@ func Connect(urls, name string, log *slog.Logger, opts ...nats.Option) (*nats.Co
 				log.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "server", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
+			if reconnected != nil {
+				reconnected()
+			}
+		}),
 		LogAsyncErrors(log),
 	}, opts...)...)
 	if err != nil {
