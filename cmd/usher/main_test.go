@@ -285,3 +285,28 @@ func TestServeErrorHidesNATSURLCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestServeSignalledDuringStart: a SIGTERM while the server is still starting (its context ends before the streams
+// are declared) is a stop asked for, not a failure: serve returns nil, as after a SIGTERM once it runs, rather than
+// the start-up step's "context canceled" (exit 1, which a supervisor takes for a crash).
+func TestServeSignalledDuringStart(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errb testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, nil, env(map[string]string{
+			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": "0123456789abcdef0123",
+			"USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off", "PORT": "0",
+		}), &out, &errb)
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve signalled during start-up: %v; want nil (log %s)", err, errb.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve still running 20 s after its context ended")
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -122,6 +123,10 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 
 	g, err := gateway.Start(ctx, cfg)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) { // SIGTERM during start-up: a stop, not a failure
+			log.Info("stopped during start-up", "err", err)
+			return nil
+		}
 		return err
 	}
 	if debugAddr != "" {
