@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,5 +200,123 @@ func TestNATSReconnectsCounted(t *testing.T) {
 		m := scrape(t, base, "")
 		return m["usher_nats_connected"] == 1 && m["usher_nats_reconnects_total"] == 1,
 			fmt.Sprintf("connected %v, reconnects %v; want 1 and 1", m["usher_nats_connected"], m["usher_nats_reconnects_total"])
+	})
+}
+
+// blackHole forwards TCP connections to a target until Swallow, after which the connections open until then stay
+// open but everything sent on them, either way, is dropped: a NATS server whose machine died or was cut off without
+// a reset (no FIN, no RST reaches the client). Connections made after Swallow are forwarded.
+type blackHole struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []*holeConn
+}
+
+type holeConn struct {
+	a, b      net.Conn
+	swallowed atomic.Bool
+}
+
+func newBlackHole(t *testing.T, target string) *blackHole {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &blackHole{ln: ln, target: target}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.DialTimeout("tcp", target, 5*time.Second)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			hc := &holeConn{a: c, b: up}
+			h.mu.Lock()
+			h.conns = append(h.conns, hc)
+			h.mu.Unlock()
+			pipe := func(dst, src net.Conn) {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if n > 0 && !hc.swallowed.Load() {
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						_ = dst.Close()
+						return
+					}
+				}
+			}
+			wg.Go(func() { pipe(up, c) })
+			wg.Go(func() { pipe(c, up) })
+		}
+	})
+	t.Cleanup(func() {
+		_ = ln.Close()
+		h.mu.Lock()
+		for _, c := range h.conns {
+			_ = c.a.Close()
+			_ = c.b.Close()
+		}
+		h.mu.Unlock()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("the black hole's goroutines did not stop within 10 s")
+		}
+	})
+	return h
+}
+
+func (h *blackHole) Addr() string { return h.ln.Addr().String() }
+
+// Swallow drops, from now on, everything sent on the connections open now.
+func (h *blackHole) Swallow() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		c.swallowed.Store(true)
+	}
+}
+
+// TestNATSSilentDeathDetected: the NATS server the gateway is connected to stops answering without closing the
+// connection (its machine lost power, a network partition). The gateway must notice within seconds, say so in
+// usher_nats_connected, and reconnect (here through the same address, whose new connections work), so that
+// notifications are stored again; with the NATS client's default pings (every 2 minutes, 2 unanswered) that took
+// 4 to 6 minutes of 503s.
+func TestNATSSilentDeathDetected(t *testing.T) {
+	t.Parallel()
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	hole := newBlackHole(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	cfg := testConfig(t, "")
+	cfg.NATSURL = "nats://" + hole.Addr()
+	_, base := startGateway(t, cfg)
+	if a := postSigned(t, base, audienceJoin("hole-0", "show-1", 1, 1)); a.Status != 200 {
+		t.Fatalf("before: %d %s", a.Status, a.Raw)
+	}
+	hole.Swallow()
+	start := time.Now()
+	down := false
+	testutil.Eventually(t, 30*time.Second, 100*time.Millisecond, func() (bool, string) {
+		m := scrape(t, base, "")
+		down = down || m["usher_nats_connected"] == 0
+		return down && m["usher_nats_reconnects_total"] >= 1, fmt.Sprintf("connected %v, reconnects %v",
+			m["usher_nats_connected"], m["usher_nats_reconnects_total"])
+	})
+	t.Logf("reconnected %s after the server went silent", time.Since(start).Round(time.Millisecond))
+	testutil.Eventually(t, 10*time.Second, 50*time.Millisecond, func() (bool, string) {
+		a := postSigned(t, base, audienceJoin("hole-1", "show-1", 2, 1))
+		return a.Status == 200, a.Raw
 	})
 }
