@@ -86,7 +86,7 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 	select {
 	case <-started:
 		if msg := fatal.msg.Load(); msg != nil {
-			err = fmt.Errorf("embedded nats in %s: %s", cfg.StoreDir, *msg)
+			err = fmt.Errorf("embedded nats could not start: %s", *msg) // its store, or its listen address
 		}
 	case <-time.After(timeout):
 	}
