@@ -294,7 +294,12 @@ func presenceStream(ctx context.Context, t *testing.T, js jetstream.JetStream) [
 
 // runTestApplier runs an applier on js until the test ends, or until stop (a clean stop: it saves its checkpoint).
 func runTestApplier(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger) (stop func()) {
-	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: time.Hour, id: "new", log: log, metrics: newMetrics()}
+	return runTestApplierEvery(ctx, t, js, buckets, log, time.Hour)
+}
+
+// runTestApplierEvery is runTestApplier with checkpoints saved every interval while it applies.
+func runTestApplierEvery(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger, every time.Duration) (stop func()) {
+	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: every, id: "new", log: log, metrics: newMetrics()}
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); a.run(actx) }()
@@ -350,13 +355,27 @@ func TestReplayUnderOtherRules(t *testing.T) {
 			}
 			storePresence(ctx, t, js, tc.old...)
 			time.Sleep(1100 * time.Millisecond) // past USHER_PRESENCE's de-duplication window, as after a real crash
-			// The new leader replays, and stops cleanly: its checkpoint is what views start from.
-			stop := runTestApplier(ctx, t, js, buckets, slog.New(slog.DiscardHandler))
-			time.Sleep(time.Second)
+			// The new leader replays every stored notification (its checkpoints, saved as it goes, say how far it got),
+			// and stops cleanly: its checkpoint is what views start from.
+			stop := runTestApplierEvery(ctx, t, js, buckets, slog.New(slog.DiscardHandler), 10*time.Millisecond)
+			replayed := func() (*checkpoint, string) {
+				cp, err := loadCheckpoint(ctx, js, buckets.Checkpoints, presence.Rules{})
+				if err != nil {
+					return nil, err.Error()
+				}
+				if cp.NCSSeq != uint64(len(tc.ncs)) {
+					return nil, fmt.Sprintf("checkpoint after notification %d, want %d", cp.NCSSeq, len(tc.ncs))
+				}
+				return cp, ""
+			}
+			testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
+				cp, why := replayed()
+				return cp != nil, why
+			})
 			stop()
-			cp, err := loadCheckpoint(ctx, js, buckets.Checkpoints, presence.Rules{})
-			if err != nil {
-				t.Fatal(err)
+			cp, why := replayed()
+			if cp == nil {
+				t.Fatal(why)
 			}
 			runTestApplier(ctx, t, js, buckets, slog.New(slog.DiscardHandler))
 			uid, _ := strconv.Atoi(tc.after[1:])
