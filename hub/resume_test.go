@@ -210,22 +210,69 @@ func TestResumeHoldsLiveEventsAtTheClientsPace(t *testing.T) {
 }
 
 // More live events than a send queue holds, while a resume waits for the client: the client gets reset and a
-// snapshot that covers them, not a close. (The live events land after a 300 ms sleep, not on a condition: landing
-// while the replay still fills the socket, the overflow can find the send queue full with replayed frames, and the
-// client is then closed as too slow instead of reset; a known fault, not what this test covers.)
+// snapshot that covers them, not a close, even though the replay has just filled the send queue (the reset waits
+// for room, as every answer to the client does). The events land while the replay fills the queue, until the
+// subscription overflows, and no more: a burst that also overflowed what is held behind the snapshot would close
+// the client, as it would a live one.
 func TestResumeOverflowedByLiveEventsResets(t *testing.T) {
-	const n, live = 3000, 200
-	h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 64}, n, 4000, live, false)
+	const n = 3000
+	src := storedEvents(n, 4000)
+	h, dial := serveHub(t, Config{SendQueue: 64}, src)
+	c := dial(nil)
+	c.resumeFrom(0)
+	waitHeld(t, h, "show")
+	seq := uint64(n)
+	for !overflowed(h, "show") {
+		if seq == n+1000 {
+			t.Fatal("1,000 live events held, and no overflow")
+		}
+		seq++
+		e := join(seq, uint32(seq))
+		e.Account = strings.Repeat("b", 4000)
+		land(h, src, e)
+	}
+	var types []string
+	var seqs []uint64
+	for len(types) == 0 || types[len(types)-1] != "snapshot" {
+		typ, at, _ := c.next(5 * time.Second)
+		if typ == "" {
+			t.Fatalf("no more frames after %d: %v", len(types), types[max(0, len(types)-3):])
+		}
+		types, seqs = append(types, typ), append(seqs, at)
+	}
 	last := len(types) - 1
-	if last < 2 || types[last] != "snapshot" || seqs[last] != n+live || types[last-1] != "reset" {
-		t.Fatalf("the frames end with %v at %v, want reset, then a snapshot at %d", types[max(0, last-1):], seqs[max(0, last-1):], n+live)
+	if last < 2 || seqs[last] != seq || types[last-1] != "reset" {
+		t.Fatalf("the frames end with %v at %v, want reset, then a snapshot at %d", types[max(0, last-1):], seqs[max(0, last-1):], seq)
 	}
 	if replayed := last - 2; replayed >= n { // the snapshot covers them: the replay stops once it overflowed
 		t.Fatalf("%d events replayed before the reset, all of them", replayed)
 	}
+	land(h, src, join(seq+1, 1))
+	c.expect("presence", seq+1, 0)
 	if slow := h.Stats().SlowClosed; slow != 0 {
 		t.Fatalf("%d clients closed as too slow", slow)
 	}
+}
+
+// overflowed reports whether a subscriber of channel had more live frames held back than its send queue holds.
+func overflowed(h *Hub, channel string) bool {
+	h.mu.RLock()
+	ch := h.channels[channel]
+	h.mu.RUnlock()
+	if ch == nil {
+		return false
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	for sub := range ch.subs {
+		sub.mu.Lock()
+		o := sub.overflow
+		sub.mu.Unlock()
+		if o {
+			return true
+		}
+	}
+	return false
 }
 
 // A resume that goes at a slow client's pace for longer than the ping interval does not get the client dropped:
@@ -358,5 +405,55 @@ func TestBadEpoch(t *testing.T) {
 	_, b, err := c.c.Read(ctx)
 	if err != nil || !strings.Contains(string(b), `"code":"bad_request"`) || !strings.Contains(string(b), "epoch must be a string") {
 		t.Fatalf("got %s (%v)", b, err)
+	}
+}
+
+// An answer to the client (here a pong) that finds the send queue full, as a replay may just have left it, waits
+// for room rather than closing the client as too slow; the client then gets it.
+func TestAnswerWaitsForRoom(t *testing.T) {
+	h, dial := serveHub(t, Config{SendQueue: 8}, storedEvents(1, 1))
+	c := dial(nil)
+	var s *session
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() (bool, string) {
+		h.mu.RLock()
+		defer h.mu.RUnlock()
+		for x := range h.sessions {
+			s = x
+		}
+		return s != nil, "no session"
+	})
+	// The queue is full, and its writer busy (as if blocked on the socket): nothing makes room until the test does.
+	s.mu.Lock()
+	writing := s.writing
+	s.writing = true
+	for range 8 {
+		s.queue = append(s.queue, outFrame{data: []byte(`{"type":"pong"}`)})
+	}
+	s.mu.Unlock()
+	if writing {
+		t.Fatal("the writer was running")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, 5*time.Millisecond, func() (bool, string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.closed || s.working && len(s.ops) == 0, "the ping is not taken yet"
+	})
+	// Being answered: it waits, and the client is not closed (a close would come at once; 200 ms is plenty).
+	time.Sleep(200 * time.Millisecond)
+	if s.isClosed() {
+		t.Fatal("closed with its queue full")
+	}
+	s.mu.Lock()
+	s.writing, s.queue = false, nil
+	s.mu.Unlock()
+	s.room <- struct{}{}
+	c.expect("pong", 0, 0)
+	if slow := h.Stats().SlowClosed; slow != 0 {
+		t.Fatalf("%d clients closed as too slow", slow)
 	}
 }

@@ -503,7 +503,21 @@ func (s *session) unsubscribe(channel string) {
 
 // enqueue queues a frame for the client and starts the writer if it is not running. It never blocks: a client
 // whose queue is full is closed.
-func (s *session) enqueue(frame []byte) { s.enqueueFrame(outFrame{data: frame}) }
+// enqueue queues a frame of the connection's own goroutine: an answer to the client's request, or a replayed event.
+// Unlike live events, which never wait, it waits for room in the send queue (a replay, or the live events held back
+// during it, may have just filled it), and closes the client as too slow only when it makes no room within
+// replayTimeout.
+func (s *session) enqueue(frame []byte) {
+	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
+	defer cancel()
+	if err := s.waitRoom(ctx, 1); err != nil {
+		if !errors.Is(err, errSessionClosed) {
+			s.closeSlow()
+		}
+		return
+	}
+	s.enqueueFrame(outFrame{data: frame})
+}
 
 func (s *session) enqueueFrame(frame outFrame) {
 	if s.queueFrame(frame) {
