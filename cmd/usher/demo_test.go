@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -108,5 +109,44 @@ func TestDemo(t *testing.T) {
 	}
 	if bytes.Contains([]byte(stderr.String()), []byte("rejected")) {
 		t.Fatalf("the server rejected demo notifications:\n%s", stderr.String())
+	}
+}
+
+// --demo with the operator's own secrets set prints neither: only the secrets it made up, and a console link that
+// works with the operator's JWT secret.
+func TestDemoKeepsGivenSecrets(t *testing.T) {
+	t.Parallel()
+	const jwtSecret, ncsSecret = "operators-jwt-secret-0123456789abcdef", "operators-ncs-secret-0123456789"
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr testutil.SyncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, []string{"--demo"}, env(map[string]string{
+			"PORT": "0", "USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off",
+			"USHER_JWT_SECRET": jwtSecret, "USHER_NCS_SECRETS": ncsSecret,
+		}), &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("serve did not stop within 20 s of its context ending")
+		}
+	}()
+	link := regexp.MustCompile(`console: +http://localhost:(\d+)/#token=(\S+)`)
+	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return link.MatchString(stdout.String()), "no console link: " + stdout.String()
+	})
+	out := stdout.String() + stderr.String()
+	if strings.Contains(out, jwtSecret) || strings.Contains(out, ncsSecret) {
+		t.Fatalf("a secret the operator gave is printed:\n%s", out)
+	}
+	if !strings.Contains(stdout.String(), "yours, from USHER_JWT_SECRET") {
+		t.Errorf("stdout does not say whose secrets are used:\n%s", stdout.String())
+	}
+	m := link.FindStringSubmatch(stdout.String())
+	if _, err := auth.NewVerifier(jwtSecret).Verify(m[2]); err != nil {
+		t.Fatalf("the console token is not signed with the operator's secret: %v", err)
 	}
 }

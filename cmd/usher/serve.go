@@ -112,12 +112,13 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	cfg.NCSAllowCIDRs = splitList(allowCIDRs)
 	cfg.TrustedProxies = splitList(proxies)
 	cfg.Logger = log
+	var made demoSecrets
 	if demo {
 		if len(cfg.NCSSecrets) == 0 {
-			cfg.NCSSecrets = []string{randomSecret()}
+			cfg.NCSSecrets, made.ncs = []string{randomSecret()}, true
 		}
 		if cfg.JWTSecret == "" {
-			cfg.JWTSecret = randomSecret()
+			cfg.JWTSecret, made.jwt = randomSecret(), true
 		}
 	}
 
@@ -141,7 +142,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	demoCtx, stopDemo := context.WithCancel(ctx)
 	defer stopDemo()
 	if demo {
-		if err := startDemo(demoCtx, &wg, g, cfg, demoRate, stdout, log); err != nil {
+		if err := startDemo(demoCtx, &wg, g, cfg, made, demoRate, stdout, log); err != nil {
 			stopDemo()
 			_ = g.Shutdown(context.Background())
 			return err
@@ -164,15 +165,25 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	return err
 }
 
-// startDemo prints the demo secrets and console link, then feeds the server a simulated stream until ctx ends.
-func startDemo(ctx context.Context, wg *sync.WaitGroup, g *gateway.Gateway, cfg gateway.Config, rate float64, stdout io.Writer, log *slog.Logger) error {
+// demoSecrets says which secrets --demo made up: only those are printed.
+type demoSecrets struct{ ncs, jwt bool }
+
+// startDemo prints the demo secrets it made and the console link, then feeds the server a simulated stream until
+// ctx ends. Secrets the operator gave are never printed.
+func startDemo(ctx context.Context, wg *sync.WaitGroup, g *gateway.Gateway, cfg gateway.Config, made demoSecrets, rate float64, stdout io.Writer, log *slog.Logger) error {
 	tok, err := auth.Issue(cfg.JWTSecret, []string{auth.Wildcard}, 24*time.Hour, "demo")
 	if err != nil {
 		return err
 	}
+	shown := func(secret string, made bool, setting string) string {
+		if made {
+			return secret
+		}
+		return "yours, from " + setting + " (not shown)"
+	}
 	port := g.Addr().String()[strings.LastIndex(g.Addr().String(), ":")+1:]
 	fmt.Fprintf(stdout, "Usher demo\n  NCS secret:  %s\n  JWT secret:  %s\n  console:     http://localhost:%s/#token=%s\n",
-		cfg.NCSSecrets[0], cfg.JWTSecret, port, tok)
+		shown(cfg.NCSSecrets[0], made.ncs, "USHER_NCS_SECRETS"), shown(cfg.JWTSecret, made.jwt, "USHER_JWT_SECRET"), port, tok)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
