@@ -32,13 +32,13 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 	var err error
 	switch cmd {
 	case "serve":
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		ctx, stop := signalContext()
 		defer stop()
 		err = serve(ctx, args, getenv, stdout, stderr)
 	case "token":
 		err = token(args, getenv, stdout, stderr)
 	case "bench", "baseline":
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		ctx, stop := signalContext()
 		defer stop()
 		if cmd == "bench" {
 			err = bench(ctx, args, getenv, stdout, stderr)
@@ -62,6 +62,17 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		return 1
 	}
 	return 0
+}
+
+// signalContext is a context that the first SIGINT or SIGTERM ends, for a graceful stop. A second one then ends the
+// process at once (the signal's default action): an operator who presses Ctrl-C again does not wait for it.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	go func() { // ends with ctx: at the first signal, or when the caller stops
+		<-ctx.Done()
+		stop()
+	}()
+	return ctx, stop
 }
 
 // errUsage is returned when the flag package has already printed what was wrong.

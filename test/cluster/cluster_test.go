@@ -3,9 +3,11 @@ package cluster_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -274,4 +276,47 @@ func childOf(pid int) int {
 		}
 	}
 	return 0
+}
+
+// The first SIGTERM stops usher serve gracefully: it waits for requests in progress, up to its grace. A second one
+// ends it at once.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	needBinaries(t)
+	port := testutil.FreePort(t)
+	u := startProc(t, "usher serve", bins.usher, []string{"serve"}, append(os.Environ(),
+		"USHER_NCS_SECRETS=s1", "USHER_JWT_SECRET=0123456789abcdef0123", "USHER_DATA_DIR="+t.TempDir(),
+		"USHER_NATS_LISTEN=off", fmt.Sprintf("PORT=%d", port), "USHER_LOG_LEVEL=info"))
+	testutil.Eventually(t, 30*time.Second, 50*time.Millisecond, func() (bool, string) {
+		return strings.Contains(u.out.String(), "usher listening"), "not listening yet"
+	})
+	// A request in progress, whose body never ends: the graceful stop waits for it.
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "POST /v1/ncs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // for the server to take the request in
+
+	if err := u.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return strings.Contains(u.out.String(), "shutting down"), "no graceful stop begun"
+	})
+	select {
+	case <-u.done:
+		t.Fatalf("exited before its request ended or its grace passed: %s", u.cmd.ProcessState)
+	case <-time.After(time.Second):
+	}
+	if err := u.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-u.done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("still running 2 s after a second SIGTERM")
+	}
 }
