@@ -316,6 +316,13 @@ func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig
 		}, want.Description, replicas) {
 			continue
 		}
+		// Usher sets what it relies on; limits an operator set by hand (max_bytes, max_msgs, ...) are kept.
+		if s, err := js.Stream(ctx, want.Name); err == nil {
+			c := s.CachedInfo().Config
+			c.Description, c.Subjects, c.Storage, c.Retention, c.Discard = want.Description, want.Subjects, want.Storage, want.Retention, want.Discard
+			c.MaxAge, c.Duplicates, c.Replicas = want.MaxAge, want.Duplicates, want.Replicas
+			want = c
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
 			return Buckets{}, replicaError("stream "+want.Name, replicas, err)
 		}

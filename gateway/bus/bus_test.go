@@ -140,3 +140,41 @@ func TestStartEmbeddedFailsFast(t *testing.T) {
 		t.Fatalf("after %s: %v; want an error about JetStream at once", took.Round(time.Millisecond), err)
 	}
 }
+
+// Limits an operator set on a stream by hand (here max_bytes and max_msgs) are kept when Usher updates the stream
+// to other settings of its own; the settings Usher relies on are set.
+func TestEnsureStreamsKeepsLimitsSetByHand(t *testing.T) {
+	t.Parallel()
+	_, js := testutil.JetStream(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := bus.StreamConfig{Dedup: 10 * time.Minute, MaxAge: time.Hour, PresenceMaxAge: time.Hour, LeaseTTL: 6 * time.Second}
+	if _, err := bus.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{bus.NCSStream, bus.PresenceStream} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.CachedInfo().Config
+		c.MaxBytes, c.MaxMsgs = 64<<20, 100_000
+		if _, err := js.UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.MaxAge, cfg.PresenceMaxAge = 2*time.Hour, 3*time.Hour
+	if _, err := bus.EnsureStreams(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for name, maxAge := range map[string]time.Duration{bus.NCSStream: 2 * time.Hour, bus.PresenceStream: 3 * time.Hour} {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := s.CachedInfo().Config
+		if c.MaxAge != maxAge || c.MaxBytes != 64<<20 || c.MaxMsgs != 100_000 {
+			t.Errorf("%s: max age %s, max bytes %d, max msgs %d; want %s, and the limits set by hand", name, c.MaxAge, c.MaxBytes, c.MaxMsgs, maxAge)
+		}
+	}
+}
