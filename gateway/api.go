@@ -168,9 +168,11 @@ func presenceStreamState(ctx context.Context, js jetstream.JetStream) (presenceS
 		return presenceState{}, fmt.Errorf("presence stream: %w", err)
 	}
 	info := ps.CachedInfo()
-	return presenceState{first: info.State.FirstSeq, last: info.State.LastSeq,
-		epoch: strconv.FormatInt(info.Created.UnixMilli(), 10)}, nil
+	return presenceState{first: info.State.FirstSeq, last: info.State.LastSeq, epoch: epochOf(info.Created)}, nil
 }
+
+// epochOf is the epoch of a stream made at created.
+func epochOf(created time.Time) string { return strconv.FormatInt(created.UnixMilli(), 10) }
 
 func uintQuery(c *gin.Context, name string, def, limit uint64) (uint64, error) {
 	raw, ok := c.GetQuery(name)

@@ -13,6 +13,10 @@ import (
 // errIdle is follower.nextMsg's answer when no message came within its wait.
 var errIdle = errors.New("no message yet")
 
+// errStreamRemade: the stream a follower reads was deleted and made again. Its sequences started again, so what
+// the follower's reader holds counts in the old one.
+var errStreamRemade = errors.New("the stream was made anew")
+
 const (
 	// stallCheck is how long a follower may go without a message before it asks the stream whether it moved on; a
 	// consumer is replaced when two checks in a row find the same message undelivered.
@@ -50,6 +54,7 @@ type follower struct {
 	batch  int
 	log    *slog.Logger
 
+	created time.Time                 // when the stream was made, as the first consumer found it
 	cons    jetstream.Consumer        // nil while a consumer could not be made
 	it      jetstream.MessagesContext // nil while a consumer could not be made
 	next    uint64                    // stream sequence of the next message wanted
@@ -84,6 +89,20 @@ func (f *follower) make(ctx context.Context) error {
 		return fmt.Errorf("%s consumer: %w", f.stream, err)
 	}
 	f.cons = cons
+	// A consumer made again after a failure may be on a stream made anew meanwhile, whose messages from f.next on
+	// would pass for the ones that follow: the stream's creation time tells.
+	s, err := f.js.Stream(cctx, f.stream)
+	if err != nil {
+		f.drop()
+		return fmt.Errorf("%s info: %w", f.stream, err)
+	}
+	switch created := s.CachedInfo().Created; {
+	case f.created.IsZero():
+		f.created = created
+	case !created.Equal(f.created):
+		f.drop()
+		return fmt.Errorf("%w: %s was made at %s, and again at %s", errStreamRemade, f.stream, f.created, created)
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch))
 	if err != nil {
 		f.drop()
@@ -193,6 +212,9 @@ func (f *follower) remake(ctx context.Context) error {
 	if err := f.make(ctx); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errStreamRemade) {
+			return err
 		}
 		f.log.Warn("cannot make an ordered consumer; trying again", "stream", f.stream, "from", f.next, "err", err)
 	}

@@ -125,6 +125,9 @@ func (lv *liveView) follow(ctx context.Context) error {
 		return err
 	}
 	defer f.close()
+	if epoch := epochOf(f.created); epoch != lv.epochNow() { // made anew since the rosters were loaded
+		return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", epoch, lv.epochNow()))
+	}
 	checked := time.Now()
 	for next := from; ; {
 		msg, seq, err := f.nextMsg(ctx, time.Second)
@@ -137,12 +140,15 @@ func (lv *liveView) follow(ctx context.Context) error {
 				switch {
 				case err != nil:
 				case st.epoch != lv.epochNow():
-					return lv.remade(st.epoch)
+					return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", st.epoch, lv.epochNow()))
 				case st.first > next:
 					return lv.missed(next, st.first-1)
 				}
 			}
 			continue
+		}
+		if errors.Is(err, errStreamRemade) {
+			return lv.remade(err)
 		}
 		if err != nil {
 			return fmt.Errorf("presence messages: %w", err)
@@ -187,14 +193,15 @@ func (lv *liveView) missed(from, upto uint64) error {
 	return fmt.Errorf("%w: events %d to %d are gone (expired, or deleted) and this instance had not read them", errViewGap, from, upto)
 }
 
-// remade stops the view serving, after it found USHER_PRESENCE made anew (epoch): its rosters and seqs belong to
-// the old stream. It loads the new stream's checkpoint, and tells onGap, so that clients get a snapshot.
-func (lv *liveView) remade(epoch string) error {
+// remade stops the view serving, after it found USHER_PRESENCE made anew (how it found out: why): its rosters and
+// seqs belong to the old stream. It loads the new stream's checkpoint, and tells onGap, so that clients get a
+// snapshot.
+func (lv *liveView) remade(why error) error {
 	lv.ready.Store(false)
 	if lv.onGap != nil {
 		lv.onGap()
 	}
-	return fmt.Errorf("%w: USHER_PRESENCE was made anew (epoch %s, the rosters came from %s)", errViewGap, epoch, lv.epochNow())
+	return fmt.Errorf("%w: USHER_PRESENCE was made anew: %w", errViewGap, why)
 }
 
 // epochNow is the epoch of the stream the rosters came from.

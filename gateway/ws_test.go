@@ -967,3 +967,55 @@ func TestStreamMadeAnewWhileRunning(t *testing.T) {
 		t.Fatalf("snapshot after reset: %+v", snap)
 	}
 }
+
+// USHER_PRESENCE made anew and written to without a pause: the view's consumer, made again on the new stream, would
+// go on from the seq it had reached, taking the new stream's events for the ones that follow, and never be idle
+// long enough to check the epoch. It notices when it makes the consumer again, and closes its WebSockets with 1012.
+func TestStreamMadeAnewUnderLoad(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, ch, 1, 2, 3)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	c := mustDial(t, base, token(t, ch))
+	c.subscribe(ch)
+	c.expect("subscribed", ch)
+	c.expect("snapshot", ch)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	js := g.JetStream()
+	if err := js.DeleteStream(ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
+		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			if _, _, err := c.conn.Read(ctx); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
+	// Another writer's events, one every 50 ms, with no pause for the view to find idle.
+	for i := 1; ; i++ {
+		select {
+		case err := <-closed:
+			if status := websocket.CloseStatus(err); status != websocket.StatusServiceRestart {
+				t.Fatalf("the WebSocket got %v (status %d), want a close with 1012", err, status)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("the view did not notice the stream made anew within 15 s")
+		}
+		e := fmt.Sprintf(`{"channel":"elsewhere","event":"join","role":"audience","uid":%d,"clientSeq":1,"ts":1,"noticeId":"x-%d","source":"ncs"}`, 100+i, i)
+		if _, err := js.Publish(ctx, "usher.presence.elsewhere", []byte(e)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
