@@ -159,7 +159,7 @@ type spawned struct {
 	url      string
 	ncs, jwt string
 	dir      string
-	unlock   func()        // releases dir's lock, which marks it as this bench's
+	lock     benchLock     // dir's lock, which marks it as in use: held by this bench and by the server
 	exited   chan struct{} // closed once the process has exited
 }
 
@@ -175,7 +175,7 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.dir, s.unlock, err = makeBenchDir(); err != nil {
+	if s.dir, s.lock, err = makeBenchDir(); err != nil {
 		return nil, err
 	}
 	sub := "serve"
@@ -189,8 +189,9 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 		"USHER_WS_UPGRADE_RATE=1000000", "USHER_WS_UPGRADE_BURST=1000000")
 	s.cmd.Stderr = os.Stderr
 	s.cmd.SysProcAttr = childAttr()
+	s.lock.holdBy(s.cmd)
 	if err := s.cmd.Start(); err != nil {
-		s.unlock()
+		s.lock.release()
 		_ = os.RemoveAll(s.dir)
 		return nil, err
 	}
@@ -230,7 +231,7 @@ func (s *spawned) stop() {
 		<-s.exited
 	}
 	_ = os.RemoveAll(s.dir)
-	s.unlock()
+	s.lock.release()
 }
 
 // baseline serves the bare fan-out server the load tool compares Usher with.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 )
@@ -15,17 +16,38 @@ const (
 	benchDirGrace = time.Minute
 )
 
-// makeBenchDir makes a data directory for a spawned server and locks it for this process. release unlocks it
-// (the caller removes the directory); a bench killed before it could remove it leaves it to sweepBenchDirs.
-func makeBenchDir() (dir string, release func(), err error) {
+// makeBenchDir makes a data directory for a spawned server and locks it for this process. The caller has the
+// server hold the lock too (holdBy), releases its own hold and removes the directory once the server has exited;
+// a bench killed before it could remove it leaves it to sweepBenchDirs.
+func makeBenchDir() (dir string, lock benchLock, err error) {
 	if dir, err = os.MkdirTemp("", benchDirPrefix); err != nil {
-		return "", nil, err
+		return "", benchLock{}, err
 	}
-	if release, err = lockBenchDir(dir); err != nil {
+	f, err := lockBenchDir(dir)
+	if err != nil {
 		_ = os.RemoveAll(dir)
-		return "", nil, err
+		return "", benchLock{}, err
 	}
-	return dir, release, nil
+	return dir, benchLock{f}, nil
+}
+
+// benchLock is the lock of a bench data directory, as a file that holds it (nil where there are no locks).
+type benchLock struct{ f *os.File }
+
+// release drops this process's hold on the lock.
+func (l benchLock) release() {
+	if l.f != nil {
+		_ = l.f.Close()
+	}
+}
+
+// holdBy has the process cmd starts hold the lock as well, until it exits: the directory is its data directory, and
+// it can outlive its bench (killed with SIGKILL: on Linux the server is sent SIGTERM and takes a while to stop;
+// elsewhere it runs on), while a lock the bench alone held would be gone, and the directory taken for stale.
+func (l benchLock) holdBy(cmd *exec.Cmd) {
+	if l.f != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, l.f)
+	}
 }
 
 // sweepBenchDirs removes the bench data directories under tmp that no bench holds: those left by a bench killed

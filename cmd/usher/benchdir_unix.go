@@ -8,9 +8,10 @@ import (
 	"syscall"
 )
 
-// lockBenchDir takes an exclusive lock on dir's lock file and holds it until release, or until the process ends
-// however it ends (the kernel drops the lock): a bench data directory whose lock can be taken belongs to no bench.
-func lockBenchDir(dir string) (release func(), err error) {
+// lockBenchDir takes an exclusive lock on dir's lock file and returns the file that holds it: the lock lasts until
+// the file is closed in every process that has it (the bench, and the server started with holdBy), however they end
+// (the kernel drops the lock). A bench data directory whose lock can be taken belongs to no bench or server.
+func lockBenchDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, benchLockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
@@ -19,7 +20,7 @@ func lockBenchDir(dir string) (release func(), err error) {
 		_ = f.Close()
 		return nil, err
 	}
-	return func() { _ = f.Close() }, nil
+	return f, nil
 }
 
 // benchDirFree reports whether no process holds the lock of a bench data directory whose lock file is lockPath.
