@@ -689,3 +689,60 @@ func TestUsherJSResumesWithTheEpoch(t *testing.T) {
 		t.Fatalf("the handlers got %q", got)
 	}
 }
+
+// The server stops taking the console's token (signed with a key it no longer has, as after USHER_JWT_SECRET was
+// changed): usher.js stops with 4001 invalid_token, and the console says the token was refused, everywhere it says
+// why it stopped: the request for a new token, the channel's notes, and the connection's status, none of them
+// "expired".
+func TestConsoleSaysTheServerRefusedTheToken(t *testing.T) {
+	t.Parallel()
+	var refusing atomic.Bool
+	mux := http.NewServeMux()
+	mux.Handle("GET /", http.FileServerFS(static.FS))
+	mux.HandleFunc("GET /v1/channels", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		_, _ = w.Write([]byte(`{"error":"forbidden","message":"needs *"}`))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		if refusing.Load() { // the upgrade and usher.js's probe alike
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"error":"invalid_token","message":"invalid token: bad signature or algorithm"}`))
+			return
+		}
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{hub.Subprotocol}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		if !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[{"uid":1,"since":1}],"users":[],"counts":{"hosts":0,"audience":1}}`)
+		for !refusing.Load() && ctx.Err() == nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+		_ = c.Close(websocket.StatusServiceRestart, "restarting")
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { cancel(); srv.Close() })
+
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Navigate(srv.URL+"/#token="+token(t, "alice", "show")))
+	b.waitPanel("show", "the snapshot", wait, func(p panel) bool { return p.Seq == 10 })
+	refusing.Store(true)
+	b.poll("the request for a new token", `!document.querySelector("#renew").hidden && document.querySelector("#conn").dataset.state === "closed"`, wait)
+	p := b.waitPanel("show", "the channel's note of the stop", wait, func(p panel) bool {
+		return strings.Contains(strings.Join(p.Notes, "\n"), "the token after event 10")
+	})
+	msg := eval[string](b, `document.querySelector("#renew-msg").textContent`)
+	detail := eval[string](b, `document.querySelector("#conn .conn-detail").textContent`)
+	notes := strings.Join(p.Notes, "\n")
+	if !strings.Contains(msg, "no longer accepts") || !strings.Contains(notes, "refused the token") ||
+		strings.Contains(msg+notes+detail, "expired") || !strings.Contains(detail, "refused") {
+		t.Fatalf("after the server refused the token: request %q, connection %q, notes %q", msg, detail, notes)
+	}
+}

@@ -423,9 +423,10 @@
     } else if (state === "closed") {
       c.state = "closed";
       c.code = info.code || 0;
+      c.refused = info.code === 4001 && info.reason === "invalid_token";
       // usher.js stops with 4001 only for the token it has now (a token renewed while connected goes on by itself).
       if (info.code === 4001) {
-        var refused = info.reason === "invalid_token";
+        var refused = c.refused;
         app.open.forEach(function (ch) {
           ch.note((refused ? "The server refused the token after event " : "The token expired after event ") + (ch.seq === null ? "-" : ch.seq));
         });
@@ -447,7 +448,7 @@
     } else if (c.state === "resumed") {
       detail = "no event missed";
     } else if (c.state === "closed") {
-      detail = c.code === 4001 ? "token expired" : "";
+      detail = c.code === 4001 ? (c.refused ? "token refused" : "token expired") : "";
     }
     box.dataset.state = c.state;
     box.dataset.resumes = String(c.resumes);
