@@ -338,6 +338,20 @@ func TestDeviceMove(t *testing.T) {
 				},
 				final: onNewDevice})
 	}
+	// Known limit (README): clientSeq is per user, and the new device's are compared with the old device's. When the
+	// old device's ran ahead (its clock ahead, say), the new device's join is stale, the user stays listed as on the
+	// old device, and so do they after a leave from the new device (stale too), until the channel ends.
+	ahead := seqJoin103 + 100_000
+	cases = append(cases, ruleCase{name: "the old device's clientSeq ahead of the new one's: listed after leaving (known limit)",
+		steps: []step{
+			{n: seed(t, ncs.BroadcasterJoin, "n1", withSeq(ahead)), want: evs(joinEvent(presence.Host, "n1", ahead, tsJoin)),
+				outcome: presence.Applied},
+			{n: newJoin("n2"), outcome: presence.Stale},
+			{n: oldLeave("n3", ahead+1), outcome: presence.Ignored},
+			{n: seed(t, ncs.BroadcasterLeave, "n4", withSeq(newSeq+10), withTs(tsJoin+60), withReason(ncs.ReasonQuit), moved),
+				outcome: presence.Stale},
+		},
+		final: []presence.Snapshot{snapshot(chanName, ms(seedMember(tsJoin)), nil, nil)}})
 	cases = append(cases, ruleCase{name: "an audience member's move: 106 with reason 5",
 		steps: []step{
 			{n: seed(t, ncs.AudienceJoin, "n1"), want: evs(joinEvent(presence.Audience, "n1", seqJoin105, tsJoin)),
