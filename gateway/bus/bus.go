@@ -186,9 +186,11 @@ func LogAsyncErrors(log *slog.Logger) nats.Option {
 }
 
 // PingInterval and MaxPingsOut bound how long a connection to an external NATS server that stopped answering is
-// kept: (MaxPingsOut+1) x PingInterval at most.
+// kept: (MaxPingsOut+1) x PingInterval at most. The NATS client counts a ping as answered only by its PONG, which a
+// busy server sends behind whatever it was already writing to this client: giving up after 3 x 2 s would reconnect
+// (failing every publish in flight) whenever a backlog held a PONG 6 s, so a PONG may be up to 15 s late.
 const (
-	PingInterval = 2 * time.Second
+	PingInterval = 5 * time.Second
 	MaxPingsOut  = 3
 )
 
