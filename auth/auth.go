@@ -77,18 +77,27 @@ func (g Grants) All() bool {
 	return false
 }
 
-// Verifier verifies client tokens signed with one HS256 key.
+// Verifier verifies client tokens signed with an HS256 key: the current one, or one of the previous keys kept
+// while tokens signed with them are still about (a key rotation).
 type Verifier struct {
-	key    []byte
+	keys   []jwt.VerificationKey
 	parser *jwt.Parser
 }
 
-// NewVerifier returns a Verifier for tokens signed with secret.
-func NewVerifier(secret string) *Verifier {
-	return &Verifier{key: []byte(secret), parser: jwt.NewParser(
+// NewVerifier returns a Verifier for tokens signed with secret, or with one of previous.
+func NewVerifier(secret string, previous ...string) *Verifier {
+	v := &Verifier{parser: jwt.NewParser(
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithExpirationRequired(),
 	)}
+	for _, s := range append([]string{secret}, previous...) {
+		if s == "" {
+			v.keys = nil // an empty key would let anyone sign tokens: verify none
+			break
+		}
+		v.keys = append(v.keys, []byte(s))
+	}
+	return v
 }
 
 // Verify checks a token's signature, algorithm (HS256 only; "none" and everything else is refused) and expiry, and
@@ -99,11 +108,14 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	var c Claims
 	_, err := v.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) {
-		if len(v.key) == 0 {
+		if len(v.keys) == 0 {
 			// An empty key would let anyone sign tokens: refuse rather than verify.
 			return nil, errors.New("no key configured")
 		}
-		return v.key, nil
+		if len(v.keys) == 1 {
+			return v.keys[0], nil
+		}
+		return jwt.VerificationKeySet{Keys: v.keys}, nil
 	})
 	switch {
 	case err == nil:

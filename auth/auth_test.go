@@ -273,3 +273,36 @@ func TestVerifyConcurrent(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// During a key rotation, tokens signed with a previous key are still taken, with the same checks; others are not.
+func TestVerifyPreviousSecrets(t *testing.T) {
+	t.Parallel()
+	const current, previous, other = "current-secret-0123456789", "previous-secret-0123456789", "other-secret-0123456789"
+	v := auth.NewVerifier(current, previous)
+	expired := validClaims("show-1")
+	expired.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Minute))
+	for _, tc := range []struct {
+		name  string
+		token string
+		want  error
+	}{
+		{"current key", sign(t, jwt.SigningMethodHS256, []byte(current), validClaims("show-1")), nil},
+		{"previous key", sign(t, jwt.SigningMethodHS256, []byte(previous), validClaims("show-1")), nil},
+		{"another key", sign(t, jwt.SigningMethodHS256, []byte(other), validClaims("show-1")), auth.ErrInvalidToken},
+		{"previous key, expired", sign(t, jwt.SigningMethodHS256, []byte(previous), expired), auth.ErrExpiredToken},
+		{"previous key, HS512", sign(t, jwt.SigningMethodHS512, []byte(previous), validClaims("show-1")), auth.ErrInvalidToken},
+	} {
+		c, err := v.Verify(tc.token)
+		switch {
+		case tc.want == nil && (err != nil || !c.Channels.Allows("show-1")):
+			t.Errorf("%s: %+v, %v; want the token taken", tc.name, c, err)
+		case tc.want != nil && !errors.Is(err, tc.want):
+			t.Errorf("%s: %+v, %v; want %v", tc.name, c, err, tc.want)
+		}
+	}
+	// An empty previous key (a setting left blank) must not let tokens signed with the empty key in.
+	forged := sign(t, jwt.SigningMethodHS256, []byte{}, validClaims("*"))
+	if c, err := auth.NewVerifier(current, "").Verify(forged); !errors.Is(err, auth.ErrInvalidToken) {
+		t.Fatalf("a token signed with the empty key: %+v, %v", c, err)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,8 @@ type Config struct {
 	NCSSecrets []string
 	// JWTSecret is the HS256 key of client tokens. Required.
 	JWTSecret string
+	// JWTPreviousSecrets are keys tokens may still be signed with during a rotation: accepted, never used to sign.
+	JWTPreviousSecrets []string
 	// NATSURL lists external NATS servers, comma-separated. Empty runs the embedded server.
 	NATSURL string
 	// NATSCreds is a NATS credentials file (user JWT and nkey seed) for the external NATS servers.
@@ -209,6 +212,8 @@ func (c Config) Validate() error {
 		return errors.New("USHER_JWT_SECRET is not set: give the HS256 key that signs client tokens (or run with --demo)")
 	case len(c.JWTSecret) < MinJWTSecret:
 		return errors.New("USHER_JWT_SECRET is too short: use at least 16 bytes (32 random bytes recommended)")
+	case slices.ContainsFunc(c.JWTPreviousSecrets, func(s string) bool { return len(s) < MinJWTSecret }):
+		return errors.New("USHER_JWT_PREVIOUS_SECRETS has a key shorter than 16 bytes")
 	case c.DedupWindow < MinDedupWindow:
 		return fmt.Errorf("USHER_DEDUP_WINDOW is %s: it must be at least %s", c.DedupWindow, MinDedupWindow)
 	case c.NCSMaxAge < c.DedupWindow:

@@ -71,7 +71,7 @@ func Start(ctx context.Context, cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	g := &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret),
+	g := &Gateway{cfg: cfg, log: cfg.Logger, ncs: ncs.NewVerifier(cfg.NCSSecrets...), tokens: auth.NewVerifier(cfg.JWTSecret, cfg.JWTPreviousSecrets...),
 		served: make(chan error, 1), stop: func() {}, metrics: newMetrics(), proxies: cfg.TrustedProxies,
 		upgrades: newAddrLimiter(cfg.UpgradeRate, cfg.UpgradeBurst), reads: make(chan struct{}, maxEventReads),
 		handNotices: byID[*ncs.Decoded](handoffSize), handEvents: bySeq[presence.Event](handoffSize)}

@@ -3,10 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,6 +40,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"blank NCS secrets", []string{"serve"}, func(m map[string]string) { m["USHER_NCS_SECRETS"] = " , " }, "USHER_NCS_SECRETS"},
 		{"no JWT secret", []string{"serve"}, func(m map[string]string) { delete(m, "USHER_JWT_SECRET") }, "USHER_JWT_SECRET"},
 		{"short JWT secret", nil, func(m map[string]string) { m["USHER_JWT_SECRET"] = "short" }, "USHER_JWT_SECRET"},
+		{"short previous JWT secret", nil, func(m map[string]string) { m["USHER_JWT_PREVIOUS_SECRETS"] = "0123456789abcdef0123,short" }, "USHER_JWT_PREVIOUS_SECRETS"},
 		{"bad port", nil, func(m map[string]string) { m["PORT"] = "http" }, "PORT"},
 		{"port out of range", nil, func(m map[string]string) { m["PORT"] = "70000" }, "PORT"},
 		{"bad duration", nil, func(m map[string]string) { m["USHER_DEDUP_WINDOW"] = "ten" }, "USHER_DEDUP_WINDOW"},
@@ -308,5 +312,64 @@ func TestServeSignalledDuringStart(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("serve still running 20 s after its context ended")
+	}
+}
+
+// A rotation of USHER_JWT_SECRET without a moment when tokens are refused: tokens signed with a key listed in
+// USHER_JWT_PREVIOUS_SECRETS are taken as well, by REST and by the WebSocket upgrade; others are not.
+func TestServeTakesPreviousJWTSecrets(t *testing.T) {
+	t.Parallel()
+	const current, previous = "the-new-key-0123456789abcdef", "the-old-key-0123456789abcdef"
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr testutil.SyncBuffer
+	done := make(chan error, 1)
+	port := testutil.FreePort(t)
+	go func() {
+		done <- serve(ctx, nil, env(map[string]string{
+			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": current, "USHER_JWT_PREVIOUS_SECRETS": previous,
+			"USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off", "PORT": strconv.Itoa(port),
+		}), &stdout, &stderr)
+	}()
+	defer func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("serve did not stop within 20 s of its context ending")
+		}
+	}()
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	get := func(secret, path string) int {
+		tok, err := auth.Issue(secret, []string{"show-1"}, time.Hour, "viewer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		return get(current, "/v1/channels/show-1/presence") == 200, "not serving yet: " + stderr.String()
+	})
+	for _, tc := range []struct {
+		secret, path string
+		want         int
+	}{
+		{previous, "/v1/channels/show-1/presence", 200},
+		{"some-other-key-0123456789abcdef", "/v1/channels/show-1/presence", 401},
+		{previous, "/v1/ws", 426}, // taken: a GET without the upgrade headers is told to upgrade
+		{"some-other-key-0123456789abcdef", "/v1/ws", 401},
+	} {
+		if got := get(tc.secret, tc.path); got != tc.want {
+			t.Errorf("GET %s with a token of %q: %d, want %d", tc.path, tc.secret, got, tc.want)
+		}
+	}
+	if strings.Contains(stdout.String()+stderr.String(), previous) {
+		t.Error("the previous key is in the output")
 	}
 }

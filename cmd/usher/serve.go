@@ -30,12 +30,14 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		allowCIDRs, proxies  string
 		maxBody              int
 		demo                 bool
+		jwtPrevious          string
 		demoRate             float64
 	)
 	s := newSettings("serve", getenv, stderr)
 	s.Int(&port, "port", "PORT", 8080, "HTTP listen port")
 	s.Secret(&ncsSecrets, "ncs-secrets", "USHER_NCS_SECRETS", "NCS secrets from Agora's console, comma-separated or one per line; a signature made with any of them is accepted")
 	s.Secret(&cfg.JWTSecret, "jwt-secret", "USHER_JWT_SECRET", "HS256 key that signs client tokens")
+	s.Secret(&jwtPrevious, "jwt-previous-secrets", "USHER_JWT_PREVIOUS_SECRETS", "during a rotation of USHER_JWT_SECRET: the keys tokens may still be signed with, comma-separated or one per line; accepted, never used to sign")
 	s.URLs(&cfg.NATSURL, "nats-url", "USHER_NATS_URL", "", "external NATS server URLs, comma-separated; unset runs the embedded server")
 	s.String(&cfg.NATSCreds, "nats-creds", "USHER_NATS_CREDS", "", "NATS credentials file (user JWT and nkey seed) for the external NATS servers")
 	s.String(&cfg.NATSCA, "nats-ca", "USHER_NATS_CA", "", "PEM file of the CA that signed the external NATS servers' certificates; unset: the system's roots")
@@ -83,6 +85,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	}
 	cfg.Addr = ":" + strconv.Itoa(port)
 	cfg.NCSSecrets = splitSecrets(ncsSecrets)
+	cfg.JWTPreviousSecrets = splitSecrets(jwtPrevious)
 	cfg.AllowedOrigins = splitList(origins)
 	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 || cfg.MaxPerSubject < 1 {
 		return fmt.Errorf("USHER_MAX_CONNECTIONS, USHER_MAX_SUBSCRIPTIONS and USHER_MAX_CONNECTIONS_PER_SUBJECT must be at least 1")
