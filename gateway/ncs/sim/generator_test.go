@@ -131,6 +131,9 @@ func (m *refModel) apply(typ ncs.EventType, ev *ncs.ChannelEvent) {
 		t.Errorf("%s: a channel has both communication and live-broadcast events", where())
 	}
 	member, present := ch.members[ev.UID]
+	if _, moving := ch.moving[ev.UID]; moving && !(typ.IsLeave() && ev.Reason != nil && *ev.Reason == ncs.ReasonNewDevice) {
+		t.Errorf("%s: uid %d moved to a new device, and its old device's leave did not come next", where(), ev.UID)
+	}
 	switch {
 	case typ == ncs.ChannelCreate:
 		if ch.alive {
@@ -225,6 +228,9 @@ func (m *refModel) apply(typ ncs.EventType, ev *ncs.ChannelEvent) {
 func (m *refModel) truth() map[string][]Member {
 	out := map[string][]Member{}
 	for name, ch := range m.channels {
+		for uid := range ch.moving {
+			m.t.Errorf("channel %q: uid %d moved to a new device, and its old device's leave never came", name, uid)
+		}
 		if len(ch.members) == 0 {
 			continue
 		}
