@@ -110,7 +110,7 @@ func (a *applier) run(ctx context.Context) {
 			// more, so that a final checkpoint never overwrites a newer leader's.
 			if held, ok := a.confirm(rev); ok {
 				if st != nil {
-					a.saveCheckpoint(context.Background(), st.NCSSeq, st.PresenceSeq, st.State)
+					_ = a.saveCheckpoint(context.Background(), st.NCSSeq, st.PresenceSeq, st.State)
 				}
 				a.release(held)
 			}
@@ -250,6 +250,12 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		a.log.Error("presence stream is behind the checkpoint; continuing from the stream", "checkpoint", l.last, "stream", l.stored)
 		l.last = l.stored
 		l.state.ClampSeqs(l.stored) // or a view made from the next checkpoint would drop those channels' next events
+		// Saved before any event is published after it: a view that loads the old checkpoint then knows that the
+		// stream it found (read before the checkpoint) is where this leader went on from (see liveView.follow), and
+		// a later leader does not derive this one's events again at new seqs.
+		if err := a.saveCheckpoint(ctx, l.ncsSeq, l.last, l.state); err != nil {
+			return nil, fmt.Errorf("checkpoint of the rosters clamped to the presence stream: %w", err)
+		}
 	}
 	if l.last < l.stored {
 		// The stream's last event: which notification it came from, and its place among that one's events (its id).
@@ -322,7 +328,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 			go func() {
 				defer close(done)
 				defer frozen.Release()
-				a.saveCheckpoint(ctx, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
+				_ = a.saveCheckpoint(ctx, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
 			}()
 			saving = done
 			saved, dirty = time.Now(), false
@@ -489,8 +495,8 @@ func loadCheckpoint(ctx context.Context, js jetstream.JetStream, store jetstream
 
 // saveCheckpoint stores the state (a *presence.State, or a *presence.Frozen) after the notification at ncsSeq, when
 // the last presence event was presenceSeq, unless ctx ends first. A failure is logged, not fatal: an older
-// checkpoint only means a longer replay.
-func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uint64, state json.Marshaler) {
+// checkpoint only means a longer replay (it is returned for the one caller that needs it saved).
+func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uint64, state json.Marshaler) error {
 	start := time.Now()
 	b, err := json.Marshal(struct {
 		NCSSeq      uint64          `json:"ncsSeq"`
@@ -501,7 +507,7 @@ func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uin
 	if err != nil {
 		a.metrics.checkpointFailures.Inc()
 		a.log.Error("encode checkpoint", "err", err)
-		return
+		return err
 	}
 	ctx, cancel := context.WithTimeout(parent, 10*time.Second)
 	defer cancel()
@@ -513,9 +519,10 @@ func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uin
 			a.metrics.checkpointFailures.Inc()
 		}
 		a.log.Log(context.Background(), level, "checkpoint not saved", "err", err)
-		return
+		return err
 	}
 	a.metrics.checkpointSeconds.Observe(time.Since(start).Seconds())
 	a.metrics.checkpointBytes.Set(float64(len(b)))
 	a.log.Debug("checkpoint saved", "ncsSeq", ncsSeq, "presenceSeq", presenceSeq, "bytes", len(b))
+	return nil
 }

@@ -80,12 +80,15 @@ func (lv *liveView) run(ctx context.Context) {
 
 func (lv *liveView) follow(ctx context.Context) error {
 	if !lv.ready.Load() {
-		cp, err := loadCheckpoint(ctx, lv.js, lv.store, lv.rules)
+		// The view goes on from the checkpoint with the events after it: each of them must still be stored. The
+		// stream is read first: when it is behind the checkpoint, the applier goes on from its last seq as it finds
+		// it, and saves a checkpoint before it publishes anything more (see lead); read after the checkpoint, the
+		// stream might hold events published since, which the clamp below would skip.
+		st, err := presenceStreamState(ctx, lv.js)
 		if err != nil {
 			return err
 		}
-		// The view goes on from the checkpoint with the events after it: each of them must still be stored.
-		st, err := presenceStreamState(ctx, lv.js)
+		cp, err := loadCheckpoint(ctx, lv.js, lv.store, lv.rules)
 		if err != nil {
 			return err
 		}

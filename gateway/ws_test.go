@@ -1019,3 +1019,63 @@ func TestStreamMadeAnewUnderLoad(t *testing.T) {
 		}
 	}
 }
+
+// USHER_PRESENCE made anew while the checkpoints are kept, and an instance whose view loads the checkpoint after
+// the applier went on in the new stream: the applier clamped the checkpoint's rosters to the new stream's last seq
+// as it found it (0), and published the next events from seq 1. A view that loads that checkpoint later must take
+// those events, not clamp to the stream's last seq as it finds it then and skip them.
+func TestViewAfterTheApplierWentOnInAStreamMadeAnew(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	start := func(name string) (*gateway.Gateway, string) {
+		cfg := testConfig(t, "")
+		cfg.NATSURL, cfg.InstanceID, cfg.LeaseTTL = ns.ClientURL(), name, time.Second
+		cfg.CheckpointInterval = time.Hour // the only checkpoints: those saved as an applier stops
+		g, err := gateway.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+		return g, "http://" + g.Addr().String()
+	}
+	a, baseA := start("a")
+	joinAudience(t, baseA, ch, 1, 2, 3)
+	waitSnapshot(t, baseA, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	if err := a.Shutdown(context.Background()); err != nil { // its final checkpoint: presence event 3
+		t.Fatal(err)
+	}
+	a, baseA = start("a")
+	waitSnapshot(t, baseA, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js := a.JetStream()
+	if err := js.DeleteStream(ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
+		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
+		t.Fatal(err)
+	}
+	joinAudience(t, baseA, ch, 4) // the applier's publish at seq 4 fails; it starts again from the checkpoint
+	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
+		s, err := js.Stream(ctx, bus.PresenceStream)
+		if err != nil {
+			return false, err.Error()
+		}
+		last := s.CachedInfo().State.LastSeq
+		return last == 1, fmt.Sprintf("the new stream's last seq is %d, want 1 (the join of 4)", last)
+	})
+
+	// An instance started now loads the checkpoint of presence event 3 of the old stream, which now holds 1 event.
+	_, baseB := start("b")
+	s := waitSnapshot(t, baseB, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 4 })
+	if s.Seq != 1 {
+		t.Fatalf("b's snapshot: %+v, want seq 1", s)
+	}
+	joinAudience(t, baseA, ch, 5)
+	for _, base := range []string{baseA, baseB} {
+		waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 && s.Seq == 2 })
+	}
+}
