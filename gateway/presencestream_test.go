@@ -353,3 +353,61 @@ func TestEventReadsAreBounded(t *testing.T) {
 		t.Fatalf("%d consumers at once, want at most 2", most)
 	}
 }
+
+// USHER_PRESENCE made anew while a view follows it and events keep coming: the new stream soon holds the seq the
+// view waits for, and the view must not take the new stream's events for the old one's for as long as they come.
+// It stops serving (and its clients get reset and a snapshot) once it sees the stream's epoch change, busy or idle.
+func TestViewNoticesAStreamMadeAnewWhileBusy(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	for uid := range uint32(3) {
+		w.join(uid + 1)
+	}
+	w.checkpoint()
+	var gaps atomic.Int32
+	lv := newLiveView(w.js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+	lv.onGap = func() { gaps.Add(1) }
+	runView(t, lv)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+	old := lv.epochNow()
+
+	// Made anew; the applier goes on in it from the checkpoint's rosters, clamped to it, and saves them first.
+	if err := w.js.DeleteStream(w.ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(w.ctx, w.js, bus.StreamConfig{Dedup: time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	w.seq = 0
+	w.state.ClampSeqs(0)
+	w.checkpoint()
+	uid := uint32(3)
+	for range 4 { // past the view's seq at once
+		uid++
+		w.join(uid)
+	}
+	// An event every 100 ms: the view is never idle for long.
+	deadline := time.Now().Add(4 * stallCheck)
+	for gaps.Load() == 0 && lv.epochNow() == old {
+		if time.Now().After(deadline) {
+			t.Fatalf("the view still serves the old stream's rosters %s after it was made anew, at seq %d with %v",
+				4*stallCheck, lv.lastSeq(), audienceOf(lv.snapshot("X")))
+		}
+		uid++
+		w.join(uid)
+		time.Sleep(100 * time.Millisecond)
+	}
+	testutil.Eventually(t, 3*gapRetry, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.epochNow() != old && lv.lastSeq() == w.seq,
+			fmt.Sprintf("ready %v at seq %d of %d, epoch %s (old %s)", lv.ready.Load(), lv.lastSeq(), w.seq, lv.epochNow(), old)
+	})
+	want := []uint32{}
+	for u := range uid {
+		want = append(want, u+1)
+	}
+	if got := audienceOf(lv.snapshot("X")); !slices.Equal(got, want) {
+		t.Fatalf("the view holds %v, want %v", got, want)
+	}
+}

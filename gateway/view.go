@@ -134,20 +134,22 @@ func (lv *liveView) follow(ctx context.Context) error {
 	checked := time.Now()
 	for next := from; ; {
 		msg, seq, err := f.nextMsg(ctx, time.Second)
-		if errors.Is(err, errIdle) {
-			// No event may follow the missing ones for a while: ask the stream whether the next one is still kept,
-			// and whether it is still the stream the rosters came from.
-			if time.Since(checked) >= stallCheck {
-				checked = time.Now()
-				st, err := presenceStreamState(ctx, lv.js)
-				switch {
-				case err != nil:
-				case st.epoch != lv.epochNow():
-					return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", st.epoch, lv.epochNow()))
-				case st.first > next:
-					return lv.missed(next, st.first-1)
-				}
+		idle := errors.Is(err, errIdle)
+		if (idle || err == nil) && time.Since(checked) >= stallCheck {
+			// Whether it is still the stream the rosters came from, idle or not: a stream made anew soon holds the
+			// seqs this view waits for, and while events come it would take them for the old stream's, for good.
+			// When idle (no event may follow the missing ones for a while), whether the next event is still kept.
+			checked = time.Now()
+			st, err := presenceStreamState(ctx, lv.js)
+			switch {
+			case err != nil:
+			case st.epoch != lv.epochNow():
+				return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", st.epoch, lv.epochNow()))
+			case idle && st.first > next:
+				return lv.missed(next, st.first-1)
 			}
+		}
+		if idle {
 			continue
 		}
 		if errors.Is(err, errStreamRemade) {
