@@ -501,8 +501,6 @@ func (s *session) unsubscribe(channel string) {
 	}
 }
 
-// enqueue queues a frame for the client and starts the writer if it is not running. It never blocks: a client
-// whose queue is full is closed.
 // enqueue queues a frame of the connection's own goroutine: an answer to the client's request, or a replayed event.
 // Unlike live events, which never wait, it waits for room in the send queue (a replay, or the live events held back
 // during it, may have just filled it), and closes the client as too slow only when it makes no room within
