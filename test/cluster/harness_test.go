@@ -745,6 +745,7 @@ type watcher struct {
 	start    map[string]uint64   // the seq of each channel's first snapshot
 	seqs     map[string][]uint64 // presence seqs received, per channel
 	last     map[string]uint64
+	epoch    map[string]string // of each channel's first snapshot: resumes name it, so another epoch shows as a reset
 	sessions int
 	problems []string
 }
@@ -754,7 +755,7 @@ func watch(t *testing.T, name string, channels []string, bases ...string) *watch
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watcher{name: name, bases: bases, token: token(t), channels: channels, cancel: cancel,
 		done: make(chan struct{}), ready: make(chan struct{}),
-		start: map[string]uint64{}, seqs: map[string][]uint64{}, last: map[string]uint64{}}
+		start: map[string]uint64{}, seqs: map[string][]uint64{}, last: map[string]uint64{}, epoch: map[string]string{}}
 	go w.run(ctx)
 	t.Cleanup(w.stop)
 	select {
@@ -815,6 +816,9 @@ func (w *watcher) session(ctx context.Context, base string) error {
 		req := map[string]any{"op": "subscribe", "channel": ch}
 		if _, ok := w.start[ch]; ok {
 			req["since"] = w.last[ch]
+			if e := w.epoch[ch]; e != "" {
+				req["epoch"] = e
+			}
 		}
 		b, _ := json.Marshal(req)
 		subs = append(subs, b)
@@ -834,6 +838,7 @@ func (w *watcher) session(ctx context.Context, base string) error {
 			Type    string `json:"type"`
 			Channel string `json:"channel"`
 			Seq     uint64 `json:"seq"`
+			Epoch   string `json:"epoch"`
 			Code    string `json:"code"`
 			Message string `json:"message"`
 		}
@@ -841,11 +846,11 @@ func (w *watcher) session(ctx context.Context, base string) error {
 			w.problem("%s: frame %s: %v", base, b, err)
 			continue
 		}
-		w.frame(base, f.Type, f.Channel, f.Seq, string(b))
+		w.frame(base, f.Type, f.Channel, f.Seq, f.Epoch, string(b))
 	}
 }
 
-func (w *watcher) frame(base, typ, ch string, seq uint64, raw string) {
+func (w *watcher) frame(base, typ, ch string, seq uint64, epoch, raw string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch typ {
@@ -855,7 +860,10 @@ func (w *watcher) frame(base, typ, ch string, seq uint64, raw string) {
 			w.problems = append(w.problems, fmt.Sprintf("%s: a snapshot of %q on a resume: %.200s", base, ch, raw))
 			return
 		}
-		w.start[ch], w.last[ch] = seq, seq
+		w.start[ch], w.last[ch], w.epoch[ch] = seq, seq, epoch
+		if epoch == "" {
+			w.problems = append(w.problems, fmt.Sprintf("%s: a snapshot of %q without an epoch: %.200s", base, ch, raw))
+		}
 		if len(w.start) == len(w.channels) {
 			close(w.ready)
 		}
