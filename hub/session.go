@@ -508,13 +508,22 @@ func (s *session) unsubscribe(channel string) {
 func (s *session) enqueue(frame []byte) {
 	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
 	defer cancel()
-	if err := s.waitRoom(ctx, 1); err != nil {
-		if !errors.Is(err, errSessionClosed) {
-			s.closeSlow()
+	for {
+		// Room is looked for and taken under one lock: a live event cannot take the last place in between.
+		queued, start := s.tryQueue(outFrame{data: frame})
+		if start {
+			s.startWriter()
 		}
-		return
+		if queued {
+			return
+		}
+		if err := s.waitRoom(ctx, 1); err != nil {
+			if !errors.Is(err, errSessionClosed) {
+				s.closeSlow()
+			}
+			return
+		}
 	}
-	s.enqueueFrame(outFrame{data: frame})
 }
 
 func (s *session) enqueueFrame(frame outFrame) {
@@ -526,15 +535,24 @@ func (s *session) enqueueFrame(frame outFrame) {
 // queueFrame queues a frame and reports whether the writer must be started: it was not running, and is now
 // counted as running, so that exactly one caller starts it. A client whose queue is full is closed.
 func (s *session) queueFrame(frame outFrame) (start bool) {
+	queued, start := s.tryQueue(frame)
+	if !queued {
+		s.closeSlow()
+	}
+	return start
+}
+
+// tryQueue queues a frame when the queue has room; queued is true when it did, or when the session is closed (the
+// frame is dropped: there is no one to send it to). start is as for queueFrame.
+func (s *session) tryQueue(frame outFrame) (queued, start bool) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return false
+		return true, false
 	}
 	if len(s.queue) >= s.h.cfg.SendQueue {
 		s.mu.Unlock()
-		s.closeSlow()
-		return false
+		return false, false
 	}
 	s.queue = append(s.queue, frame)
 	start = !s.writing
@@ -543,7 +561,7 @@ func (s *session) queueFrame(frame outFrame) (start bool) {
 		s.workers.Add(1)
 	}
 	s.mu.Unlock()
-	return start
+	return true, start
 }
 
 // startWriter runs the writer that queueFrame counted.
