@@ -5,18 +5,23 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/usher-presence/usher/gateway"
+	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/test/testutil"
 )
@@ -319,4 +324,80 @@ func TestNATSSilentDeathDetected(t *testing.T) {
 		a := postSigned(t, base, audienceJoin("hole-1", "show-1", 2, 1))
 		return a.Status == 200, a.Raw
 	})
+}
+
+// USHER_PRESENCE restored from a backup older than what the views read, while Usher runs: the stream keeps its
+// epoch (NATS restores its creation time) but its seqs go back. A view must not wait at its seq for events that
+// will be other ones: it stops serving, closing its WebSockets with 1012, and loads again.
+func TestViewReloadsAStreamRestoredFromBackup(t *testing.T) {
+	t.Parallel()
+	dir, listen := t.TempDir(), fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	start := func() *server.Server {
+		ns, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: dir, Listen: listen})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ns
+	}
+	stop := func(ns *server.Server) { ns.Shutdown(); ns.WaitForShutdown() }
+	ns := start()
+	t.Cleanup(func() { stop(ns) })
+	cfg := testConfig(t, "")
+	cfg.NATSURL = ns.ClientURL()
+	_, base := startGateway(t, cfg)
+	const ch = "show-1"
+	joinAudience(t, base, ch, 1, 2, 3)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+
+	// The backup: USHER_PRESENCE's files, copied while the server is down.
+	var streamDir string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == bus.PresenceStream && filepath.Base(filepath.Dir(p)) == "streams" {
+			streamDir = p
+		}
+		return nil
+	})
+	if streamDir == "" {
+		t.Fatal("no USHER_PRESENCE directory under the store")
+	}
+	backup := filepath.Join(t.TempDir(), "backup")
+	stop(ns)
+	if err := os.CopyFS(backup, os.DirFS(streamDir)); err != nil {
+		t.Fatal(err)
+	}
+	ns = start()
+	for uid := uint32(4); uid <= 5; uid++ { // once the gateway is connected again (the same notice: stored once)
+		body := audienceJoin(fmt.Sprintf("after-backup-%d", uid), ch, uid, int64(uid))
+		testutil.Eventually(t, 15*time.Second, 100*time.Millisecond, func() (bool, string) {
+			a := postSigned(t, base, body)
+			return a.Status == 200, a.Raw
+		})
+	}
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 })
+	c := mustDial(t, base, token(t, ch))
+	c.subscribe(ch)
+	c.expect("subscribed", ch)
+	c.expect("snapshot", ch)
+
+	// The restore.
+	stop(ns)
+	if err := os.RemoveAll(streamDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(streamDir, os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+	ns = start()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		_, _, err := c.conn.Read(ctx)
+		if err == nil {
+			continue
+		}
+		if status := websocket.CloseStatus(err); status != websocket.StatusServiceRestart {
+			t.Fatalf("the WebSocket got %v (status %d), want a close with 1012", err, status)
+		}
+		return
+	}
 }

@@ -145,6 +145,10 @@ func (lv *liveView) follow(ctx context.Context) error {
 			case err != nil:
 			case st.epoch != lv.epochNow():
 				return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", st.epoch, lv.epochNow()))
+			case st.last+1 < next:
+				// The same stream, gone back: restored from a backup older than what this view read. Its next seqs
+				// will not be the events this view waits for.
+				return lv.remade(fmt.Errorf("its last event is %d, and this view has read up to %d (restored from an older backup?)", st.last, next-1))
 			case idle && st.first > next:
 				return lv.missed(next, st.first-1)
 			}
