@@ -299,7 +299,12 @@ func runTestApplier(ctx context.Context, t *testing.T, js jetstream.JetStream, b
 
 // runTestApplierEvery is runTestApplier with checkpoints saved every interval while it applies.
 func runTestApplierEvery(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger, every time.Duration) (stop func()) {
-	a := &applier{js: js, buckets: buckets, ttl: 3 * time.Second, every: every, id: "new", log: log, metrics: newMetrics()}
+	return runTestApplierWith(ctx, t, js, buckets, log, "new", presence.Rules{}, every)
+}
+
+// runTestApplierWith is runTestApplierEvery for an applier called id, with rules.
+func runTestApplierWith(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger, id string, rules presence.Rules, every time.Duration) (stop func()) {
+	a := &applier{js: js, buckets: buckets, rules: rules, ttl: 3 * time.Second, every: every, id: id, log: log, metrics: newMetrics()}
 	actx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); a.run(actx) }()
@@ -445,14 +450,7 @@ func TestRestartAfterLiningUpLosesNone(t *testing.T) {
 func TestCheckpointUnderOtherRulesIsReported(t *testing.T) {
 	js, ctx, buckets := applierStreams(t)
 	start := func(id string, retention time.Duration, log *slog.Logger) (stop func()) {
-		a := &applier{js: js, buckets: buckets, rules: presence.Rules{Retention: retention}, ttl: 3 * time.Second,
-			every: time.Hour, id: id, log: log, metrics: newMetrics()}
-		actx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); a.run(actx) }()
-		stop = func() { cancel(); <-done }
-		t.Cleanup(stop)
-		return stop
+		return runTestApplierWith(ctx, t, js, buckets, log, id, presence.Rules{Retention: retention}, time.Hour)
 	}
 	// The first leader, on the default rules, applies a join and saves its final checkpoint as it stops.
 	stop := start("a", 0, slog.New(slog.DiscardHandler))

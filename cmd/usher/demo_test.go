@@ -117,23 +117,10 @@ func TestDemo(t *testing.T) {
 func TestDemoKeepsGivenSecrets(t *testing.T) {
 	t.Parallel()
 	const jwtSecret, ncsSecret = "operators-jwt-secret-0123456789abcdef", "operators-ncs-secret-0123456789"
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr testutil.SyncBuffer
-	done := make(chan error, 1)
-	go func() {
-		done <- serve(ctx, []string{"--demo"}, env(map[string]string{
-			"PORT": "0", "USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off",
-			"USHER_JWT_SECRET": jwtSecret, "USHER_NCS_SECRETS": ncsSecret,
-		}), &stdout, &stderr)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("serve did not stop within 20 s of its context ending")
-		}
-	}()
+	stdout, stderr := serveInBackground(t, []string{"--demo"}, map[string]string{
+		"PORT": "0", "USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off",
+		"USHER_JWT_SECRET": jwtSecret, "USHER_NCS_SECRETS": ncsSecret,
+	})
 	link := regexp.MustCompile(`console: +http://localhost:(\d+)/#token=(\S+)`)
 	testutil.Eventually(t, 20*time.Second, 20*time.Millisecond, func() (bool, string) {
 		return link.MatchString(stdout.String()), "no console link: " + stdout.String()

@@ -320,24 +320,11 @@ func TestServeSignalledDuringStart(t *testing.T) {
 func TestServeTakesPreviousJWTSecrets(t *testing.T) {
 	t.Parallel()
 	const current, previous = "the-new-key-0123456789abcdef", "the-old-key-0123456789abcdef"
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr testutil.SyncBuffer
-	done := make(chan error, 1)
 	port := testutil.FreePort(t)
-	go func() {
-		done <- serve(ctx, nil, env(map[string]string{
-			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": current, "USHER_JWT_PREVIOUS_SECRETS": previous,
-			"USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off", "PORT": strconv.Itoa(port),
-		}), &stdout, &stderr)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			t.Error("serve did not stop within 20 s of its context ending")
-		}
-	}()
+	stdout, stderr := serveInBackground(t, nil, map[string]string{
+		"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": current, "USHER_JWT_PREVIOUS_SECRETS": previous,
+		"USHER_DATA_DIR": t.TempDir(), "USHER_NATS_LISTEN": "off", "PORT": strconv.Itoa(port),
+	})
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	get := func(secret, path string) int {
 		tok, err := auth.Issue(secret, []string{"show-1"}, time.Hour, "viewer")
@@ -372,4 +359,23 @@ func TestServeTakesPreviousJWTSecrets(t *testing.T) {
 	if strings.Contains(stdout.String()+stderr.String(), previous) {
 		t.Error("the previous key is in the output")
 	}
+}
+
+// serveInBackground runs usher serve with args and environment vars until the test ends, then waits (20 s at most)
+// for it to stop. It returns serve's output.
+func serveInBackground(t *testing.T, args []string, vars map[string]string) (stdout, stderr *testutil.SyncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	stdout, stderr = &testutil.SyncBuffer{}, &testutil.SyncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, args, env(vars), stdout, stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Error("serve did not stop within 20 s of its context ending")
+		}
+	})
+	return stdout, stderr
 }
