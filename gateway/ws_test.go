@@ -942,13 +942,7 @@ func TestStreamMadeAnewWhileRunning(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := g.JetStream().DeleteStream(ctx, bus.PresenceStream); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.EnsureStreams(ctx, g.JetStream(), bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
-		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
-		t.Fatal(err)
-	}
+	remakePresenceStream(ctx, t, g.JetStream())
 	_, _, err := c.conn.Read(ctx)
 	if status := websocket.CloseStatus(err); status != websocket.StatusServiceRestart {
 		t.Fatalf("the WebSocket got %v (status %d), want a close with 1012", err, status)
@@ -985,13 +979,7 @@ func TestStreamMadeAnewUnderLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	js := g.JetStream()
-	if err := js.DeleteStream(ctx, bus.PresenceStream); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
-		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
-		t.Fatal(err)
-	}
+	remakePresenceStream(ctx, t, js)
 	closed := make(chan error, 1)
 	go func() {
 		for {
@@ -1051,13 +1039,7 @@ func TestViewAfterTheApplierWentOnInAStreamMadeAnew(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	js := a.JetStream()
-	if err := js.DeleteStream(ctx, bus.PresenceStream); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
-		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
-		t.Fatal(err)
-	}
+	remakePresenceStream(ctx, t, js)
 	joinAudience(t, baseA, ch, 4) // the applier's publish at seq 4 fails; it starts again from the checkpoint
 	testutil.Eventually(t, 15*time.Second, 20*time.Millisecond, func() (bool, string) {
 		s, err := js.Stream(ctx, bus.PresenceStream)
@@ -1077,5 +1059,18 @@ func TestViewAfterTheApplierWentOnInAStreamMadeAnew(t *testing.T) {
 	joinAudience(t, baseA, ch, 5)
 	for _, base := range []string{baseA, baseB} {
 		waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 && s.Seq == 2 })
+	}
+}
+
+// remakePresenceStream deletes USHER_PRESENCE and makes it again, empty, with the gateway's default settings (as an
+// operator might by hand): a new epoch, and seqs starting again.
+func remakePresenceStream(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	if err := js.DeleteStream(ctx, bus.PresenceStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
+		MaxAge: gateway.DefaultNCSMaxAge, PresenceMaxAge: gateway.DefaultPresenceMaxAge, LeaseTTL: gateway.DefaultLeaseTTL}); err != nil {
+		t.Fatal(err)
 	}
 }
