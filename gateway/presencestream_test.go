@@ -411,3 +411,56 @@ func TestViewNoticesAStreamMadeAnewWhileBusy(t *testing.T) {
 		t.Fatalf("the view holds %v, want %v", got, want)
 	}
 }
+
+// slowStreamInfo answers USHER_PRESENCE's stream info requests only after delay: a JetStream API slow under load
+// (its answers go through the stream's leader) while messages still flow.
+type slowStreamInfo struct {
+	jetstream.JetStream
+	delay atomic.Int64 // nanoseconds
+}
+
+func (s *slowStreamInfo) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	if d := time.Duration(s.delay.Load()); d > 0 && name == bus.PresenceStream {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return s.JetStream.Stream(ctx, name)
+}
+
+// The view asks for USHER_PRESENCE's state every 2 s while events come (its epoch, its last seq). When that answer
+// is slow, the events must not wait for it: each is folded in (and fanned out to the WebSockets) as it comes, not
+// one per answer.
+func TestViewEventsDoNotWaitForASlowStreamCheck(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	for uid := range uint32(3) {
+		w.join(uid + 1)
+	}
+	w.checkpoint()
+	js := &slowStreamInfo{JetStream: w.js}
+	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+	runView(t, lv)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+
+	js.delay.Store(int64(3 * time.Second))
+	var worst time.Duration
+	for uid, start := uint32(4), time.Now(); time.Since(start) < 3*stallCheck; uid++ {
+		w.join(uid)
+		published := time.Now()
+		for lv.lastSeq() < w.seq {
+			if time.Since(published) > time.Second {
+				t.Fatalf("event %d not in the view %s after it was stored (the view at %d); the view waits for its stream check",
+					w.seq, time.Since(published).Round(time.Millisecond), lv.lastSeq())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		worst = max(worst, time.Since(published))
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("slowest event: %s", worst)
+}

@@ -131,29 +131,48 @@ func (lv *liveView) follow(ctx context.Context) error {
 	if epoch := epochOf(f.created); epoch != lv.epochNow() { // made anew since the rosters were loaded
 		return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", epoch, lv.epochNow()))
 	}
-	checked := time.Now()
+	// The stream's state is asked for in the background, one request at a time, stallCheck after the last answer:
+	// on a busy cluster the answer may take seconds, and the events must not wait for it.
+	checks := make(chan streamCheck, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	var asking sync.WaitGroup
+	defer asking.Wait() // bounded: cancel ends the request
+	defer cancel()
+	inFlight, checked := false, time.Now()
 	for next := from; ; {
-		msg, seq, err := f.nextMsg(ctx, time.Second)
-		idle := errors.Is(err, errIdle)
-		if (idle || err == nil) && time.Since(checked) >= stallCheck {
+		if !inFlight && time.Since(checked) >= stallCheck {
+			inFlight = true
+			asked := next
+			asking.Go(func() {
+				qctx, qcancel := context.WithTimeout(cctx, streamCheckTimeout)
+				defer qcancel()
+				st, err := presenceStreamState(qctx, lv.js)
+				checks <- streamCheck{st: st, err: err, next: asked}
+			})
+		}
+		select {
+		case c := <-checks:
 			// Whether it is still the stream the rosters came from, idle or not: a stream made anew soon holds the
 			// seqs this view waits for, and while events come it would take them for the old stream's, for good.
-			// When idle (no event may follow the missing ones for a while), whether the next event is still kept.
-			checked = time.Now()
-			st, err := presenceStreamState(ctx, lv.js)
-			switch {
-			case err != nil:
+			// When nothing came since the question (no event may follow the missing ones for a while), whether the
+			// next event is still kept.
+			inFlight, checked = false, time.Now()
+			switch st := c.st; {
+			case c.err != nil:
 			case st.epoch != lv.epochNow():
 				return lv.remade(fmt.Errorf("epoch %s, the rosters came from %s", st.epoch, lv.epochNow()))
-			case st.last+1 < next:
-				// The same stream, gone back: restored from a backup older than what this view read. Its next seqs
-				// will not be the events this view waits for.
-				return lv.remade(fmt.Errorf("its last event is %d, and this view has read up to %d (restored from an older backup?)", st.last, next-1))
-			case idle && st.first > next:
+			case st.last+1 < c.next:
+				// The same stream, gone back: restored from a backup older than what this view read (the answer
+				// came after the question, when the view had read up to c.next-1). Its next seqs will not be the
+				// events this view waits for.
+				return lv.remade(fmt.Errorf("its last event is %d, and this view has read up to %d (restored from an older backup?)", st.last, c.next-1))
+			case next == c.next && st.first > next:
 				return lv.missed(next, st.first-1)
 			}
+		default:
 		}
-		if idle {
+		msg, seq, err := f.nextMsg(ctx, time.Second)
+		if errors.Is(err, errIdle) {
 			continue
 		}
 		if errors.Is(err, errStreamRemade) {
@@ -191,6 +210,17 @@ func (lv *liveView) follow(ctx context.Context) error {
 		}
 	}
 }
+
+// streamCheck is the answer to the view's question about USHER_PRESENCE's state, asked when the next event it
+// wanted was next.
+type streamCheck struct {
+	st   presenceState
+	err  error
+	next uint64
+}
+
+// streamCheckTimeout bounds the view's question about USHER_PRESENCE's state.
+const streamCheckTimeout = 10 * time.Second
 
 // missed stops the view serving, after it found that events from to upto are gone, and tells onGap.
 func (lv *liveView) missed(from, upto uint64) error {
