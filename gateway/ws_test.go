@@ -1074,3 +1074,59 @@ func remakePresenceStream(ctx context.Context, t *testing.T, js jetstream.JetStr
 		t.Fatal(err)
 	}
 }
+
+// A limit set by hand on USHER_PRESENCE that removes events from the middle of the stream (max_msgs_per_subject:
+// the oldest events of one channel, while the stream's first seq stays where it was) would let a client resume
+// without the events removed, told nothing: its roster would be wrong for good. Usher sets it back at start.
+func TestResumeAfterAPerChannelLimitSetByHand(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	cfg := testConfig(t, "")
+	cfg.NATSURL = ns.ClientURL()
+	start := func() (*gateway.Gateway, string) {
+		g, err := gateway.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+		return g, "http://" + g.Addr().String()
+	}
+	g, base := start()
+	joinAudience(t, base, "other", 100) // the stream's first event, kept: the stream's first seq stays 1
+	joinAudience(t, base, ch, 1)
+	s := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := ps.CachedInfo().Config
+	c.MaxMsgsPerSubject = 2 // by hand
+	if _, err := g.JetStream().UpdateStream(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, base = start() // Usher's own settings unchanged
+	joinAudience(t, base, ch, 2, 3, 4)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 4 })
+
+	cl := mustDial(t, base, token(t, ch))
+	cl.send(map[string]any{"op": "subscribe", "channel": ch, "since": s.Seq, "epoch": s.Epoch})
+	cl.expect("subscribed", ch)
+	if f := cl.next(10 * time.Second); f.Type == "reset" {
+		if snap := cl.expect("snapshot", ch).Snapshot; snap.Counts.Audience != 4 {
+			t.Fatalf("snapshot after reset: %+v", snap)
+		}
+		return
+	} else if f.Type != "presence" || f.Event.UID != 2 {
+		t.Fatalf("resumed after %d: first frame %s, want the join of 2 (or reset and a snapshot)", s.Seq, f.Raw)
+	}
+	if ev := cl.expectEvents(ch, 2, s.Seq+1); ev[0].UID != 3 || ev[1].UID != 4 {
+		t.Fatalf("resumed: %+v", ev)
+	}
+}

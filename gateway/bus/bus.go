@@ -292,37 +292,42 @@ const ensureAttempt = 3 * time.Second
 func ensureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (Buckets, error) {
 	replicas := max(cfg.Replicas, 1)
 	for _, want := range []jetstream.StreamConfig{{
-		Name:        NCSStream,
-		Description: "Verified Agora NCS notifications, one subject per channel",
-		Subjects:    []string{subject.NCSPrefix + ">", subject.OtherPrefix + ">"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      cfg.MaxAge,
-		Duplicates:  cfg.Dedup,
-		Replicas:    replicas,
+		Name:              NCSStream,
+		Description:       "Verified Agora NCS notifications, one subject per channel",
+		Subjects:          []string{subject.NCSPrefix + ">", subject.OtherPrefix + ">"},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            cfg.MaxAge,
+		Duplicates:        cfg.Dedup,
+		MaxMsgsPerSubject: -1,
+		Replicas:          replicas,
 	}, {
-		Name:        PresenceStream,
-		Description: "Effective presence changes, one subject per channel; seq is the event's seq",
-		Subjects:    []string{subject.PresencePrefix + ">"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      cfg.PresenceMaxAge,
-		Duplicates:  min(PresenceDedup, cfg.PresenceMaxAge),
-		Replicas:    replicas,
+		Name:              PresenceStream,
+		Description:       "Effective presence changes, one subject per channel; seq is the event's seq",
+		Subjects:          []string{subject.PresencePrefix + ">"},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Discard:           jetstream.DiscardOld,
+		MaxAge:            cfg.PresenceMaxAge,
+		Duplicates:        min(PresenceDedup, cfg.PresenceMaxAge),
+		MaxMsgsPerSubject: -1,
+		Replicas:          replicas,
 	}} {
 		if has(ctx, js, want.Name, func(c jetstream.StreamConfig) bool {
 			return slices.Equal(c.Subjects, want.Subjects) && c.Retention == want.Retention && c.Discard == want.Discard &&
-				c.MaxAge == want.MaxAge && c.Duplicates == want.Duplicates
+				c.MaxAge == want.MaxAge && c.Duplicates == want.Duplicates && c.MaxMsgsPerSubject <= 0
 		}, want.Description, replicas) {
 			continue
 		}
-		// Usher sets what it relies on; limits an operator set by hand (max_bytes, max_msgs, ...) are kept.
+		// Usher sets what it relies on; limits an operator set by hand (max_bytes, max_msgs, ...) are kept. Not a
+		// limit per subject: it removes a channel's oldest messages from the middle of the stream, where nothing
+		// notices (a client resuming on USHER_PRESENCE would miss events without a reset; notifications on
+		// USHER_NCS would go before the applier took them).
 		if s, err := js.Stream(ctx, want.Name); err == nil {
 			c := s.CachedInfo().Config
 			c.Description, c.Subjects, c.Storage, c.Retention, c.Discard = want.Description, want.Subjects, want.Storage, want.Retention, want.Discard
-			c.MaxAge, c.Duplicates, c.Replicas = want.MaxAge, want.Duplicates, want.Replicas
+			c.MaxAge, c.Duplicates, c.Replicas, c.MaxMsgsPerSubject = want.MaxAge, want.Duplicates, want.Replicas, want.MaxMsgsPerSubject
 			want = c
 		}
 		if _, err := js.CreateOrUpdateStream(ctx, want); err != nil {
