@@ -47,6 +47,9 @@ type checkpoint struct {
 	State       *presence.State `json:"state"`
 	// Rules are the roster rules of the leader that saved it (absent from checkpoints before they were recorded).
 	Rules *checkpointRules `json:"rules,omitempty"`
+	// NCSEpoch is the epoch of the USHER_NCS stream that NCSSeq counts in (absent from checkpoints before it was
+	// recorded): a stream made anew starts its seqs again.
+	NCSEpoch string `json:"ncsEpoch,omitempty"`
 }
 
 // checkpointRules are roster rules as a checkpoint records them.
@@ -110,7 +113,7 @@ func (a *applier) run(ctx context.Context) {
 			// more, so that a final checkpoint never overwrites a newer leader's.
 			if held, ok := a.confirm(rev); ok {
 				if st != nil {
-					_ = a.saveCheckpoint(context.Background(), st.NCSSeq, st.PresenceSeq, st.State)
+					_ = a.saveCheckpoint(context.Background(), st.NCSEpoch, st.NCSSeq, st.PresenceSeq, st.State)
 				}
 				a.release(held)
 			}
@@ -203,10 +206,11 @@ func (a *applier) release(rev uint64) {
 
 // leader is the applier's working state while it holds the lease.
 type leader struct {
-	state  *presence.State
-	ncsSeq uint64 // last notification applied
-	last   uint64 // sequence of the last presence event derived
-	stored uint64 // USHER_PRESENCE's last sequence when this leader started
+	state    *presence.State
+	ncsEpoch string // of the USHER_NCS stream ncsSeq counts in
+	ncsSeq   uint64 // last notification applied
+	last     uint64 // sequence of the last presence event derived
+	stored   uint64 // USHER_PRESENCE's last sequence when this leader started
 	// storedNcs and storedID are the USHER_NCS sequence of the notification the stream's last event came from (0:
 	// not known), and that event's message id: the notification's noticeId, with ":<i>" for its i-th event after the
 	// first.
@@ -243,7 +247,27 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 			"checkpointRetention", time.Duration(cp.Rules.RetentionMs)*time.Millisecond, "retention", time.Duration(mine.RetentionMs)*time.Millisecond,
 			"checkpointClockSkew", time.Duration(cp.Rules.ClockSkewMs)*time.Millisecond, "clockSkew", time.Duration(mine.ClockSkewMs)*time.Millisecond)
 	}
-	l := &leader{state: cp.State, ncsSeq: cp.NCSSeq, last: cp.PresenceSeq, stored: info.State.LastSeq}
+	ns, err := a.js.Stream(ctx, bus.NCSStream)
+	if err != nil {
+		return nil, fmt.Errorf("ncs stream: %w", err)
+	}
+	l := &leader{state: cp.State, ncsEpoch: epochOf(ns.CachedInfo().Created), ncsSeq: cp.NCSSeq, last: cp.PresenceSeq,
+		stored: info.State.LastSeq}
+	if cp.NCSEpoch != "" && cp.NCSEpoch != l.ncsEpoch {
+		// USHER_NCS was deleted and made again (by hand): its seqs started again, and every notification in it came
+		// after the checkpoint. They are applied from the first, onto the checkpoint's rosters, and their events go
+		// after the presence stream's last. What the old stream held after the checkpoint is gone: events already
+		// published from it stay in USHER_PRESENCE, but the rosters here lack them.
+		a.log.Error("USHER_NCS was made anew since the last checkpoint; applying it from its first notification",
+			"checkpointNcsSeq", cp.NCSSeq, "checkpointPresenceSeq", cp.PresenceSeq, "presenceStream", l.stored)
+		l.ncsSeq, l.last = 0, l.stored
+		l.state.ClampSeqs(l.last)
+		// Saved before anything is applied, as below: a later leader must not apply the new stream from its first
+		// notification again, publishing its events twice.
+		if err := a.saveCheckpoint(ctx, l.ncsEpoch, l.ncsSeq, l.last, l.state); err != nil {
+			return nil, fmt.Errorf("checkpoint for the USHER_NCS made anew: %w", err)
+		}
+	}
 	if l.stored < l.last {
 		// Only from outside (USHER_PRESENCE purged, or restored from an older backup than the checkpoints): the
 		// rosters hold events the stream does not, and clients will not see them.
@@ -253,7 +277,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		// Saved before any event is published after it: a view that loads the old checkpoint then knows that the
 		// stream it found (read before the checkpoint) is where this leader went on from (see liveView.follow), and
 		// a later leader does not derive this one's events again at new seqs.
-		if err := a.saveCheckpoint(ctx, l.ncsSeq, l.last, l.state); err != nil {
+		if err := a.saveCheckpoint(ctx, l.ncsEpoch, l.ncsSeq, l.last, l.state); err != nil {
 			return nil, fmt.Errorf("checkpoint of the rosters clamped to the presence stream: %w", err)
 		}
 	}
@@ -274,6 +298,9 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		return nil, err
 	}
 	defer f.close()
+	if epochOf(f.created) != l.ncsEpoch { // made anew just now: start again
+		return nil, fmt.Errorf("%w: USHER_NCS, as this leader started", errStreamRemade)
+	}
 
 	// current is the state to checkpoint: only once every event derived so far is acknowledged. An event that was
 	// not is counted in l.last and in the state, so this leader must stop, with no checkpoint: the next one
@@ -282,7 +309,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		if err := a.settle(l); err != nil {
 			return nil, err
 		}
-		return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state}, nil
+		return &checkpoint{NCSSeq: l.ncsSeq, PresenceSeq: l.last, State: l.state, NCSEpoch: l.ncsEpoch}, nil
 	}
 	// Checkpoints are encoded and stored in the background from a frozen copy of the state, so a large roster does
 	// not hold up the notifications behind it; the final one (when this leader ends) is saved by run, after this.
@@ -328,7 +355,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 			go func() {
 				defer close(done)
 				defer frozen.Release()
-				_ = a.saveCheckpoint(ctx, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
+				_ = a.saveCheckpoint(ctx, cp.NCSEpoch, cp.NCSSeq, cp.PresenceSeq, frozen) // ends with the lease: a later leader's must not be overwritten
 			}()
 			saving = done
 			saved, dirty = time.Now(), false
@@ -493,17 +520,19 @@ func loadCheckpoint(ctx context.Context, js jetstream.JetStream, store jetstream
 	return cp, nil
 }
 
-// saveCheckpoint stores the state (a *presence.State, or a *presence.Frozen) after the notification at ncsSeq, when
+// saveCheckpoint stores the state (a *presence.State, or a *presence.Frozen) after the notification at ncsSeq (of the
+// USHER_NCS of epoch ncsEpoch), when
 // the last presence event was presenceSeq, unless ctx ends first. A failure is logged, not fatal: an older
 // checkpoint only means a longer replay (it is returned for the one caller that needs it saved).
-func (a *applier) saveCheckpoint(parent context.Context, ncsSeq, presenceSeq uint64, state json.Marshaler) error {
+func (a *applier) saveCheckpoint(parent context.Context, ncsEpoch string, ncsSeq, presenceSeq uint64, state json.Marshaler) error {
 	start := time.Now()
 	b, err := json.Marshal(struct {
 		NCSSeq      uint64          `json:"ncsSeq"`
 		PresenceSeq uint64          `json:"presenceSeq"`
 		State       json.Marshaler  `json:"state"`
 		Rules       checkpointRules `json:"rules"`
-	}{ncsSeq, presenceSeq, state, rulesOf(a.rules)})
+		NCSEpoch    string          `json:"ncsEpoch"`
+	}{ncsSeq, presenceSeq, state, rulesOf(a.rules), ncsEpoch})
 	if err != nil {
 		a.metrics.checkpointFailures.Inc()
 		a.log.Error("encode checkpoint", "err", err)

@@ -490,3 +490,52 @@ func TestCheckpointUnderOtherRulesIsReported(t *testing.T) {
 		}
 	}
 }
+
+// USHER_NCS made anew (deleted and made again by hand) between two leaders: its seqs started again, so the next
+// leader applies it from its first notification, onto the checkpoint's rosters, with events after the presence
+// stream's last; and it saves a checkpoint in the new stream's epoch before it applies anything, so that a leader
+// after it (this one dying before its next checkpoint) does not apply the new stream from the first again.
+func TestLeaderOnAnNCSStreamMadeAnew(t *testing.T) {
+	js, ctx, buckets := applierStreams(t)
+	log := slog.New(slog.DiscardHandler)
+	stop := runTestApplier(ctx, t, js, buckets, log)
+	for i := 1; i <= 3; i++ {
+		storeJoin(ctx, t, js, fmt.Sprintf("old-%d", i), i)
+	}
+	waitStream(ctx, t, js, 3)
+	stop() // its final checkpoint: notification 3 of the old stream
+
+	if err := js.DeleteStream(ctx, bus.NCSStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := js.Stream(ctx, bus.NCSStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newEpoch := epochOf(ns.CachedInfo().Created)
+	storeJoin(ctx, t, js, "new-1", 4)
+	storeJoin(ctx, t, js, "new-2", 5)
+
+	runTestApplier(ctx, t, js, buckets, log)
+	got := waitStream(ctx, t, js, 5)
+	want := []string{"1:join uid1 (old-1)", "2:join uid2 (old-2)", "3:join uid3 (old-3)", "4:join uid4 (new-1)", "5:join uid5 (new-2)"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("presence stream %v, want %v", got, want)
+	}
+	// While it runs (no checkpoint due for an hour), the checkpoint already counts in the new stream.
+	raw, err := buckets.Checkpoints.GetBytes(ctx, checkpointObject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(raw, &cp); err != nil {
+		t.Fatal(err)
+	}
+	if cp.NCSEpoch != newEpoch || cp.NCSSeq != 0 || cp.PresenceSeq != 3 {
+		t.Fatalf("checkpoint: ncs epoch %s seq %d, presence %d; want epoch %s, before the new stream's first, after event 3",
+			cp.NCSEpoch, cp.NCSSeq, cp.PresenceSeq, newEpoch)
+	}
+}

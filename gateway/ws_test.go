@@ -1066,7 +1066,13 @@ func TestViewAfterTheApplierWentOnInAStreamMadeAnew(t *testing.T) {
 // operator might by hand): a new epoch, and seqs starting again.
 func remakePresenceStream(ctx context.Context, t *testing.T, js jetstream.JetStream) {
 	t.Helper()
-	if err := js.DeleteStream(ctx, bus.PresenceStream); err != nil {
+	remakeStream(ctx, t, js, bus.PresenceStream)
+}
+
+// remakeStream is remakePresenceStream for the stream called name.
+func remakeStream(ctx context.Context, t *testing.T, js jetstream.JetStream, name string) {
+	t.Helper()
+	if err := js.DeleteStream(ctx, name); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: gateway.DefaultDedupWindow,
@@ -1129,4 +1135,24 @@ func TestResumeAfterAPerChannelLimitSetByHand(t *testing.T) {
 	if ev := cl.expectEvents(ch, 2, s.Seq+1); ev[0].UID != 3 || ev[1].UID != 4 {
 		t.Fatalf("resumed: %+v", ev)
 	}
+}
+
+// USHER_NCS deleted by hand and made again while Usher runs: its seqs start again at 1. The notifications stored in
+// the new stream, each answered 200, must all reach the rosters.
+func TestNCSStreamMadeAnewWhileRunning(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, ch, 1, 2, 3)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	js := g.JetStream()
+	remakeStream(ctx, t, js, bus.NCSStream)
+	joinAudience(t, base, ch, 4, 5, 6, 7)
+	testutil.Eventually(t, 15*time.Second, 50*time.Millisecond, func() (bool, string) {
+		var s presence.Snapshot
+		status, raw := getJSON(t, base, "/v1/channels/"+ch+"/presence", token(t, ch), &s)
+		return status == 200 && s.Counts.Audience == 7, raw
+	})
 }
