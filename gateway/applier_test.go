@@ -457,12 +457,8 @@ func TestCheckpointUnderOtherRulesIsReported(t *testing.T) {
 	storeJoin(ctx, t, js, "n1", 1)
 	waitStream(ctx, t, js, 1)
 	stop()
-	raw, err := buckets.Checkpoints.GetBytes(ctx, checkpointObject)
+	cp, err := loadCheckpoint(ctx, js, buckets.Checkpoints, presence.Rules{})
 	if err != nil {
-		t.Fatal(err)
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(raw, &cp); err != nil {
 		t.Fatal(err)
 	}
 	if want := (checkpointRules{RetentionMs: 600_000, ClockSkewMs: 60_000}); cp.Rules == nil || *cp.Rules != want {
@@ -526,12 +522,8 @@ func TestLeaderOnAnNCSStreamMadeAnew(t *testing.T) {
 		t.Fatalf("presence stream %v, want %v", got, want)
 	}
 	// While it runs (no checkpoint due for an hour), the checkpoint already counts in the new stream.
-	raw, err := buckets.Checkpoints.GetBytes(ctx, checkpointObject)
+	cp, err := loadCheckpoint(ctx, js, buckets.Checkpoints, presence.Rules{})
 	if err != nil {
-		t.Fatal(err)
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(raw, &cp); err != nil {
 		t.Fatal(err)
 	}
 	if cp.NCSEpoch != newEpoch || cp.NCSSeq != 0 || cp.PresenceSeq != 3 {
