@@ -135,7 +135,8 @@ func Connect(urls, name string, log *slog.Logger, reconnected func(), opts ...na
 		nats.RetryOnFailedConnect(false),
 		// A server that goes silent without closing the connection (its machine died, a partition) is noticed only
 		// by unanswered pings: after 4 to 6 minutes with the client's defaults (every 2 minutes, 2 outstanding), all
-		// of them 503s. Every 2 s, 3 outstanding: given up on after 6 to 8 s, and another server tried.
+		// of them 503s. Every PingInterval, MaxPingsOut outstanding: given up on within about 20 s, and another
+		// server tried.
 		nats.PingInterval(PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
