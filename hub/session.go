@@ -506,8 +506,7 @@ func (s *session) unsubscribe(channel string) {
 // during it, may have just filled it), and closes the client as too slow only when it makes no room within
 // replayTimeout.
 func (s *session) enqueue(frame []byte) {
-	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
-	defer cancel()
+	var ctx context.Context // made only for a frame that has to wait (a replay queues thousands that need not)
 	for {
 		// Room is looked for and taken under one lock: a live event cannot take the last place in between.
 		queued, start := s.tryQueue(outFrame{data: frame})
@@ -516,6 +515,11 @@ func (s *session) enqueue(frame []byte) {
 		}
 		if queued {
 			return
+		}
+		if ctx == nil {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(s.ctx, replayTimeout)
+			defer cancel()
 		}
 		if err := s.waitRoom(ctx, 1); err != nil {
 			if !errors.Is(err, errSessionClosed) {
