@@ -531,3 +531,57 @@ func TestLeaderOnAnNCSStreamMadeAnew(t *testing.T) {
 			cp.NCSEpoch, cp.NCSSeq, cp.PresenceSeq, newEpoch)
 	}
 }
+
+// gatedPublishes holds the presence publish of notification id until release is closed.
+type gatedPublishes struct {
+	jetstream.JetStream
+	id      string
+	held    chan struct{}
+	release chan struct{}
+	once    atomic.Bool
+}
+
+func (g *gatedPublishes) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	var e presence.Event
+	_ = json.Unmarshal(m.Data, &e)
+	if e.NoticeID == g.id && g.once.CompareAndSwap(false, true) {
+		close(g.held)
+		<-g.release
+	}
+	return g.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// USHER_NCS deleted and made again while the leader is busy between two reads (here, publishing): the ordered
+// consumer's own recovery makes its consumer again on the new stream, from the old one's next seq. The leader must
+// still apply the new stream from its first notification: each was answered 200.
+func TestNCSStreamMadeAnewWhileTheLeaderIsBusy(t *testing.T) {
+	js, ctx, buckets := applierStreams(t)
+	log := slog.New(slog.DiscardHandler)
+	gated := &gatedPublishes{JetStream: js, id: "old-3", held: make(chan struct{}), release: make(chan struct{})}
+	runTestApplierWith(ctx, t, gated, buckets, log, "new", presence.Rules{}, time.Hour)
+	for i := 1; i <= 3; i++ {
+		storeJoin(ctx, t, js, fmt.Sprintf("old-%d", i), i)
+	}
+	select {
+	case <-gated.held:
+	case <-ctx.Done():
+		t.Fatal("old-3's event was not published")
+	}
+	if err := js.DeleteStream(ctx, bus.NCSStream); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		storeJoin(ctx, t, js, fmt.Sprintf("new-%d", i), 3+i)
+	}
+	close(gated.release)
+	got := waitStream(ctx, t, js, 8)
+	want := []string{"1:join uid1 (old-1)", "2:join uid2 (old-2)", "3:join uid3 (old-3)", "4:join uid4 (new-1)",
+		"5:join uid5 (new-2)", "6:join uid6 (new-3)", "7:join uid7 (new-4)", "8:join uid8 (new-5)"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("presence stream %v, want %v", got, want)
+	}
+}

@@ -62,6 +62,9 @@ type follower struct {
 	tried   time.Time                 // when the follower last tried to make a consumer
 	remakes int                       // consumers replaced
 	suspect uint64                    // a message the stream held at the last check and the consumer had not delivered
+	// consumer is the name of the server consumer that make made (the stream's creation time checked after it was
+	// made); the library's own recovery makes others, which may be on a stream made anew.
+	consumer string
 }
 
 // follow starts reading stream (only filter's subjects, unless it is "") at sequence from (at least 1).
@@ -89,26 +92,37 @@ func (f *follower) make(ctx context.Context) error {
 		return fmt.Errorf("%s consumer: %w", f.stream, err)
 	}
 	f.cons = cons
-	// A consumer made again after a failure may be on a stream made anew meanwhile, whose messages from f.next on
-	// would pass for the ones that follow: the stream's creation time tells.
-	s, err := f.js.Stream(cctx, f.stream)
+	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch)) // makes the consumer on the server
 	if err != nil {
 		f.drop()
+		return fmt.Errorf("%s messages: %w", f.stream, err)
+	}
+	f.it = it
+	if info := cons.CachedInfo(); info != nil {
+		f.consumer = info.Name
+	}
+	// A consumer made again after a failure may be on a stream made anew meanwhile, whose messages from f.next on
+	// would pass for the ones that follow: the stream's creation time, asked after the consumer was made, tells.
+	if err := f.checkCreated(cctx); err != nil {
+		f.drop()
+		return err
+	}
+	f.idle = time.Now()
+	return nil
+}
+
+// checkCreated asks the stream when it was made: errStreamRemade if not when the follower's first consumer found.
+func (f *follower) checkCreated(ctx context.Context) error {
+	s, err := f.js.Stream(ctx, f.stream)
+	if err != nil {
 		return fmt.Errorf("%s info: %w", f.stream, err)
 	}
 	switch created := s.CachedInfo().Created; {
 	case f.created.IsZero():
 		f.created = created
 	case !created.Equal(f.created):
-		f.drop()
 		return fmt.Errorf("%w: %s was made at %s, and again at %s", errStreamRemade, f.stream, f.created, created)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(f.batch))
-	if err != nil {
-		f.drop()
-		return fmt.Errorf("%s messages: %w", f.stream, err)
-	}
-	f.it, f.idle = it, time.Now()
 	return nil
 }
 
@@ -146,6 +160,24 @@ func (f *follower) nextMsg(ctx context.Context, wait time.Duration) (jetstream.M
 		meta, err := msg.Metadata()
 		if err != nil {
 			return nil, 0, fmt.Errorf("%s message metadata: %w", f.stream, err)
+		}
+		if meta.Consumer != f.consumer {
+			// The library made its consumer again by itself (after "consumer deleted", or missing heartbeats), from
+			// the stream of that name: if that is one made anew, this message counts in it, and the old stream's
+			// next would be taken from it. Asked after the consumer was made, the stream's creation time tells.
+			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := f.checkCreated(ictx)
+			cancel()
+			if errors.Is(err, errStreamRemade) {
+				f.drop()
+				return nil, 0, err
+			}
+			if err != nil { // cannot tell: this message is not delivered, and is read again from a consumer made anew
+				f.log.Warn("cannot tell whether the stream was made anew; making a new consumer", "stream", f.stream,
+					"from", f.next, "err", err)
+				return nil, 0, f.remake(ctx)
+			}
+			f.consumer = meta.Consumer
 		}
 		f.next, f.idle = meta.Sequence.Stream+1, time.Now()
 		return msg, meta.Sequence.Stream, nil

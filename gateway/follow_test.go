@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"testing"
@@ -132,4 +133,63 @@ func TestFollowerLeavesNoConsumer(t *testing.T) {
 	if n := consumers(); n != 0 {
 		t.Fatalf("%d consumers left on %s after the followers closed", n, bus.NCSStream)
 	}
+}
+
+// A stream deleted and made again while its follower is between two reads: the ordered consumer's own recovery (on
+// "consumer deleted", or missing heartbeats) makes a consumer again on the stream of that name, now the new one,
+// from the old stream's next seq. The follower must answer errStreamRemade, never pass the new stream's messages
+// after that seq for the old one's next.
+func TestFollowerNoticesAStreamMadeAnewBetweenReads(t *testing.T) {
+	t.Parallel()
+	js, ctx := testJetStream(t, 30*time.Second)
+	cfg := jetstream.StreamConfig{Name: "S", Subjects: []string{"a.>"}}
+	pub := func(n int) {
+		for i := range n {
+			if _, err := js.Publish(ctx, "a.x", fmt.Appendf(nil, "%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	pub(3)
+	f, err := follow(ctx, js, "S", "", 1, 16, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	for want := uint64(1); want <= 3; {
+		_, seq, err := f.nextMsg(ctx, 200*time.Millisecond)
+		if err == errIdle {
+			continue
+		}
+		if err != nil || seq != want {
+			t.Fatalf("seq %d, %v; want %d", seq, err, want)
+		}
+		want++
+	}
+
+	if err := js.DeleteStream(ctx, "S"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // the made-anew stream comes a moment later, as with "nats stream rm; nats stream add"
+	if _, err := js.CreateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	pub(6)
+	time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		_, seq, err := f.nextMsg(ctx, 200*time.Millisecond)
+		switch {
+		case errors.Is(err, errStreamRemade):
+			return
+		case err == nil:
+			t.Fatalf("message %d of the stream made anew passed for the old stream's next", seq)
+		case err != errIdle:
+			t.Fatal(err)
+		}
+	}
+	t.Fatal("the stream made anew was not noticed within 10 s")
 }
