@@ -25,6 +25,9 @@ import (
 // HeaderNCSSeq is set on each presence event: the USHER_NCS sequence of the notification it came from.
 const HeaderNCSSeq = "Usher-Ncs-Seq"
 
+// HeaderNCSEpoch is set on each presence event: the epoch of the USHER_NCS stream its Usher-Ncs-Seq counts in.
+const HeaderNCSEpoch = "Usher-Ncs-Epoch"
+
 const (
 	leaseKey         = "applier"
 	checkpointObject = "applier"
@@ -285,6 +288,13 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		// The stream's last event: which notification it came from, and its place among that one's events (its id).
 		m, err := ps.GetMsg(ctx, l.stored)
 		switch {
+		case err == nil && m.Header.Get(HeaderNCSEpoch) != "" && m.Header.Get(HeaderNCSEpoch) != l.ncsEpoch:
+			// Derived from another USHER_NCS than the checkpoint's (by a former leader, from the stream before it was
+			// made anew, after the checkpoint that counts in the new one): its Usher-Ncs-Seq counts there, and the
+			// events after the checkpoint are none of this stream's. They are taken as they are.
+			a.log.Error("the presence stream's last event came from an USHER_NCS made before the checkpoint's; continuing after it",
+				"checkpoint", l.last, "stream", l.stored, "eventNcsEpoch", m.Header.Get(HeaderNCSEpoch), "ncsEpoch", l.ncsEpoch)
+			l.last = l.stored
 		case err == nil:
 			l.storedNcs, _ = strconv.ParseUint(m.Header.Get(HeaderNCSSeq), 10, 64)
 			l.storedID = m.Header.Get(jetstream.MsgIDHeader)
@@ -411,7 +421,7 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 			if i > 0 {
 				id += ":" + strconv.Itoa(i)
 			}
-			f, err := a.publish(e, id, seq, l.last)
+			f, err := a.publish(e, id, l.ncsEpoch, seq, l.last)
 			if err != nil {
 				return err
 			}
@@ -483,7 +493,7 @@ func (a *applier) noticeOf(msg jetstream.Msg) presence.Notice {
 }
 
 // publish sends one event to be stored at exactly sequence expectLast+1; settle collects the outcome.
-func (a *applier) publish(e presence.Event, id string, ncsSeq, expectLast uint64) (jetstream.PubAckFuture, error) {
+func (a *applier) publish(e presence.Event, id, ncsEpoch string, ncsSeq, expectLast uint64) (jetstream.PubAckFuture, error) {
 	body, err := json.Marshal(e)
 	if err != nil {
 		return nil, fmt.Errorf("encode presence event: %w", err)
@@ -492,6 +502,7 @@ func (a *applier) publish(e presence.Event, id string, ncsSeq, expectLast uint64
 	msg := nats.NewMsg(subject.Presence(e.Channel))
 	msg.Data = body
 	msg.Header.Set(HeaderNCSSeq, strconv.FormatUint(ncsSeq, 10))
+	msg.Header.Set(HeaderNCSEpoch, ncsEpoch)
 	f, err := a.js.PublishMsgAsync(msg, jetstream.WithMsgID(id),
 		jetstream.WithExpectLastSequence(expectLast), jetstream.WithExpectStream(bus.PresenceStream))
 	if err != nil {

@@ -585,3 +585,62 @@ func TestNCSStreamMadeAnewWhileTheLeaderIsBusy(t *testing.T) {
 		t.Fatalf("presence stream %v, want %v", got, want)
 	}
 }
+
+// A former leader that has not yet noticed it lost the lease publishes one more event from the old USHER_NCS (a
+// message it had buffered before the stream was deleted) right after the next leader, on the stream made anew, saved
+// its checkpoint in the new epoch: the event lands, since it goes exactly after the stream's last, and the new
+// leader's publish fails. The leader after it must not read that event's Usher-Ncs-Seq (4, a seq of the old stream)
+// as one of the new stream: it would take the new stream's notifications up to 4 as published already, and derive
+// events past the stream's last.
+func TestOldStreamEventAfterTheNewEpochCheckpoint(t *testing.T) {
+	js, ctx, buckets := applierStreams(t)
+	log := slog.New(slog.DiscardHandler)
+	stop := runTestApplier(ctx, t, js, buckets, log)
+	for i := 1; i <= 3; i++ {
+		storeJoin(ctx, t, js, fmt.Sprintf("old-%d", i), i)
+	}
+	waitStream(ctx, t, js, 3)
+	stop()
+	ns, err := js.Stream(ctx, bus.NCSStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldEpoch := epochOf(ns.CachedInfo().Created)
+
+	if err := js.DeleteStream(ctx, bus.NCSStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.EnsureStreams(ctx, js, bus.StreamConfig{Dedup: 10 * time.Minute, PresenceMaxAge: time.Hour, LeaseTTL: 3 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	storeJoin(ctx, t, js, "new-1", 4)
+	gated := &gatedPublishes{JetStream: js, id: "new-1", held: make(chan struct{}), release: make(chan struct{})}
+	runTestApplierWith(ctx, t, gated, buckets, log, "new", presence.Rules{}, time.Hour)
+	select {
+	case <-gated.held: // the checkpoint in the new epoch is saved
+	case <-ctx.Done():
+		t.Fatal("new-1's event was not published")
+	}
+	// The former leader's, from the old stream's seq 4, as it publishes one.
+	b, _ := json.Marshal(presence.Event{Channel: "c", Event: presence.Join, Role: presence.Audience, UID: 9, ClientSeq: 1,
+		NoticeID: "old-4", Source: presence.SourceNCS})
+	m := nats.NewMsg(subject.Presence("c"))
+	m.Data = b
+	m.Header.Set(HeaderNCSSeq, "4")
+	m.Header.Set(HeaderNCSEpoch, oldEpoch)
+	if _, err := js.PublishMsg(ctx, m, jetstream.WithMsgID("old-4"), jetstream.WithExpectLastSequence(3)); err != nil {
+		t.Fatal(err)
+	}
+	close(gated.release)
+	time.Sleep(2 * time.Second) // the leader's publish fails; the next starts
+	for i := 2; i <= 5; i++ {
+		storeJoin(ctx, t, js, fmt.Sprintf("new-%d", i), 3+i)
+	}
+
+	got := waitStream(ctx, t, js, 9)
+	want := []string{"1:join uid1 (old-1)", "2:join uid2 (old-2)", "3:join uid3 (old-3)", "4:join uid9 (old-4)",
+		"5:join uid4 (new-1)", "6:join uid5 (new-2)", "7:join uid6 (new-3)", "8:join uid7 (new-4)", "9:join uid8 (new-5)"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("presence stream %v, want %v", got, want)
+	}
+}
