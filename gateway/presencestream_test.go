@@ -464,3 +464,59 @@ func TestViewEventsDoNotWaitForASlowStreamCheck(t *testing.T) {
 	}
 	t.Logf("slowest event: %s", worst)
 }
+
+// laggingStreamInfo answers USHER_PRESENCE's stream info, once armed, with a last seq lag behind the stream's, as
+// a NATS cluster may for a moment: its state behind events its consumers already delivered.
+type laggingStreamInfo struct {
+	jetstream.JetStream
+	lagOnce atomic.Uint64
+}
+
+type laggingStream struct {
+	jetstream.Stream
+	lag uint64
+}
+
+func (s laggingStream) CachedInfo() *jetstream.StreamInfo {
+	info := *s.Stream.CachedInfo()
+	info.State.LastSeq -= min(s.lag, info.State.LastSeq)
+	return &info
+}
+
+func (s *laggingStreamInfo) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	st, err := s.JetStream.Stream(ctx, name)
+	if lag := s.lagOnce.Swap(0); err == nil && lag > 0 && name == bus.PresenceStream {
+		return laggingStream{Stream: st, lag: lag}, nil
+	}
+	return st, err
+}
+
+// A stream state that answers once a little behind what the view read is not a stream restored from a backup: the
+// view goes on serving (it reloaded, closing every WebSocket of the instance, on a NATS cluster under load).
+func TestViewToleratesAStreamStateALittleBehind(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	for uid := range uint32(3) {
+		w.join(uid + 1)
+	}
+	w.checkpoint()
+	js := &laggingStreamInfo{JetStream: w.js}
+	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+	var gaps atomic.Int32
+	lv.onGap = func() { gaps.Add(1) }
+	runView(t, lv)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+	js.lagOnce.Store(2)
+	for uid, start := uint32(4), time.Now(); time.Since(start) < 3*stallCheck; uid++ { // three checks, or more
+		w.join(uid)
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n := gaps.Load(); n != 0 || !lv.ready.Load() {
+		t.Fatalf("the view stopped serving %d times (ready %v) after one stream state a little behind", n, lv.ready.Load())
+	}
+	if js.lagOnce.Load() != 0 {
+		t.Fatal("the view asked for the stream's state no more")
+	}
+}
