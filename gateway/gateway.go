@@ -153,6 +153,7 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	if err != nil {
 		return err
 	}
+	g.warnLimitsSetByHand(sctx)
 	rules := presence.Rules{Retention: cfg.TombstoneRetention}
 	g.applier = &applier{js: g.js, buckets: buckets, rules: rules, ttl: cfg.LeaseTTL, every: cfg.CheckpointInterval, id: cfg.InstanceID,
 		log: g.log.With("component", "applier"), metrics: g.metrics, decoded: g.handNotices, events: g.handEvents}
@@ -405,3 +406,19 @@ func (g *Gateway) Applying() bool { return g.applier.leading.Load() }
 
 // HubStats returns the WebSocket hub's counters.
 func (g *Gateway) HubStats() hub.Stats { return g.hub.Stats() }
+
+// warnLimitsSetByHand logs a warning for each limit an operator set by hand on USHER_NCS that can remove
+// notifications before their max age (kept by EnsureStreams): one acknowledged and not yet applied (the applier down
+// or behind) would be lost, without a word from JetStream.
+func (g *Gateway) warnLimitsSetByHand(ctx context.Context) {
+	s, err := g.js.Stream(ctx, bus.NCSStream)
+	if err != nil {
+		return
+	}
+	c := s.CachedInfo().Config
+	if c.MaxBytes > 0 || c.MaxMsgs > 0 {
+		g.log.Warn("USHER_NCS has a limit set by hand: notifications past it are removed oldest first, even acknowledged ones "+
+			"the applier has not applied yet; keep it far above what arrives while the applier may be down",
+			"max_bytes", c.MaxBytes, "max_msgs", c.MaxMsgs)
+	}
+}

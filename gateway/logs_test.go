@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
@@ -271,5 +273,49 @@ func TestTLS(t *testing.T) {
 			_ = g.Shutdown(context.Background())
 		}
 		t.Errorf("swapped files: %v", err)
+	}
+}
+
+// A limit set by hand on USHER_NCS that removes notifications before their max age (kept at start) is named in a
+// warning as each instance starts: it can remove acknowledged notifications the applier has not applied yet.
+func TestWarnsOfNCSLimitsSetByHand(t *testing.T) {
+	t.Parallel()
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	start := func() string {
+		var logs testutil.SyncBuffer
+		cfg := testConfig(t, "")
+		cfg.NATSURL = ns.ClientURL()
+		cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		g, err := gateway.Start(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return logs.String()
+	}
+	if out := start(); strings.Contains(out, "limit set by hand") {
+		t.Fatalf("a warning with no limit set:\n%s", out)
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, bus.NCSStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.CachedInfo().Config
+	c.MaxMsgs = 50_000
+	if _, err := js.UpdateStream(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if out := start(); !strings.Contains(out, "USHER_NCS has a limit set by hand") || !strings.Contains(out, `"max_msgs":50000`) {
+		t.Fatalf("no warning naming the limit:\n%s", out)
 	}
 }
