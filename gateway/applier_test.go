@@ -494,12 +494,7 @@ func TestCheckpointUnderOtherRulesIsReported(t *testing.T) {
 func TestLeaderOnAnNCSStreamMadeAnew(t *testing.T) {
 	js, ctx, buckets := applierStreams(t)
 	log := slog.New(slog.DiscardHandler)
-	stop := runTestApplier(ctx, t, js, buckets, log)
-	for i := 1; i <= 3; i++ {
-		storeJoin(ctx, t, js, fmt.Sprintf("old-%d", i), i)
-	}
-	waitStream(ctx, t, js, 3)
-	stop() // its final checkpoint: notification 3 of the old stream
+	applyOldJoins(ctx, t, js, buckets, log) // its final checkpoint: notification 3 of the old stream
 
 	if err := js.DeleteStream(ctx, bus.NCSStream); err != nil {
 		t.Fatal(err)
@@ -595,12 +590,7 @@ func TestNCSStreamMadeAnewWhileTheLeaderIsBusy(t *testing.T) {
 func TestOldStreamEventAfterTheNewEpochCheckpoint(t *testing.T) {
 	js, ctx, buckets := applierStreams(t)
 	log := slog.New(slog.DiscardHandler)
-	stop := runTestApplier(ctx, t, js, buckets, log)
-	for i := 1; i <= 3; i++ {
-		storeJoin(ctx, t, js, fmt.Sprintf("old-%d", i), i)
-	}
-	waitStream(ctx, t, js, 3)
-	stop()
+	applyOldJoins(ctx, t, js, buckets, log)
 	ns, err := js.Stream(ctx, bus.NCSStream)
 	if err != nil {
 		t.Fatal(err)
@@ -643,4 +633,15 @@ func TestOldStreamEventAfterTheNewEpochCheckpoint(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("presence stream %v, want %v", got, want)
 	}
+}
+
+// applyOldJoins has an applier apply three joins, old-1 to old-3, then stop, saving its final checkpoint.
+func applyOldJoins(ctx context.Context, t *testing.T, js jetstream.JetStream, buckets bus.Buckets, log *slog.Logger) {
+	t.Helper()
+	stop := runTestApplier(ctx, t, js, buckets, log)
+	for i := 1; i <= 3; i++ {
+		storeJoin(ctx, t, js, fmt.Sprintf("old-%d", i), i)
+	}
+	waitStream(ctx, t, js, 3)
+	stop()
 }

@@ -436,16 +436,8 @@ func (s *slowStreamInfo) Stream(ctx context.Context, name string) (jetstream.Str
 func TestViewEventsDoNotWaitForASlowStreamCheck(t *testing.T) {
 	t.Parallel()
 	w := newPresenceWriter(t)
-	for uid := range uint32(3) {
-		w.join(uid + 1)
-	}
-	w.checkpoint()
 	js := &slowStreamInfo{JetStream: w.js}
-	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
-	runView(t, lv)
-	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
-		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
-	})
+	lv := viewAfterThreeJoins(t, w, js, nil)
 
 	js.delay.Store(int64(3 * time.Second))
 	var worst time.Duration
@@ -496,18 +488,9 @@ func (s *laggingStreamInfo) Stream(ctx context.Context, name string) (jetstream.
 func TestViewToleratesAStreamStateALittleBehind(t *testing.T) {
 	t.Parallel()
 	w := newPresenceWriter(t)
-	for uid := range uint32(3) {
-		w.join(uid + 1)
-	}
-	w.checkpoint()
 	js := &laggingStreamInfo{JetStream: w.js}
-	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
 	var gaps atomic.Int32
-	lv.onGap = func() { gaps.Add(1) }
-	runView(t, lv)
-	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
-		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
-	})
+	lv := viewAfterThreeJoins(t, w, js, func() { gaps.Add(1) })
 	js.lagOnce.Store(2)
 	for uid, start := uint32(4), time.Now(); time.Since(start) < 3*stallCheck; uid++ { // three checks, or more
 		w.join(uid)
@@ -519,4 +502,21 @@ func TestViewToleratesAStreamStateALittleBehind(t *testing.T) {
 	if js.lagOnce.Load() != 0 {
 		t.Fatal("the view asked for the stream's state no more")
 	}
+}
+
+// viewAfterThreeJoins stores three joins through w and a checkpoint of them, then runs a view reading through js
+// (w's JetStream, wrapped by the test), with onGap, and waits until it serves the three.
+func viewAfterThreeJoins(t *testing.T, w *presenceWriter, js jetstream.JetStream, onGap func()) *liveView {
+	t.Helper()
+	for uid := range uint32(3) {
+		w.join(uid + 1)
+	}
+	w.checkpoint()
+	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+	lv.onGap = onGap
+	runView(t, lv)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
+	})
+	return lv
 }
