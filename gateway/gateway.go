@@ -346,7 +346,7 @@ func (g *Gateway) Handler() http.Handler {
 	} else {
 		r.POST("/v1/ncs", g.postNCS)
 	}
-	r.GET("/v1/ws", g.limitUpgrades(g.upgrades), gin.WrapH(g.hub))
+	r.GET("/v1/ws", g.limitUpgrades(g.upgrades), g.serveWS)
 	api := r.Group("/v1", g.requireToken)
 	api.GET("/channels", g.getChannels)
 	api.GET("/channels/:channel/presence", g.getPresence)

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"log/slog"
 	"math/big"
 	"net"
@@ -318,4 +319,45 @@ func TestWarnsOfNCSLimitsSetByHand(t *testing.T) {
 	if out := start(); !strings.Contains(out, "USHER_NCS has a limit set by hand") || !strings.Contains(out, `"max_msgs":50000`) {
 		t.Fatalf("no warning naming the limit:\n%s", out)
 	}
+}
+
+// TestRefusedUpgradeLogsItsCode: the request line of a WebSocket upgrade the hub refuses gives the error code the
+// client got, as every failed request's line does: 401 token_expired, 429 too_many_connections_for_subject.
+func TestRefusedUpgradeLogsItsCode(t *testing.T) {
+	t.Parallel()
+	var logs testutil.SyncBuffer
+	cfg := testConfig(t, t.TempDir())
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.MaxPerSubject = 1
+	_, base := startGateway(t, cfg)
+	if _, resp, err := dial(t, base, expiredToken(t), false); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("expired token: %v, %v", err, resp)
+	}
+	tok := token(t, "show-1")
+	c, _, err := dial(t, base, tok, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.CloseNow()
+	if _, resp, err := dial(t, base, tok, false); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("second connection of the subject: %v, %v", err, resp)
+	}
+	want := map[float64]string{401: "token_expired", 429: "too_many_connections_for_subject"}
+	testutil.Eventually(t, 5*time.Second, 20*time.Millisecond, func() (bool, string) {
+		got := map[float64]string{}
+		for line := range strings.Lines(logs.String()) {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "http request" && rec["route"] == "/v1/ws" {
+				status, _ := rec["status"].(float64)
+				code, _ := rec["error"].(string)
+				got[status] = code
+			}
+		}
+		for status, code := range want {
+			if got[status] != code {
+				return false, fmt.Sprintf("the line of the %v refusal gives error %q, want %q:\n%s", status, got[status], code, logs.String())
+			}
+		}
+		return true, ""
+	})
 }

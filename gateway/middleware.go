@@ -11,6 +11,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"golang.org/x/time/rate"
+
+	"github.com/usher-presence/usher/hub"
 )
 
 // HeaderRequestID carries a request's id: taken from the client (a load balancer's) when it is sane, made up
@@ -57,8 +59,23 @@ func (g *Gateway) requestLog(c *gin.Context) {
 	if len(c.Errors) > 0 {
 		_, code := classify(c.Errors.Last().Err)
 		attrs = append(attrs, slog.String("error", code))
+	} else if code := c.GetString(wsRefusalKey); code != "" {
+		attrs = append(attrs, slog.String("error", code))
 	}
 	g.log.LogAttrs(c, level, "http request", attrs...)
+}
+
+// wsRefusalKey is where serveWS keeps the error code of an upgrade the hub refused, for the request's log line.
+const wsRefusalKey = "usher.wsRefusal"
+
+// serveWS hands GET /v1/ws to the hub, and keeps the error code of an upgrade it refuses (the hub answers it, so
+// it is not among the context's errors).
+func (g *Gateway) serveWS(c *gin.Context) {
+	var code string
+	g.hub.ServeHTTP(c.Writer, c.Request.WithContext(hub.WithRefusal(c.Request.Context(), &code)))
+	if code != "" {
+		c.Set(wsRefusalKey, code)
+	}
 }
 
 // saneID accepts a client's request id of up to 64 letters, digits, '-', '_' and '.', so that nothing odd reaches

@@ -207,10 +207,10 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	claims, err := h.tokens.Verify(tok)
 	if err != nil {
 		h.nRefusedToken.Add(1)
-		writeError(w, http.StatusUnauthorized, auth.ErrorCode(err), err.Error())
+		writeError(w, r, http.StatusUnauthorized, auth.ErrorCode(err), err.Error())
 		return
 	}
-	if !h.admit(w, claims.Subject) {
+	if !h.admit(w, r, claims.Subject) {
 		return
 	}
 	cork := &corkHijacker{ResponseWriter: w}
@@ -238,7 +238,7 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // admit reserves a connection for a token subject, or answers why it cannot: 503 when this instance is full (the
 // client should try another), 429 when the subject holds as many connections as it may. A reservation ends with
 // release, which the session's close calls.
-func (h *Hub) admit(w http.ResponseWriter, subject string) bool {
+func (h *Hub) admit(w http.ResponseWriter, r *http.Request, subject string) bool {
 	h.mu.Lock()
 	full, closing := h.reserved >= h.cfg.MaxConnections, h.closing
 	perSubject := subject != "" && h.bySubject[subject] >= h.cfg.MaxPerSubject
@@ -252,11 +252,11 @@ func (h *Hub) admit(w http.ResponseWriter, subject string) bool {
 	switch {
 	case full || closing:
 		h.nRefusedFull.Add(1)
-		writeError(w, http.StatusServiceUnavailable, "too_many_connections", "this instance holds as many connections as it may; retry another")
+		writeError(w, r, http.StatusServiceUnavailable, "too_many_connections", "this instance holds as many connections as it may; retry another")
 		return false
 	case perSubject:
 		h.nRefusedSubject.Add(1)
-		writeError(w, http.StatusTooManyRequests, "too_many_connections_for_subject",
+		writeError(w, r, http.StatusTooManyRequests, "too_many_connections_for_subject",
 			fmt.Sprintf("this token's subject holds %d connections, the most allowed; close one first", h.cfg.MaxPerSubject))
 		return false
 	}
@@ -298,7 +298,19 @@ func bearer(r *http.Request) string {
 	return r.URL.Query().Get("token")
 }
 
-func writeError(w http.ResponseWriter, status int, code, msg string) {
+// refusalKey is the request context key of WithRefusal.
+type refusalKey struct{}
+
+// WithRefusal returns ctx in which ServeHTTP, given a request with it, records in *code the error code of an upgrade
+// it refuses with a JSON error (401, 429, 503), for the caller's request log.
+func WithRefusal(ctx context.Context, code *string) context.Context {
+	return context.WithValue(ctx, refusalKey{}, code)
+}
+
+func writeError(w http.ResponseWriter, r *http.Request, status int, code, msg string) {
+	if p, ok := r.Context().Value(refusalKey{}).(*string); ok {
+		*p = code
+	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "message": msg})
