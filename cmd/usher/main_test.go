@@ -261,6 +261,20 @@ func TestServeHelpHidesNATSURLPassword(t *testing.T) {
 }
 
 // NCS secrets come comma-separated or one per line, as a USHER_NCS_SECRETS_FILE often holds them.
+// usher --help (and -h, help) prints the list of subcommands, not serve's flags.
+func TestTopLevelHelp(t *testing.T) {
+	t.Parallel()
+	for _, arg := range []string{"--help", "-h", "-help", "help"} {
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{arg}, env(nil), &stdout, &stderr); code != 0 {
+			t.Fatalf("usher %s: exit %d", arg, code)
+		}
+		if !strings.Contains(stdout.String(), "usher bench") || strings.Contains(stderr.String(), "-allowed-origins") {
+			t.Errorf("usher %s printed, to stdout:\n%s\nto stderr:\n%s", arg, stdout.String(), stderr.String())
+		}
+	}
+}
+
 func TestSplitSecrets(t *testing.T) {
 	t.Parallel()
 	got := splitSecrets("one\ntwo,three\r\n\n four \n")

@@ -26,7 +26,7 @@ Usage:
 // run is main without the process: arguments, environment and output are passed in, the exit code returned.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+	if len(args) > 0 && (!strings.HasPrefix(args[0], "-") || args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -45,7 +45,7 @@ func run(args []string, getenv func(string) string, stdout, stderr io.Writer) in
 		} else {
 			err = baseline(ctx, args, getenv, stderr)
 		}
-	case "help", "-h", "--help":
+	case "help", "-h", "-help", "--help": // usher serve --help lists serve's flags
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
