@@ -47,6 +47,9 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 	if err := s.Parse(args); err != nil {
 		return err
 	}
+	if secrets := splitSecrets(cfg.NCSSecret); len(secrets) > 0 {
+		cfg.NCSSecret = secrets[0] // the same USHER_NCS_SECRETS as the server's: a list while secrets rotate
+	}
 	targets := []string{target}
 	if target == "both" {
 		targets = []string{loadtest.TargetUsher, loadtest.TargetBaseline}
