@@ -336,6 +336,9 @@ func (g *Gateway) Handler() http.Handler {
 	_ = r.SetTrustedProxies(g.proxies) // Validate checked them; nil trusts no proxy
 	r.Use(g.requestLog, g.recovery, errorJSON)
 	r.HandleMethodNotAllowed = true
+	// No 307 to the path without its trailing slash: gin answers that before any middleware, so a callback URL
+	// configured as /v1/ncs/ would get empty, unlogged, uncounted redirects. It is a 404 JSON error like any path.
+	r.RedirectTrailingSlash = false
 	r.NoRoute(func(c *gin.Context) { _ = c.Error(errNotFound) })
 	r.NoMethod(func(c *gin.Context) { _ = c.Error(errMethod) })
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"ok": true}) })

@@ -159,16 +159,26 @@ func TestRejections(t *testing.T) {
 		status       int
 	}{
 		{http.MethodGet, "/v1/ncs", 405}, {http.MethodGet, "/nope", 404},
+		// A callback URL with a trailing slash gets the same JSON 404, with a request id (so it is logged), not a
+		// bare 307 that no log line or metric shows.
+		{http.MethodPost, "/v1/ncs/", 404}, {http.MethodGet, "/v1/channels/", 404},
 	} {
-		req, _ := http.NewRequest(r.method, base+r.path, nil)
-		resp, err := http.DefaultClient.Do(req)
+		body := audienceJoin("slash-1", "show-1", 1, 1)
+		req, _ := http.NewRequest(r.method, base+r.path, bytes.NewReader(body))
+		ncs.Sign(req.Header, testSecret, body)
+		noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := noRedirect.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != r.status || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-			t.Errorf("%s %s: got %d %s, want %d JSON", r.method, r.path, resp.StatusCode, resp.Header.Get("Content-Type"), r.status)
+		if resp.StatusCode != r.status || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") ||
+			resp.Header.Get(gateway.HeaderRequestID) == "" {
+			t.Errorf("%s %s: got %d %s, want %d JSON with a request id", r.method, r.path, resp.StatusCode, resp.Header.Get("Content-Type"), r.status)
 		}
+	}
+	if msgs := readStream(t, g.JetStream()); len(msgs) != 0 {
+		t.Fatalf("a notification posted to another path was stored:\n%s", describe(msgs))
 	}
 }
 
