@@ -444,7 +444,11 @@ func TestShutdownLosesNothing(t *testing.T) {
 			}
 		})
 	}
-	<-started
+	select {
+	case <-started:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no sender had 21 notifications acknowledged within 30 s") // the senders end by themselves: 200 each, 10 s a request
+	}
 	if err := g.Shutdown(context.Background()); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
