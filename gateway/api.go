@@ -134,7 +134,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 	raw, given := c.GetQuery("since")
 	given = given && raw != "" // no since: no claim to be up to date
 	switch theirs := c.Query("epoch"); {
-	case given && since+1 < first:
+	case given && since+1 < first && !g.view.quietBetween(ch, since, first-1, epoch):
 		_ = c.Error(fmt.Errorf("%w: events after seq %d are gone (the oldest kept is %d): read the presence snapshot, then the events after its seq",
 			errEventsExpired, since, first))
 		return
@@ -144,6 +144,17 @@ func (g *Gateway) getEvents(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"events": events, "epoch": epoch})
+}
+
+// quietBetween reports whether this instance's rosters show that channel had no event after seq since and up to
+// seq upto: they hold every event of the presence stream of epoch up to upto, and the channel's last is at or
+// before since. A channel quiet for longer than USHER_PRESENCE_MAX_AGE has a snapshot whose seq is older than the
+// oldest event kept; the events after it are then gone, but none was the channel's, and a client that read the
+// snapshot (as a 410 tells it to) must be answered, not told again to read it.
+func (lv *liveView) quietBetween(channel string, since, upto uint64, epoch string) bool {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.ready.Load() && lv.epoch == epoch && lv.seq >= upto && lv.v.Seq(channel) <= since
 }
 
 // presenceFirstSeq is the oldest event USHER_PRESENCE still keeps (the last one's seq plus 1 when it keeps none; 0

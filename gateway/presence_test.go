@@ -300,3 +300,42 @@ func snapshotsEqual(a, b presence.Snapshot) bool {
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
 }
+
+// TestEventsOfAQuietChannelAfterExpiry: a channel with no event for longer than USHER_PRESENCE_MAX_AGE, while other
+// channels' events expire, has a snapshot whose seq is older than the oldest event kept. The 410 answer says to read
+// the snapshot, then the events after its seq: that must then be answered (nothing of the channel is missing), not
+// 410 again, for ever. A since after which the channel did have events that are gone is still 410.
+func TestEventsOfAQuietChannelAfterExpiry(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, "quiet", 1)
+	quiet := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	joinAudience(t, base, "quiet", 2)
+	quiet2 := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
+	joinAudience(t, base, "busy", 1, 2, 3)
+	busy := waitSnapshot(t, base, "busy", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Purge(ctx, jetstream.WithPurgeSequence(busy.Seq)); err != nil { // keeps only busy's last event
+		t.Fatal(err)
+	}
+	tok := token(t, "quiet")
+	s := waitSnapshot(t, base, "quiet", func(presence.Snapshot) bool { return true })
+	if s.Seq != quiet2.Seq || s.Seq+1 >= busy.Seq {
+		t.Fatalf("quiet's snapshot at seq %d, want its last event %d, before busy's last %d", s.Seq, quiet2.Seq, busy.Seq)
+	}
+	for _, q := range []string{fmt.Sprintf("?since=%d", s.Seq), fmt.Sprintf("?since=%d&epoch=%s", s.Seq, s.Epoch)} {
+		var page struct{ Events []presence.Event }
+		if code, raw := getJSON(t, base, "/v1/channels/quiet/events"+q, tok, &page); code != 200 || len(page.Events) != 0 {
+			t.Errorf("%s, the snapshot's seq: %d %s, want 200 and no event", q, code, raw)
+		}
+	}
+	// quiet's second join, after quiet.Seq, is gone.
+	if code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/quiet/events?since=%d", quiet.Seq), tok, nil); code != http.StatusGone {
+		t.Errorf("since=%d with quiet's event %d gone: %d %s, want 410", quiet.Seq, quiet2.Seq, code, raw)
+	}
+}
