@@ -1156,3 +1156,49 @@ func TestNCSStreamMadeAnewWhileRunning(t *testing.T) {
 		return status == 200 && s.Counts.Audience == 7, raw
 	})
 }
+
+// TestResumeAQuietChannelAfterExpiry: a channel with no event for longer than USHER_PRESENCE_MAX_AGE, while other
+// channels' events expire, has a snapshot whose seq is older than the oldest event kept. A client resuming from it
+// has missed nothing: it goes live, with no reset (which would give it a snapshot at that same seq, and a reset
+// again on every reconnect). A since after which the channel's own events are gone still gets a reset.
+func TestResumeAQuietChannelAfterExpiry(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, "quiet", 1)
+	quiet := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	joinAudience(t, base, "quiet", 2)
+	quiet2 := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
+	joinAudience(t, base, "busy", 1, 2, 3)
+	busy := waitSnapshot(t, base, "busy", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Purge(ctx, jetstream.WithPurgeSequence(busy.Seq)); err != nil { // keeps only busy's last event
+		t.Fatal(err)
+	}
+	if quiet2.Seq+1 >= busy.Seq {
+		t.Fatalf("quiet's last event %d is not older than the oldest kept, %d", quiet2.Seq, busy.Seq)
+	}
+	tok := token(t, "quiet")
+
+	c := mustDial(t, base, tok)
+	c.send(map[string]any{"op": "subscribe", "channel": "quiet", "since": quiet2.Seq, "epoch": quiet2.Epoch})
+	c.expect("subscribed", "quiet")
+	c.quiet() // no reset, no snapshot
+	joinAudience(t, base, "quiet", 3)
+	if ev := c.expectEvents("quiet", 1, busy.Seq); ev[0].UID != 3 {
+		t.Fatalf("after the resume: %+v", ev)
+	}
+
+	// From quiet's first join: its second is gone.
+	c = mustDial(t, base, tok)
+	c.send(map[string]any{"op": "subscribe", "channel": "quiet", "since": quiet.Seq, "epoch": quiet.Epoch})
+	c.expect("subscribed", "quiet")
+	c.expect("reset", "quiet")
+	if s := c.expect("snapshot", "quiet").Snapshot; s.Counts.Audience != 3 {
+		t.Fatalf("snapshot after the reset: %+v", s)
+	}
+}

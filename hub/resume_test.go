@@ -102,6 +102,45 @@ func TestResumeWhileEventsExpire(t *testing.T) {
 	c.expect("snapshot", 3000, 3000)
 }
 
+// quietSource holds 2 events of "show" and 8 of "other", of which the first 7 expired: "show" has been quiet since
+// seq 2. Once the resume has checked that (WaitSeq, then Seq), a third event of "show" is stored, before the
+// subscription attaches.
+type quietSource struct {
+	*viewSource
+	checking atomic.Bool
+}
+
+func (s *quietSource) FirstSeq(context.Context) (uint64, error) { return 8, nil }
+
+func (s *quietSource) WaitSeq(ctx context.Context, seq uint64) error {
+	s.checking.Store(true)
+	return s.viewSource.WaitSeq(ctx, seq)
+}
+
+func (s *quietSource) Seq(channel string) uint64 {
+	seq := s.viewSource.Seq(channel)
+	if s.checking.CompareAndSwap(true, false) {
+		s.apply(join(11, 3))
+	}
+	return seq
+}
+
+// A resume from the last event of a channel quiet since before the oldest event kept misses nothing: no reset, and
+// an event of the channel stored meanwhile is replayed, not taken for one that expired.
+func TestResumeAQuietChannel(t *testing.T) {
+	src := &quietSource{viewSource: storedEvents(2, 10)}
+	for seq := uint64(3); seq <= 10; seq++ {
+		e := join(seq, uint32(seq))
+		e.Channel = "other"
+		src.apply(e)
+	}
+	_, dial := serveHub(t, Config{}, src)
+	c := dial(nil)
+	c.resumeFrom(2)
+	c.expect("subscribed", 0, 0)
+	c.expect("presence", 11, 0)
+}
+
 // A since that is not a whole number gets bad_request naming the channel, so the client knows which subscription
 // failed; nothing is subscribed.
 func TestBadSinceNamesTheChannel(t *testing.T) {

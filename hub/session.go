@@ -301,8 +301,12 @@ func (s *session) resume(sub *subscription, since uint64) error {
 	if err != nil {
 		return err
 	}
+	known := since // the channel's events up to known are not needed: the client has them, or there were none
 	if since+1 < first {
-		return errTooOld
+		if !s.quietUntil(ctx, sub.channel, since, first-1) {
+			return errTooOld
+		}
+		known = first - 1
 	}
 	_, until, ok := s.h.attach(sub) // live frames now wait in sub.pending
 	if !ok {
@@ -320,8 +324,8 @@ func (s *session) resume(sub *subscription, since uint64) error {
 		// Events are removed oldest first (USHER_PRESENCE_MAX_AGE): if none after last has gone, none was missed.
 		if first, err := src.FirstSeq(ctx); err != nil {
 			return err
-		} else if last+1 < first {
-			return fmt.Errorf("%w: events after %d expired during the replay", errTooOld, last)
+		} else if max(last, known)+1 < first {
+			return fmt.Errorf("%w: events after %d expired during the replay", errTooOld, max(last, known))
 		}
 		if len(events) == 0 {
 			break
@@ -348,6 +352,19 @@ func (s *session) resume(sub *subscription, since uint64) error {
 	lctx, lcancel := context.WithTimeout(s.ctx, replayTimeout) // the held frames get their own time, like a replay
 	defer lcancel()
 	return s.goLive(lctx, sub, max(last, until))
+}
+
+// quietUntil reports whether channel had no event after since up to upto, as this instance's view shows once it
+// has passed upto. A channel with no event for longer than the stream keeps events (USHER_PRESENCE_MAX_AGE) has a
+// snapshot seq older than the oldest event kept; a client resuming from it has missed nothing, and a reset would
+// give it a snapshot at that same seq again, on every reconnect.
+func (s *session) quietUntil(ctx context.Context, channel string, since, upto uint64) bool {
+	wctx, cancel := context.WithTimeout(ctx, resumeWait)
+	defer cancel()
+	if s.h.src.WaitSeq(wctx, upto) != nil {
+		return false
+	}
+	return s.h.src.Seq(channel) <= since
 }
 
 // errSessionClosed: the session closed while waiting.
