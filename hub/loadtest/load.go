@@ -60,9 +60,12 @@ type Report struct {
 	SentRate              float64 // achieved
 	AckedPerSec           float64 // notifications answered 200, per second of sending
 	Sent, Acked           int
-	Expected, Delivered   int64   // events of the acknowledged notifications: due, and delivered
-	Fraction              float64 // Delivered / Expected
-	DeliveredPerSec       float64 // over the time from the first send to the last delivery
+	Expected, Delivered   int64 // events of the acknowledged notifications: due, and delivered (each once per subscriber)
+	// Duplicates are frames of an event a subscriber had already received, and Foreign frames of events of a channel
+	// the subscriber is not on: neither counts as a delivery, nor is it timed.
+	Duplicates, Foreign int64
+	Fraction            float64 // Delivered / Expected
+	DeliveredPerSec     float64 // over the time from the first send to the last delivery
 	// Latency of each delivery from the moment its notification was due by the fixed rate (not from when it was
 	// actually sent: a server that answers slowly holds the senders back, and timing from the send would hide that
 	// wait, "coordinated omission").
@@ -87,9 +90,13 @@ func cores(cpu, d time.Duration) float64 {
 }
 
 func (r Report) String() string {
-	return fmt.Sprintf("%s: %d ch x %d subs, rate %.0f/s (sent %.0f/s, acked %.0f/s), acked %d/%d, delivered %d/%d (%.4f%%), %.0f deliveries/s, "+
+	var wrong string
+	if r.Duplicates > 0 || r.Foreign > 0 {
+		wrong = fmt.Sprintf(" (not counted: %d duplicate frames, %d frames of other channels)", r.Duplicates, r.Foreign)
+	}
+	return fmt.Sprintf("%s: %d ch x %d subs, rate %.0f/s (sent %.0f/s, acked %.0f/s), acked %d/%d, delivered %d/%d (%.4f%%)%s, %.0f deliveries/s, "+
 		"latency p50 %s p90 %s p99 %s max %s (p99 from the actual send %s), server CPU %s = %.2f cores (%s per 1000 deliveries), server RSS %d KiB, load generator %.2f cores",
-		r.Target, r.Channels, r.Subscribers, r.Rate, r.SentRate, r.AckedPerSec, r.Acked, r.Sent, r.Delivered, r.Expected, 100*r.Fraction,
+		r.Target, r.Channels, r.Subscribers, r.Rate, r.SentRate, r.AckedPerSec, r.Acked, r.Sent, r.Delivered, r.Expected, 100*r.Fraction, wrong,
 		r.DeliveredPerSec, r.P50.Round(100*time.Microsecond), r.P90.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond),
 		r.Max.Round(time.Millisecond), r.SendP99.Round(100*time.Microsecond), r.ServerCPU.Round(time.Millisecond), cores(r.ServerCPU, r.Elapsed),
 		r.CPUPer1000.Round(10*time.Microsecond), r.ServerRSSKiB, cores(r.LoadCPU, r.Elapsed))
@@ -114,6 +121,7 @@ type Fleet struct {
 
 type subscriber struct {
 	conn    *websocket.Conn
+	idx     int // in Fleet.subs
 	channel int
 	shard   *shard
 }
@@ -132,7 +140,11 @@ type runState struct {
 	interval int64
 	sentAt   []atomic.Int64
 	acked    []atomic.Bool  // notification i was answered 200
-	got      []atomic.Int32 // deliveries of notification i
+	got      []atomic.Int32 // deliveries of notification i, each subscriber counted once
+	// seen[s] has bit k set once subscriber s received notification k*channels+(its channel); only s's reader
+	// touches it.
+	seen         [][]uint64
+	dup, foreign atomic.Int64
 }
 
 // deliveredAcked counts the deliveries of acknowledged notifications: those of a notification answered 5xx (stored
@@ -195,7 +207,7 @@ func Connect(ctx context.Context, cfg Config) (*Fleet, error) {
 	}
 	for i, s := range f.subs {
 		f.perCh[s.channel]++
-		s.shard = &f.shards[i%len(f.shards)]
+		s.idx, s.shard = i, &f.shards[i%len(f.shards)]
 		f.wg.Go(func() { f.read(s) })
 	}
 	return f, nil
@@ -264,6 +276,19 @@ func (f *Fleet) read(s *subscriber) {
 		if i < 0 || i >= len(rs.sentAt) {
 			continue
 		}
+		// Notification i is for channel i%channels: a frame of it on another channel, or one this subscriber had
+		// already, is not a delivery.
+		if i%len(f.perCh) != s.channel {
+			rs.foreign.Add(1)
+			continue
+		}
+		k := i / len(f.perCh)
+		seen, bit := rs.seen[s.idx], uint64(1)<<(k%64)
+		if seen[k/64]&bit != 0 {
+			rs.dup.Add(1)
+			continue
+		}
+		seen[k/64] |= bit
 		rs.got[i].Add(1)
 		due, sent := rs.start.Load()+int64(i)*rs.interval, rs.sentAt[i].Load()
 		sh := s.shard
@@ -324,7 +349,11 @@ func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (
 	}
 	interval := time.Duration(float64(time.Second) / rate)
 	rs := &runState{prefix: fmt.Sprintf("b%x-", rand.Uint32()), interval: int64(interval), sentAt: make([]atomic.Int64, total),
-		acked: make([]atomic.Bool, total), got: make([]atomic.Int32, total)}
+		acked: make([]atomic.Bool, total), got: make([]atomic.Int32, total), seen: make([][]uint64, len(f.subs))}
+	words := (total/len(f.perCh))/64 + 1 // bits for the notifications of one channel
+	for i := range rs.seen {
+		rs.seen[i] = make([]uint64, words)
+	}
 	for i := range f.shards {
 		sh := &f.shards[i]
 		sh.mu.Lock()
@@ -414,6 +443,7 @@ pace:
 	sentRate := float64(sent) / (handedOff.Sub(start) + interval).Seconds()
 	r := Report{Target: cfg.Target, Channels: cfg.Channels, Subscribers: len(f.subs), Rate: rate,
 		SentRate: sentRate, Sent: sent, Acked: int(acked.Load()), Expected: expected.Load(), Delivered: delivered,
+		Duplicates: rs.dup.Load(), Foreign: rs.foreign.Load(),
 		P50: due.quantile(0.50), P90: due.quantile(0.90), P99: due.quantile(0.99), Max: due.max,
 		SendP99: fromSend.quantile(0.99), ServerRSSKiB: rss, Elapsed: elapsed, LoadCPU: load1 - load0}
 	if r.Expected > 0 {

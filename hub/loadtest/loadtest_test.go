@@ -186,3 +186,47 @@ func TestALostEventDoesNotDiluteTheRate(t *testing.T) {
 		t.Fatalf("%d of %d delivered in about 1 s of sending: %.0f deliveries/s over %s", r.Delivered, r.Expected, r.DeliveredPerSec, r.Elapsed)
 	}
 }
+
+// A frame a subscriber already had, or one of an event of another channel, is not a delivery: neither makes up for
+// an acknowledged event that was lost.
+func TestDuplicatesAndOtherChannelsAreNotDeliveries(t *testing.T) {
+	t.Parallel()
+	b := NewBaseline()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/publish" {
+			b.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		id := body[bytes.Index(body, []byte(`"noticeId":"`))+len(`"noticeId":"`):]
+		n := noticeIndex(body, string(id[:bytes.IndexByte(id, '-')+1]))
+		publish := func(channel string) {
+			q := r.URL.Query()
+			q.Set("channel", channel)
+			rr := r.Clone(r.Context())
+			rr.URL.RawQuery = q.Encode()
+			rr.Body = io.NopCloser(bytes.NewReader(body))
+			b.publish(httptest.NewRecorder(), rr)
+		}
+		own := r.URL.Query().Get("channel")
+		switch {
+		case n%10 == 1: // lost, though acknowledged
+		case n%20 == 0: // delivered twice
+			publish(own)
+			publish(own)
+		case n%20 == 2: // delivered, and to the other channel too
+			publish(own)
+			publish(map[string]string{"bench-0": "bench-1", "bench-1": "bench-0"}[own])
+		default:
+			publish(own)
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	r := runAgainst(t, srv.URL, 4, 200, time.Second)
+	// Per 20 notifications, 2 channels of 2 subscribers: 4 deliveries lost, 2 duplicate frames, 2 of the other channel.
+	if r.Pass() || r.Delivered != r.Expected*9/10 || r.Duplicates != r.Expected/20 || r.Foreign != r.Expected/20 {
+		t.Fatalf("pass %v: delivered %d of %d, %d duplicates, %d of the other channel", r.Pass(), r.Delivered, r.Expected,
+			r.Duplicates, r.Foreign)
+	}
+}
