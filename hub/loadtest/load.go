@@ -60,6 +60,7 @@ type Report struct {
 	SentRate              float64 // achieved
 	AckedPerSec           float64 // notifications answered 200, per second of sending
 	Sent, Acked           int
+	Unsent                int   // not sent by 1.5 x the duration, when sending stops (such a run is below 0.97 x the rate)
 	Expected, Delivered   int64 // events of the acknowledged notifications: due, and delivered (each once per subscriber)
 	// Duplicates are frames of an event a subscriber had already received, and Foreign frames of events of a channel
 	// the subscriber is not on: neither counts as a delivery, nor is it timed.
@@ -93,6 +94,9 @@ func (r Report) String() string {
 	var wrong string
 	if r.Duplicates > 0 || r.Foreign > 0 {
 		wrong = fmt.Sprintf(" (not counted: %d duplicate frames, %d frames of other channels)", r.Duplicates, r.Foreign)
+	}
+	if r.Unsent > 0 {
+		wrong += fmt.Sprintf(", %d not sent: sending stops at 1.5 x the duration", r.Unsent)
 	}
 	return fmt.Sprintf("%s: %d ch x %d subs, rate %.0f/s (sent %.0f/s, acked %.0f/s), acked %d/%d, delivered %d/%d (%.4f%%)%s, %.0f deliveries/s, "+
 		"latency p50 %s p90 %s p99 %s max %s (p99 from the actual send %s), server CPU %s = %.2f cores (%s per 1000 deliveries), server RSS %d KiB, load generator %.2f cores",
@@ -370,12 +374,24 @@ func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (
 	var (
 		acked    atomic.Int64
 		expected atomic.Int64
+		sent     atomic.Int64
 		wg       sync.WaitGroup
 	)
+	// Sending stops at 1.5 x the duration, all sent or not: a server that answers slowly (each request may take
+	// the client's 10 s timeout) would otherwise stretch the run to notifications / senders x 10 s. A run cut there
+	// sent at most 1/1.5 of the rate, and fails; one that was not cut is measured as if there were no cut.
+	start := time.Now()
+	cutAt := duration + duration/2
+	cut, cancelCut := context.WithDeadline(ctx, start.Add(cutAt))
+	defer cancelCut()
 	jobs := make(chan int, senders)
 	for range senders {
 		wg.Go(func() {
 			for i := range jobs {
+				if cut.Err() != nil {
+					continue // due, not sent
+				}
+				sent.Add(1)
 				ch := i % cfg.Channels
 				if ok := f.send(ctx, client, rs, i, ch); ok {
 					rs.acked[i].Store(true)
@@ -385,24 +401,20 @@ func (f *Fleet) Run(ctx context.Context, rate float64, duration time.Duration) (
 			}
 		})
 	}
-	start := time.Now()
 	rs.start.Store(start.UnixNano())
 	next := start
-	sent := 0
-	var handedOff time.Time // when the last notification went to a sender
 pace:
-	for ; sent < total; sent++ {
+	for i := 0; i < total; i++ {
 		if d := time.Until(next); d > 0 {
 			select {
-			case <-ctx.Done():
+			case <-cut.Done():
 				break pace
 			case <-time.After(d):
 			}
 		}
 		select {
-		case jobs <- sent:
-			handedOff = time.Now()
-		case <-ctx.Done():
+		case jobs <- i:
+		case <-cut.Done():
 			break pace
 		}
 		next = next.Add(interval)
@@ -439,10 +451,20 @@ pace:
 		sh.mu.Unlock()
 	}
 	delivered := rs.deliveredAcked()
-	// The rate sent: sent notifications over the time they took, the last one's interval included.
-	sentRate := float64(sent) / (handedOff.Sub(start) + interval).Seconds()
+	// The rate sent: notifications sent over the time they took, up to the last one's request and its interval
+	// included; when sending was cut short, up to the cut.
+	nSent := int(sent.Load())
+	window := cutAt
+	if nSent == total {
+		var lastSent int64
+		for i := range rs.sentAt {
+			lastSent = max(lastSent, rs.sentAt[i].Load())
+		}
+		window = time.Duration(lastSent-start.UnixNano()) + interval
+	}
+	sentRate := float64(nSent) / window.Seconds()
 	r := Report{Target: cfg.Target, Channels: cfg.Channels, Subscribers: len(f.subs), Rate: rate,
-		SentRate: sentRate, Sent: sent, Acked: int(acked.Load()), Expected: expected.Load(), Delivered: delivered,
+		SentRate: sentRate, Sent: nSent, Unsent: total - nSent, Acked: int(acked.Load()), Expected: expected.Load(), Delivered: delivered,
 		Duplicates: rs.dup.Load(), Foreign: rs.foreign.Load(),
 		P50: due.quantile(0.50), P90: due.quantile(0.90), P99: due.quantile(0.99), Max: due.max,
 		SendP99: fromSend.quantile(0.99), ServerRSSKiB: rss, Elapsed: elapsed, LoadCPU: load1 - load0}

@@ -230,3 +230,20 @@ func TestDuplicatesAndOtherChannelsAreNotDeliveries(t *testing.T) {
 			r.Duplicates, r.Foreign)
 	}
 }
+
+// A server that answers each webhook slowly does not stretch the run: sending stops at 1.5 x the duration, the
+// notifications not sent by then are counted as such, and the run fails on the rate.
+func TestSendingIsBoundedInTime(t *testing.T) {
+	t.Parallel()
+	url := hooked(t, func(int) (bool, int) {
+		time.Sleep(2 * time.Second)
+		return true, http.StatusOK
+	})
+	began := time.Now()
+	// 100 notifications, 8 in flight, 2 s each: 25 s if every one had to be sent.
+	r := runAgainst(t, url, 2, 100, time.Second)
+	if took := time.Since(began); took > 8*time.Second || r.Pass() || r.Sent != 8 || r.Unsent != 92 || r.Acked != 8 ||
+		r.SentRate > 10 {
+		t.Fatalf("took %s: pass %v, sent %d, unsent %d, acked %d, sent %.1f/s", took, r.Pass(), r.Sent, r.Unsent, r.Acked, r.SentRate)
+	}
+}
