@@ -113,7 +113,8 @@ func bench(ctx context.Context, args []string, getenv func(string) string, stdou
 			return err
 		}
 	}
-	if len(reports) == 2 && reports[1].CPUPer1000 > 0 && reports[1].P99 > 0 {
+	// A search that found no passing rate reports nothing (a zero report): no ratio to it.
+	if len(reports) == 2 && reports[0].CPUPer1000 > 0 && reports[0].P99 > 0 && reports[1].CPUPer1000 > 0 && reports[1].P99 > 0 {
 		u, b := reports[0], reports[1]
 		fmt.Fprintf(stdout, "usher/baseline: CPU per delivery %.2fx, p99 %.2fx, rate %.2fx\n",
 			float64(u.CPUPer1000)/float64(b.CPUPer1000), float64(u.P99)/float64(b.P99), u.Rate/b.Rate)
