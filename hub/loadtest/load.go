@@ -61,6 +61,7 @@ type Report struct {
 	AckedPerSec           float64 // notifications answered 200, per second of sending
 	Sent, Acked           int
 	Unsent                int   // not sent by 1.5 x the duration, when sending stops (such a run is below 0.97 x the rate)
+	LostSubscribers       int64 // connections of the fleet that ended (closed by the server) by the end of the run
 	Expected, Delivered   int64 // events of the acknowledged notifications: due, and delivered (each once per subscriber)
 	// Duplicates are frames of an event a subscriber had already received, and Foreign frames of events of a channel
 	// the subscriber is not on: neither counts as a delivery, nor is it timed.
@@ -95,6 +96,9 @@ func (r Report) String() string {
 	if r.Duplicates > 0 || r.Foreign > 0 {
 		wrong = fmt.Sprintf(" (not counted: %d duplicate frames, %d frames of other channels)", r.Duplicates, r.Foreign)
 	}
+	if r.LostSubscribers > 0 {
+		wrong += fmt.Sprintf(", %d subscribers' connections ended (closed by the server?)", r.LostSubscribers)
+	}
 	if r.Unsent > 0 {
 		wrong += fmt.Sprintf(", %d not sent: sending stops at 1.5 x the duration", r.Unsent)
 	}
@@ -115,12 +119,16 @@ func (r Report) Pass() bool {
 
 // Fleet is a set of subscriber connections held open across runs.
 type Fleet struct {
-	cfg    Config
-	subs   []*subscriber
-	perCh  []int // subscribers per channel
-	run    atomic.Pointer[runState]
-	wg     sync.WaitGroup
-	shards [64]shard // the readers' counts and latencies, subscriber i in shard i%64
+	cfg   Config
+	subs  []*subscriber
+	perCh []int // subscribers per channel
+	run   atomic.Pointer[runState]
+	wg    sync.WaitGroup
+	// closing is set by Close; lost counts the subscribers whose connection ended before it (the server closed
+	// them, as too slow, say): each later run's fraction delivered falls, and the report says why.
+	closing atomic.Bool
+	lost    atomic.Int64
+	shards  [64]shard // the readers' counts and latencies, subscriber i in shard i%64
 }
 
 type subscriber struct {
@@ -269,6 +277,9 @@ func (f *Fleet) read(s *subscriber) {
 	for {
 		_, b, err := s.conn.Read(context.Background())
 		if err != nil {
+			if !f.closing.Load() {
+				f.lost.Add(1)
+			}
 			return
 		}
 		now := time.Now().UnixNano()
@@ -327,6 +338,7 @@ func noticeIndex(b []byte, prefix string) int {
 
 // Close closes every connection and waits for the readers.
 func (f *Fleet) Close() {
+	f.closing.Store(true)
 	for _, s := range f.subs {
 		if s != nil {
 			_ = s.conn.CloseNow()
@@ -465,7 +477,7 @@ pace:
 	sentRate := float64(nSent) / window.Seconds()
 	r := Report{Target: cfg.Target, Channels: cfg.Channels, Subscribers: len(f.subs), Rate: rate,
 		SentRate: sentRate, Sent: nSent, Unsent: total - nSent, Acked: int(acked.Load()), Expected: expected.Load(), Delivered: delivered,
-		Duplicates: rs.dup.Load(), Foreign: rs.foreign.Load(),
+		Duplicates: rs.dup.Load(), Foreign: rs.foreign.Load(), LostSubscribers: f.lost.Load(),
 		P50: due.quantile(0.50), P90: due.quantile(0.90), P99: due.quantile(0.99), Max: due.max,
 		SendP99: fromSend.quantile(0.99), ServerRSSKiB: rss, Elapsed: elapsed, LoadCPU: load1 - load0}
 	if r.Expected > 0 {

@@ -247,3 +247,29 @@ func TestSendingIsBoundedInTime(t *testing.T) {
 		t.Fatalf("took %s: pass %v, sent %d, unsent %d, acked %d, sent %.1f/s", took, r.Pass(), r.Sent, r.Unsent, r.Acked, r.SentRate)
 	}
 }
+
+// A subscriber whose connection ends (here closed under the fleet; in a search, one the server closed as too slow)
+// is reported, so that the fraction delivered of every later run can be read for what it is; Close does not count.
+func TestLostSubscribersAreReported(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(NewBaseline())
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err := Connect(ctx, Config{Target: TargetBaseline, URL: srv.URL, Channels: 2, Subscribers: 4, Drain: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.subs[0].conn.CloseNow()
+	r, err := f.Run(ctx, 100, 500*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LostSubscribers != 1 || r.Pass() || !strings.Contains(r.String(), "1 subscribers' connections ended") {
+		t.Fatalf("one connection closed: %s", r)
+	}
+	f.Close()
+	if n := f.lost.Load(); n != 1 {
+		t.Fatalf("%d lost after Close, want the 1 before it", n)
+	}
+}
