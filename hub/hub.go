@@ -395,6 +395,10 @@ func (h *Hub) Close(ctx context.Context) {
 		for _, s := range all {
 			_ = s.conn.CloseNow()
 		}
+		// Sessions whose close began before (a slow client, a dead peer, a Resync) are no longer listed, and may
+		// be waiting on their peer's close handshake: ending their contexts ends the read it waits behind, which
+		// closes the socket under it.
+		h.cancel()
 		<-done
 	}
 	h.cancel()
