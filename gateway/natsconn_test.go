@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
+	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
 	"github.com/usher-presence/usher/test/testutil"
 )
@@ -221,6 +223,7 @@ type blackHole struct {
 type holeConn struct {
 	a, b      net.Conn
 	swallowed atomic.Bool
+	stalled   atomic.Bool // nothing more is read from either side: what is sent piles up in the sockets' buffers
 }
 
 func newBlackHole(t *testing.T, target string) *blackHole {
@@ -249,6 +252,9 @@ func newBlackHole(t *testing.T, target string) *blackHole {
 			pipe := func(dst, src net.Conn) {
 				buf := make([]byte, 32<<10)
 				for {
+					if hc.stalled.Load() {
+						return // the connections stay open, unread, until the test ends
+					}
 					n, err := src.Read(buf)
 					if n > 0 && !hc.swallowed.Load() {
 						if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -292,6 +298,16 @@ func (h *blackHole) Swallow() {
 	defer h.mu.Unlock()
 	for _, c := range h.conns {
 		c.swallowed.Store(true)
+	}
+}
+
+// Stall stops reading, from now on, the connections open now, either way, and leaves them open: a NATS server that
+// stopped reading its clients (hung, or its machine cut off), whose clients' writes block once the buffers are full.
+func (h *blackHole) Stall() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		c.stalled.Store(true)
 	}
 }
 
@@ -399,5 +415,68 @@ func TestViewReloadsAStreamRestoredFromBackup(t *testing.T) {
 			t.Fatalf("the WebSocket got %v (status %d), want a close with 1012", err, status)
 		}
 		return
+	}
+}
+
+// TestNATSStalledWritesBounded: the NATS server stops reading what the gateway sends (hung, or cut off without a
+// reset). Once the socket buffers are full, the NATS client's write blocks, and it holds the connection's lock
+// meanwhile: every publish, and Shutdown's drain, waits behind it. With the client's default write timeout (1
+// minute), notifications were answered after a minute instead of 503 within the publish timeout.
+func TestNATSStalledWritesBounded(t *testing.T) {
+	t.Parallel()
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	hole := newBlackHole(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	cfg := testConfig(t, "")
+	cfg.NATSURL = "nats://" + hole.Addr()
+	g, err := gateway.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + g.Addr().String()
+	if a := postSigned(t, base, audienceJoin("stall-0", "show-1", 1, 1)); a.Status != 200 {
+		t.Fatalf("before: %d %s", a.Status, a.Raw)
+	}
+	hole.Stall()
+	// Large notifications, enough to fill the sockets' buffers between the gateway and the stalled server.
+	pad := strings.Repeat("x", 60<<10)
+	client := &http.Client{Timeout: 30 * time.Second}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		slowest time.Duration
+		failed  int
+	)
+	sem := make(chan struct{}, 32)
+	for i := range 400 {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			body := notification(fmt.Sprintf("stall-big-%d", i), ncs.AudienceJoin, map[string]any{
+				"channelName": "show-1", "uid": i + 2, "platform": 1, "clientSeq": 1, "ts": time.Now().Unix(), "pad": pad})
+			req, _ := http.NewRequest(http.MethodPost, base+"/v1/ncs", bytes.NewReader(body))
+			req.Header = signed(testSecret, body)
+			start := time.Now()
+			resp, err := client.Do(req)
+			d := time.Since(start)
+			mu.Lock()
+			defer mu.Unlock()
+			slowest = max(slowest, d)
+			if err != nil {
+				failed++
+				return
+			}
+			_ = resp.Body.Close()
+		})
+	}
+	wg.Wait()
+	if failed > 0 || slowest > 12*time.Second {
+		t.Errorf("with the NATS server not reading: %d notifications unanswered within 30 s, the slowest answered after %s; "+
+			"want every one answered within a few seconds (publish timeout %s)", failed, slowest.Round(time.Millisecond), gateway.DefaultPublishTimeout)
+	}
+	t.Logf("with the NATS server not reading, the slowest notification was answered after %s", slowest.Round(time.Millisecond))
+	start := time.Now()
+	_ = g.Shutdown(context.Background())
+	if d := time.Since(start); d > gateway.DefaultShutdownGrace+5*time.Second {
+		t.Errorf("Shutdown took %s (grace %s)", d.Round(time.Millisecond), gateway.DefaultShutdownGrace)
 	}
 }

@@ -139,6 +139,11 @@ func Connect(urls, name string, log *slog.Logger, reconnected func(), opts ...na
 		// server tried.
 		nats.PingInterval(PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOut),
+		// A server that stops reading (hung, or cut off without a reset) blocks the client's writes once the socket
+		// buffers are full, and the client holds the connection's lock while it writes: every publish, whatever
+		// its context, and the pings that would notice, wait behind it. The client's default gives up after a
+		// minute; WriteTimeout does sooner, and the connection is then made again.
+		nats.FlusherTimeout(WriteTimeout),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected", "err", err)
@@ -194,6 +199,10 @@ const (
 	PingInterval = 5 * time.Second
 	MaxPingsOut  = 3
 )
+
+// WriteTimeout bounds each write to an external NATS server: one that takes in nothing for that long is not
+// reading, and the connection is dropped and made again.
+const WriteTimeout = 5 * time.Second
 
 // RedactURLs hides the credentials in comma-separated NATS URLs, for messages and help.
 func RedactURLs(urls string) string {
