@@ -301,19 +301,18 @@ func snapshotsEqual(a, b presence.Snapshot) bool {
 	return string(x) == string(y)
 }
 
-// TestEventsOfAQuietChannelAfterExpiry: a channel with no event for longer than USHER_PRESENCE_MAX_AGE, while other
-// channels' events expire, has a snapshot whose seq is older than the oldest event kept. The 410 answer says to read
-// the snapshot, then the events after its seq: that must then be answered (nothing of the channel is missing), not
-// 410 again, for ever. A since after which the channel did have events that are gone is still 410.
-func TestEventsOfAQuietChannelAfterExpiry(t *testing.T) {
-	t.Parallel()
+// quietAfterExpiry starts a gateway whose channel "quiet" had two joins (their snapshots returned), then "busy"
+// three (the snapshot of the last returned), after which every event but busy's last expired: quiet has been quiet
+// since before the oldest event kept.
+func quietAfterExpiry(t *testing.T) (base string, quiet, quiet2, busy presence.Snapshot) {
+	t.Helper()
 	g, base := startGateway(t, testConfig(t, t.TempDir()))
 	joinAudience(t, base, "quiet", 1)
-	quiet := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	quiet = waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
 	joinAudience(t, base, "quiet", 2)
-	quiet2 := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
+	quiet2 = waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
 	joinAudience(t, base, "busy", 1, 2, 3)
-	busy := waitSnapshot(t, base, "busy", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	busy = waitSnapshot(t, base, "busy", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
@@ -323,6 +322,19 @@ func TestEventsOfAQuietChannelAfterExpiry(t *testing.T) {
 	if err := ps.Purge(ctx, jetstream.WithPurgeSequence(busy.Seq)); err != nil { // keeps only busy's last event
 		t.Fatal(err)
 	}
+	if quiet2.Seq+1 >= busy.Seq {
+		t.Fatalf("quiet's last event %d is not older than the oldest kept, %d", quiet2.Seq, busy.Seq)
+	}
+	return base, quiet, quiet2, busy
+}
+
+// TestEventsOfAQuietChannelAfterExpiry: a channel with no event for longer than USHER_PRESENCE_MAX_AGE, while other
+// channels' events expire, has a snapshot whose seq is older than the oldest event kept. The 410 answer says to read
+// the snapshot, then the events after its seq: that must then be answered (nothing of the channel is missing), not
+// 410 again, for ever. A since after which the channel did have events that are gone is still 410.
+func TestEventsOfAQuietChannelAfterExpiry(t *testing.T) {
+	t.Parallel()
+	base, quiet, quiet2, busy := quietAfterExpiry(t)
 	tok := token(t, "quiet")
 	s := waitSnapshot(t, base, "quiet", func(presence.Snapshot) bool { return true })
 	if s.Seq != quiet2.Seq || s.Seq+1 >= busy.Seq {

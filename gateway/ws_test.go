@@ -1163,25 +1163,7 @@ func TestNCSStreamMadeAnewWhileRunning(t *testing.T) {
 // again on every reconnect). A since after which the channel's own events are gone still gets a reset.
 func TestResumeAQuietChannelAfterExpiry(t *testing.T) {
 	t.Parallel()
-	g, base := startGateway(t, testConfig(t, t.TempDir()))
-	joinAudience(t, base, "quiet", 1)
-	quiet := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
-	joinAudience(t, base, "quiet", 2)
-	quiet2 := waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 2 })
-	joinAudience(t, base, "busy", 1, 2, 3)
-	busy := waitSnapshot(t, base, "busy", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ps.Purge(ctx, jetstream.WithPurgeSequence(busy.Seq)); err != nil { // keeps only busy's last event
-		t.Fatal(err)
-	}
-	if quiet2.Seq+1 >= busy.Seq {
-		t.Fatalf("quiet's last event %d is not older than the oldest kept, %d", quiet2.Seq, busy.Seq)
-	}
+	base, quiet, quiet2, busy := quietAfterExpiry(t)
 	tok := token(t, "quiet")
 
 	c := mustDial(t, base, tok)
