@@ -80,6 +80,18 @@ func TestFleetAgainstBaseline(t *testing.T) {
 // hooked serves the baseline with hook in front of its publish: hook sees notification n (from its noticeId) and
 // says whether to fan it out and what status to answer.
 func hooked(t *testing.T, hook func(n int) (fanout bool, status int)) string {
+	return hookedTo(t, func(n int, own string, publish func(channel string)) int {
+		fan, status := hook(n)
+		if fan {
+			publish(own)
+		}
+		return status
+	})
+}
+
+// hookedTo is hooked with the fan-out in the hook's hands: it may publish notification n to its own channel, own,
+// to another, or more than once, and returns the status to answer.
+func hookedTo(t *testing.T, hook func(n int, own string, publish func(channel string)) int) string {
 	b := NewBaseline()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/publish" {
@@ -89,12 +101,15 @@ func hooked(t *testing.T, hook func(n int) (fanout bool, status int)) string {
 		body, _ := io.ReadAll(r.Body)
 		id := body[bytes.Index(body, []byte(`"noticeId":"`))+len(`"noticeId":"`):]
 		n := noticeIndex(body, string(id[:bytes.IndexByte(id, '-')+1]))
-		fan, status := hook(n)
-		if fan {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			b.publish(httptest.NewRecorder(), r)
+		publish := func(channel string) {
+			q := r.URL.Query()
+			q.Set("channel", channel)
+			rr := r.Clone(r.Context())
+			rr.URL.RawQuery = q.Encode()
+			rr.Body = io.NopCloser(bytes.NewReader(body))
+			b.publish(httptest.NewRecorder(), rr)
 		}
-		w.WriteHeader(status)
+		w.WriteHeader(hook(n, r.URL.Query().Get("channel"), publish))
 	}))
 	t.Cleanup(srv.Close)
 	return srv.URL
@@ -191,24 +206,7 @@ func TestALostEventDoesNotDiluteTheRate(t *testing.T) {
 // an acknowledged event that was lost.
 func TestDuplicatesAndOtherChannelsAreNotDeliveries(t *testing.T) {
 	t.Parallel()
-	b := NewBaseline()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/publish" {
-			b.ServeHTTP(w, r)
-			return
-		}
-		body, _ := io.ReadAll(r.Body)
-		id := body[bytes.Index(body, []byte(`"noticeId":"`))+len(`"noticeId":"`):]
-		n := noticeIndex(body, string(id[:bytes.IndexByte(id, '-')+1]))
-		publish := func(channel string) {
-			q := r.URL.Query()
-			q.Set("channel", channel)
-			rr := r.Clone(r.Context())
-			rr.URL.RawQuery = q.Encode()
-			rr.Body = io.NopCloser(bytes.NewReader(body))
-			b.publish(httptest.NewRecorder(), rr)
-		}
-		own := r.URL.Query().Get("channel")
+	url := hookedTo(t, func(n int, own string, publish func(string)) int {
 		switch {
 		case n%10 == 1: // lost, though acknowledged
 		case n%20 == 0: // delivered twice
@@ -220,10 +218,9 @@ func TestDuplicatesAndOtherChannelsAreNotDeliveries(t *testing.T) {
 		default:
 			publish(own)
 		}
-		w.WriteHeader(http.StatusOK)
-	}))
-	defer srv.Close()
-	r := runAgainst(t, srv.URL, 4, 200, time.Second)
+		return http.StatusOK
+	})
+	r := runAgainst(t, url, 4, 200, time.Second)
 	// Per 20 notifications, 2 channels of 2 subscribers: 4 deliveries lost, 2 duplicate frames, 2 of the other channel.
 	if r.Pass() || r.Delivered != r.Expected*9/10 || r.Duplicates != r.Expected/20 || r.Foreign != r.Expected/20 {
 		t.Fatalf("pass %v: delivered %d of %d, %d duplicates, %d of the other channel", r.Pass(), r.Delivered, r.Expected,
