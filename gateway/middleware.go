@@ -143,14 +143,17 @@ func (g *Gateway) limitUpgrades(l *addrLimiter) gin.HandlerFunc {
 
 // addrLimiter is a token bucket per client address (IPv6 by /64, since one host usually holds a whole /64).
 // Buckets idle long enough to have refilled are dropped by a sweep at most once a minute, so memory follows the
-// addresses seen in the last minutes; past maxAddrs distinct addresses the newest share one bucket.
+// addresses seen in the last minutes. Past maxAddrs addresses, a new one takes the bucket of one picked at random,
+// which starts over full: it never costs that address more than a fresh bucket would. (The newest addresses once
+// shared one bucket instead: anyone with 100,000 addresses, a few IPv6 /48s, could fill the table with unauthenticated
+// upgrades, about 1,500 a second to keep it full, and every client not in it then had 20 upgrades a second among all.)
 type addrLimiter struct {
-	rate  rate.Limit
-	burst int
+	rate     rate.Limit
+	burst    int
+	maxAddrs int
 
 	mu        sync.Mutex
 	buckets   map[netip.Addr]*bucket
-	overflow  *rate.Limiter
 	lastSweep time.Time
 }
 
@@ -162,8 +165,8 @@ type bucket struct {
 const maxAddrs = 100_000
 
 func newAddrLimiter(perSecond float64, burst int) *addrLimiter {
-	return &addrLimiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[netip.Addr]*bucket{},
-		overflow: rate.NewLimiter(rate.Limit(perSecond), burst), lastSweep: time.Now()}
+	return &addrLimiter{rate: rate.Limit(perSecond), burst: burst, maxAddrs: maxAddrs, buckets: map[netip.Addr]*bucket{},
+		lastSweep: time.Now()}
 }
 
 func (l *addrLimiter) allow(a netip.Addr, now time.Time) bool {
@@ -178,8 +181,11 @@ func (l *addrLimiter) allow(a netip.Addr, now time.Time) bool {
 	}
 	b := l.buckets[a]
 	if b == nil {
-		if len(l.buckets) >= maxAddrs {
-			return l.overflow.AllowN(now, 1)
+		if len(l.buckets) >= l.maxAddrs {
+			for victim := range l.buckets { // map order: a pseudo-random one
+				delete(l.buckets, victim)
+				break
+			}
 		}
 		b = &bucket{lim: rate.NewLimiter(l.rate, l.burst)}
 		l.buckets[a] = b
