@@ -57,9 +57,7 @@ type Gateway struct {
 	stop    context.CancelFunc // stops the applier and the view
 	// stopApplier stops the applier alone: at the start of Shutdown, while the view goes on feeding WebSockets.
 	stopApplier context.CancelFunc
-	// viewTarget is USHER_PRESENCE's last sequence when the gateway started: the view is ready once it holds it.
-	viewTarget uint64
-	workers    sync.WaitGroup
+	workers     sync.WaitGroup
 
 	served chan error // receives Serve's result once
 }
@@ -358,24 +356,13 @@ func (g *Gateway) Handler() http.Handler {
 	return r
 }
 
-// catchUp waits until this instance's view holds every presence event stored before it started, so that the first
-// snapshot it serves is complete. It is bounded by ViewCatchUp; past that the gateway serves anyway, and /readyz
-// answers 503 until the view has caught up.
+// catchUp waits until this instance's view holds every presence event stored before it started (when it loaded its
+// rosters), so that the first snapshot it serves is complete. It is bounded by ViewCatchUp; past that the gateway
+// serves anyway, and /readyz answers 503 until the view has caught up.
 func (g *Gateway) catchUp(ctx context.Context) error {
-	ictx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	ps, err := g.js.Stream(ictx, bus.PresenceStream)
-	if err != nil {
-		return fmt.Errorf("presence stream: %w", err)
-	}
-	info, err := ps.Info(ictx)
-	if err != nil {
-		return fmt.Errorf("presence stream info: %w", err)
-	}
-	g.viewTarget = info.State.LastSeq
 	wctx, wcancel := context.WithTimeout(ctx, g.cfg.ViewCatchUp)
 	defer wcancel()
-	if err := g.view.waitSeq(wctx, g.viewTarget); err != nil {
+	if err := g.view.waitCaughtUp(wctx); err != nil {
 		g.log.Warn("serving before the presence view caught up", "err", err)
 	}
 	return nil
@@ -394,9 +381,11 @@ func (g *Gateway) readyz(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready", Message: errViewLoading.Error()})
 		return
 	}
-	if seq := g.view.lastSeq(); seq < g.viewTarget {
+	// The target is the stream's last event when the view loaded its rosters (at start, or again after it missed
+	// events or found the stream made anew): of the stream it follows, never of one that was replaced.
+	if ok, seq, target := g.view.caughtUp(); !ok {
 		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready",
-			Message: fmt.Sprintf("rosters are loading: at presence event %d of %d", seq, g.viewTarget)})
+			Message: fmt.Sprintf("rosters are loading: at presence event %d of %d", seq, target)})
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"ok": true})

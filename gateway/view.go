@@ -43,6 +43,7 @@ type liveView struct {
 	v       *presence.View
 	seq     uint64        // last presence event folded in
 	epoch   string        // of the presence stream the rosters were loaded from (presenceStreamState)
+	target  uint64        // the stream's last event when the rosters were loaded: caught up once seq reaches it
 	changed chan struct{} // closed and replaced whenever seq moves
 }
 
@@ -113,7 +114,9 @@ func (lv *liveView) follow(ctx context.Context) error {
 			cp.PresenceSeq = st.last
 		}
 		lv.mu.Lock()
-		lv.v, lv.seq, lv.epoch = cp.State.View(), cp.PresenceSeq, st.epoch
+		// Caught up (ready, for /readyz) once the view holds every event stored before it loaded: a target of the
+		// stream it loaded from, so that a stream made anew or restored behind it is not waited for.
+		lv.v, lv.seq, lv.epoch, lv.target = cp.State.View(), cp.PresenceSeq, st.epoch, st.last
 		lv.ready.Store(true)
 		lv.v.RaiseFloor(cp.PresenceSeq)
 		close(lv.changed) // waitSeq callers: the checkpoint may hold what they wait for (no event may follow it)
@@ -288,6 +291,31 @@ func (lv *liveView) waitSeq(ctx context.Context, seq uint64) error {
 		select {
 		case <-ctx.Done():
 			return errors.Join(ctx.Err(), fmt.Errorf("view at %d (rosters loaded: %v), waiting for %d", cur, ready, seq))
+		case <-ch:
+		}
+	}
+}
+
+// caughtUp reports whether the view holds its rosters and every event stored when it loaded them, with the last
+// event it holds and the one it catches up to.
+func (lv *liveView) caughtUp() (ok bool, seq, target uint64) {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	return lv.ready.Load() && lv.seq >= lv.target, lv.seq, lv.target
+}
+
+// waitCaughtUp waits until caughtUp, or ctx ends.
+func (lv *liveView) waitCaughtUp(ctx context.Context) error {
+	for {
+		lv.mu.RLock()
+		ready, cur, target, ch := lv.ready.Load(), lv.seq, lv.target, lv.changed
+		lv.mu.RUnlock()
+		if ready && cur >= target {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), fmt.Errorf("view at %d (rosters loaded: %v), catching up to %d", cur, ready, target))
 		case <-ch:
 		}
 	}

@@ -1184,3 +1184,42 @@ func TestResumeAQuietChannelAfterExpiry(t *testing.T) {
 		t.Fatalf("snapshot after the reset: %+v", s)
 	}
 }
+
+// An instance that started with USHER_PRESENCE at seq N is ready once its view holds N. When the stream is made
+// anew afterwards (its seqs start again) the view reloads onto the new stream, and serves; its readiness must not
+// go on waiting for seq N of the old stream, or /readyz says 503 until the new stream has as many events.
+func TestReadyAfterStreamMadeAnew(t *testing.T) {
+	t.Parallel()
+	const ch = "show-1"
+	dir := t.TempDir()
+	cfg := testConfig(t, dir)
+	cfg.CheckpointInterval = 100 * time.Millisecond
+	g, err := gateway.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + g.Addr().String()
+	joinAudience(t, base, ch, 1, 2, 3, 4, 5)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 })
+	if err := g.Shutdown(context.Background()); err != nil { // saves the final checkpoint, at seq 5
+		t.Fatal(err)
+	}
+
+	g, base = startGateway(t, cfg) // started with USHER_PRESENCE at seq 5
+	old := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 })
+	if code := getStatus(t, base+"/readyz"); code != 200 {
+		t.Fatalf("/readyz %d after start-up", code)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	remakePresenceStream(ctx, t, g.JetStream())
+	joinAudience(t, base, ch, 6)
+	s := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 6 && s.Epoch != old.Epoch })
+	if s.Seq != 1 {
+		t.Fatalf("snapshot %+v: want seq 1 of the new stream", s)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		code, raw := getJSON(t, base, "/readyz", "", nil)
+		return code == 200, fmt.Sprintf("/readyz %d %s while the view serves the new stream at seq %d", code, raw, s.Seq)
+	})
+}
