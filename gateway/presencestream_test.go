@@ -520,3 +520,74 @@ func viewAfterThreeJoins(t *testing.T, w *presenceWriter, js jetstream.JetStream
 	})
 	return lv
 }
+
+// restoredStreamInfo answers USHER_PRESENCE's stream info, once armed, as a stream restored from a backup that held
+// events up to last: the same epoch, its seqs back at last.
+type restoredStreamInfo struct {
+	jetstream.JetStream
+	last atomic.Uint64
+}
+
+type restoredStream struct {
+	jetstream.Stream
+	last uint64
+}
+
+func (s restoredStream) CachedInfo() *jetstream.StreamInfo {
+	info := *s.Stream.CachedInfo()
+	info.State.FirstSeq, info.State.LastSeq = 1, s.last
+	return &info
+}
+
+func (s *restoredStreamInfo) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+	st, err := s.JetStream.Stream(ctx, name)
+	if last := s.last.Load(); err == nil && last > 0 && name == bus.PresenceStream {
+		return restoredStream{Stream: st, last: last}, nil
+	}
+	return st, err
+}
+
+// A view that once missed events (up to seq 3), and served again from a checkpoint past them, takes a later
+// checkpoint before those events when the stream is restored behind them: the applier goes on from the restored
+// stream's last event and saves its checkpoint there. It used to refuse every checkpoint before the events it had
+// once missed, and did not serve until the stream grew past them.
+func TestViewAfterAGapTakesTheCheckpointOfAStreamRestoredBehindIt(t *testing.T) {
+	t.Parallel()
+	w := newPresenceWriter(t)
+	w.join(1)
+	w.checkpoint()
+	cp1, err := w.buckets.Checkpoints.GetBytes(w.ctx, checkpointObject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := &restoredStreamInfo{JetStream: w.js}
+	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); lv.run(ctx) }()
+	serving := func(seq uint64, within time.Duration) {
+		t.Helper()
+		testutil.Eventually(t, within, 10*time.Millisecond, func() (bool, string) {
+			return lv.ready.Load() && lv.lastSeq() == seq, fmt.Sprintf("ready %v at seq %d, want %d", lv.ready.Load(), lv.lastSeq(), seq)
+		})
+	}
+	serving(1, 10*time.Second)
+	stop() // cut off while events 2 and 3 are stored and expire
+	<-done
+	w.join(2)
+	w.join(3)
+	w.expire(4)
+	runView(t, lv)
+	testutil.Eventually(t, 10*time.Second, 10*time.Millisecond, func() (bool, string) {
+		return !lv.ready.Load(), "the view did not notice the events it missed"
+	})
+	w.checkpoint()
+	serving(3, 3*gapRetry)
+
+	// The restore: the stream back at event 1, and the applier's checkpoint there.
+	js.last.Store(1)
+	if _, err := w.buckets.Checkpoints.PutBytes(w.ctx, checkpointObject, cp1); err != nil {
+		t.Fatal(err)
+	}
+	serving(1, 4*stallCheck+3*gapRetry)
+}

@@ -113,6 +113,9 @@ func (lv *liveView) follow(ctx context.Context) error {
 			cp.State.ClampSeqs(st.last)
 			cp.PresenceSeq = st.last
 		}
+		// The events found missing are behind this checkpoint: a later one may be before them again, when the
+		// stream is restored behind them and the applier goes on from its last event.
+		lv.gapUpto = 0
 		lv.mu.Lock()
 		// Caught up (ready, for /readyz) once the view holds every event stored before it loaded: a target of the
 		// stream it loaded from, so that a stream made anew or restored behind it is not waited for.
