@@ -126,6 +126,14 @@ func (m *metrics) observeState(g *Gateway) {
 		}
 		return 0
 	})
+	f.gaugeFunc("usher_presence_view_ready", "1 while this instance's view holds the rosters; 0 while it loads them, or reloads them "+
+		"after it found events missing or USHER_PRESENCE made anew (it then serves no roster: subscribes get unavailable, /readyz 503).",
+		func() float64 {
+			if g.view.ready.Load() {
+				return 1
+			}
+			return 0
+		})
 	f.gaugeFunc("usher_presence_view_seq", "Last USHER_PRESENCE sequence this instance's view has applied.", func() float64 { return float64(g.view.lastSeq()) })
 }
 

@@ -2,6 +2,8 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -9,7 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
+	"github.com/usher-presence/usher/gateway/subject"
 	"github.com/usher-presence/usher/test/testutil"
 )
 
@@ -191,4 +198,59 @@ func TestMetricsOpenWithoutToken(t *testing.T) {
 	if s := scrape(t, base, ""); s["usher_ncs_received_total"] != 0 || s["usher_nats_connected"] != 1 {
 		t.Fatalf("fresh gateway: received %v, nats connected %v", s["usher_ncs_received_total"], s["usher_nats_connected"])
 	}
+}
+
+// TestMetricsViewNotServing: a view that finds presence events gone that no checkpoint covers serves no roster
+// until the applier saves one past them; usher_presence_view_ready says so while it lasts, and again once it
+// serves.
+func TestMetricsViewNotServing(t *testing.T) {
+	t.Parallel()
+	ns := testutil.NATSServer(t, "127.0.0.1:-1")
+	cfg := testConfig(t, "")
+	cfg.NATSURL = ns.ClientURL()
+	first, base := startGateway(t, cfg)
+	if m := scrape(t, base, ""); m["usher_presence_view_ready"] != 1 {
+		t.Fatalf("usher_presence_view_ready = %v on a gateway serving, want 1", m["usher_presence_view_ready"])
+	}
+	if err := first.Shutdown(context.Background()); err != nil { // its final checkpoint is at presence event 0
+		t.Fatal(err)
+	}
+
+	// Two events stored and deleted by hand: no checkpoint covers them.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 2 {
+		if _, err := js.Publish(ctx, subject.Presence("gone"), []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg = testConfig(t, "")
+	cfg.NATSURL, cfg.ViewCatchUp, cfg.CheckpointInterval = ns.ClientURL(), 500*time.Millisecond, 100*time.Millisecond
+	_, base = startGateway(t, cfg)
+	if m := scrape(t, base, ""); m["usher_presence_view_ready"] != 0 {
+		t.Fatalf("usher_presence_view_ready = %v while the view misses events, want 0", m["usher_presence_view_ready"])
+	}
+	if status := getStatus(t, base+"/readyz"); status != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz: %d, want 503", status)
+	}
+	// Notifications make the applier save a checkpoint past the missing events; the view loads it.
+	joinAudience(t, base, "back", 1, 2, 3)
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		v := scrape(t, base, "")["usher_presence_view_ready"]
+		return v == 1, fmt.Sprintf("usher_presence_view_ready = %v", v)
+	})
 }
