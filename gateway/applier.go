@@ -388,6 +388,9 @@ func (a *applier) settle(l *leader) error {
 		case ack := <-f.ack.Ok():
 			if ack.Duplicate || ack.Sequence != f.seq {
 				first = cmp.Or(first, fmt.Errorf("presence event %d stored as %d (duplicate %v)", f.seq, ack.Sequence, ack.Duplicate))
+			} else {
+				// Counted once stored: a publish that fails is derived and published again by the next leader.
+				a.metrics.events.Inc()
 			}
 		case err := <-f.ack.Err():
 			first = cmp.Or(first, fmt.Errorf("publish presence event %d: %w", f.seq, err))
@@ -426,7 +429,6 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 				return err
 			}
 			l.inflight = append(l.inflight, inflight{seq: e.Seq, ack: f})
-			a.metrics.events.Inc()
 			if len(l.inflight) >= maxInflight {
 				if err := a.settle(l); err != nil {
 					return err

@@ -81,7 +81,7 @@ func newMetrics() *metrics {
 	for _, o := range []presence.Outcome{presence.Applied, presence.Stale, presence.Replayed, presence.Ignored} {
 		m.notices[o] = notices.WithLabelValues(o.String())
 	}
-	m.events = f.counter("usher_presence_events_total", "Presence events published to USHER_PRESENCE by the applier on this instance.")
+	m.events = f.counter("usher_presence_events_total", "Presence events the applier on this instance stored in USHER_PRESENCE (counted on their acknowledgement: a failed publish, derived again by the next leader, is not).")
 	m.checkpointSeconds = f.histogram("usher_applier_checkpoint_seconds", "Time to encode and store one applier checkpoint (in the background, or at the end of a lease).",
 		[]float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30})
 	m.checkpointBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "usher_applier_checkpoint_bytes", Help: "Size of the last applier checkpoint stored."})

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/subject"
@@ -145,7 +146,9 @@ func TestMetricsCountTraffic(t *testing.T) {
 	var after map[string]float64
 	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
 		after = scrape(t, base, metricsToken)
-		return delta(before, after, "usher_delivery_seconds_count") >= 4, "no end-to-end latency observed for the 4 events"
+		// The applier counts its events as their acknowledgements come in, when it is next idle.
+		return delta(before, after, "usher_delivery_seconds_count") >= 4 && delta(before, after, "usher_presence_events_total") >= 4,
+			"no end-to-end latency observed, or events counted, for the 4 events"
 	})
 	want := map[string]float64{
 		"usher_ncs_received_total":                              6 + float64(len(rejects)),
@@ -252,5 +255,57 @@ func TestMetricsViewNotServing(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
 		v := scrape(t, base, "")["usher_presence_view_ready"]
 		return v == 1, fmt.Sprintf("usher_presence_view_ready = %v", v)
+	})
+}
+
+// TestMetricsEventsCountedOnceStored: a presence event whose publish fails (fenced: another applier, here a foreign
+// publisher, stored an event since) is not stored, and must not be counted; the next leader's events are. Counted
+// at publish, every failed publish was counted, and again when the next leader published the same event.
+func TestMetricsEventsCountedOnceStored(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	viewAt := func(seq float64) {
+		t.Helper()
+		testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+			m := scrape(t, base, "")
+			return m["usher_presence_view_seq"] == seq && m["usher_applier_leading"] == 1,
+				fmt.Sprintf("view at %v, leading %v; want %v, 1", m["usher_presence_view_seq"], m["usher_applier_leading"], seq)
+		})
+	}
+	joinAudience(t, base, "fenced", 1) // stored at 1
+	viewAt(1)
+	if _, err := js.Publish(ctx, subject.Presence("elsewhere"), []byte(`{}`)); err != nil { // at 2
+		t.Fatal(err)
+	}
+	// The applier's publish of this join's event expects the stream to end at 1, and fails; the next leader takes
+	// the stream's event at 2 as the one it derives there.
+	joinAudience(t, base, "fenced", 2)
+	joinAudience(t, base, "fenced", 3) // stored at 3, by the next leader
+	viewAt(3)
+	ps, err := js.Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := 0 // by the applier: with the notification's USHER_NCS seq
+	for seq := uint64(1); seq <= 3; seq++ {
+		m, err := ps.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("presence %d: %v", seq, err)
+		}
+		if m.Header.Get(gateway.HeaderNCSSeq) != "" {
+			stored++
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, 50*time.Millisecond, func() (bool, string) {
+		n := scrape(t, base, "")["usher_presence_events_total"]
+		return n == float64(stored), fmt.Sprintf("usher_presence_events_total = %v, the applier stored %d", n, stored)
 	})
 }
