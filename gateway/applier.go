@@ -90,6 +90,12 @@ type applier struct {
 	events  *handoff[uint64, presence.Event] // to this instance's view, by presence sequence
 
 	leading atomic.Bool
+
+	// countedEpoch and countedSeq are the last notification whose outcome this instance counted (the applier's
+	// goroutine only): a leader that starts again from a checkpoint applies the ones after it again, and they are
+	// counted once.
+	countedEpoch string
+	countedSeq   uint64
 }
 
 // run applies notifications while it holds the lease, until ctx ends.
@@ -412,8 +418,9 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 		a.alignReplay(l, n.NoticeID)
 	}
 	events, outcome := l.state.Apply(n)
-	if !replaying {
+	if !replaying && (l.ncsEpoch != a.countedEpoch || seq > a.countedSeq) {
 		a.metrics.notices[outcome].Inc()
+		a.countedEpoch, a.countedSeq = l.ncsEpoch, seq
 	}
 	for i, e := range events {
 		e.Seq = l.last + 1

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -308,4 +309,61 @@ func TestMetricsEventsCountedOnceStored(t *testing.T) {
 		n := scrape(t, base, "")["usher_presence_events_total"]
 		return n == float64(stored), fmt.Sprintf("usher_presence_events_total = %v, the applier stored %d", n, stored)
 	})
+}
+
+// TestMetricsNoticesCountedOnceWhenTheApplierRestarts: an applier whose publish fails starts again from its last
+// checkpoint and applies the notifications after it again; each outcome is counted once all the same. Counted
+// again, a leader failing in a loop (here: USHER_PRESENCE refuses its event) went on counting the same
+// notifications every second, which looked like work being done.
+func TestMetricsNoticesCountedOnceWhenTheApplierRestarts(t *testing.T) {
+	t.Parallel()
+	var logs testutil.SyncBuffer
+	cfg := testConfig(t, t.TempDir())
+	cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(&logs, &tlog{t: t}), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	g, base := startGateway(t, cfg)
+	before := scrape(t, base, "")
+	join := func(id string, uid uint32) {
+		t.Helper()
+		if a := postSigned(t, base, audienceJoin(id, "looping", uid, 5)); a.Status != 200 {
+			t.Fatalf("join %s: %d %s", id, a.Status, a.Raw)
+		}
+	}
+	join("first", 1)
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return scrape(t, base, "")["usher_presence_view_seq"] == 1, "event 1 not in the view"
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setMaxMsgSize := func(n int32) {
+		t.Helper()
+		c := ps.CachedInfo().Config
+		c.MaxMsgSize = n
+		if _, err := g.JetStream().UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMaxMsgSize(16) // every presence event is refused
+	join("again", 1)  // the same join under a new noticeId: stale
+	join("second", 2)
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		n := strings.Count(logs.String(), "applier stopped; retrying")
+		return n >= 3, fmt.Sprintf("the applier failed %d times", n)
+	})
+	setMaxMsgSize(-1)
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		seq := scrape(t, base, "")["usher_presence_view_seq"]
+		return seq == 2, fmt.Sprintf("view at %v, want 2", seq)
+	})
+	after := scrape(t, base, "")
+	for outcome, n := range map[string]float64{"applied": 2, "stale": 1} {
+		name := `usher_presence_notices_total{outcome="` + outcome + `"}`
+		if d := delta(before, after, name); d != n {
+			t.Errorf("%s moved by %v, want %v", name, d, n)
+		}
+	}
 }
