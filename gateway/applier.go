@@ -90,6 +90,11 @@ type applier struct {
 	events  *handoff[uint64, presence.Event] // to this instance's view, by presence sequence
 
 	leading atomic.Bool
+	// storedNCS is USHER_NCS's last notification as the leader last saw it, and settledNCS the last one whose events
+	// are all stored: the difference is the backlog (usher_applier_backlog). Kept after a failed lead (the applier
+	// retries, and the backlog grows), cleared when another instance leads or this one stops.
+	storedNCS, settledNCS atomic.Uint64
+	backlogEpoch          string // the USHER_NCS they count in (the applier's goroutine only)
 
 	// countedEpoch and countedSeq are the last notification whose outcome this instance counted (the applier's
 	// goroutine only): a leader that starts again from a checkpoint applies the ones after it again, and they are
@@ -117,6 +122,10 @@ func (a *applier) run(ctx context.Context) {
 		a.leading.Store(false)
 		cancel()
 		wg.Wait()
+		if err == nil || lost.Load() || ctx.Err() != nil {
+			a.storedNCS.Store(0)
+			a.settledNCS.Store(0)
+		}
 		if !lost.Load() {
 			// The renewer may not have noticed a loss yet (this instance stalled past the lease's TTL, say): renew once
 			// more, so that a final checkpoint never overwrites a newer leader's.
@@ -309,6 +318,12 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 		}
 	}
 
+	if a.backlogEpoch != l.ncsEpoch { // the last notification seen was of another USHER_NCS
+		a.storedNCS.Store(0)
+		a.backlogEpoch = l.ncsEpoch
+	}
+	a.settledNCS.Store(l.ncsSeq)
+	a.storedNCS.Store(max(a.storedNCS.Load(), l.ncsSeq)) // the first message taken tells the rest
 	f, err := follow(ctx, a.js, bus.NCSStream, subject.NCSPrefix+">", l.ncsSeq+1, 512, a.log)
 	if err != nil {
 		return nil, err
@@ -343,6 +358,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 			return current()
 		}
 		if err == nil {
+			a.storedNCS.Store(seq + f.pending)
 			if err := a.applyMsg(l, msg, seq); err != nil {
 				// What was published is in the stream; the next leader starts from a checkpoint.
 				return nil, errors.Join(err, a.settle(l))
@@ -384,6 +400,7 @@ func (a *applier) lead(ctx context.Context) (*checkpoint, error) {
 func (a *applier) settle(l *leader) error {
 	defer func() { l.inflight = l.inflight[:0] }()
 	if len(l.inflight) == 0 {
+		a.settledNCS.Store(l.ncsSeq)
 		return nil
 	}
 	deadline := time.NewTimer(effectTimeout)
@@ -403,6 +420,9 @@ func (a *applier) settle(l *leader) error {
 		case <-deadline.C:
 			return cmp.Or(first, fmt.Errorf("publish presence event %d: no acknowledgement within %s", f.seq, effectTimeout))
 		}
+	}
+	if first == nil {
+		a.settledNCS.Store(l.ncsSeq) // mid-notification (inflight full), the one before: its events are all stored
 	}
 	return first
 }
@@ -455,6 +475,9 @@ func (a *applier) applyMsg(l *leader, msg jetstream.Msg, seq uint64) error {
 		l.state.Prune(n.ReceivedMs)
 	}
 	l.ncsSeq = seq
+	if len(l.inflight) == 0 {
+		a.settledNCS.Store(seq) // nothing of it, or before it, waits for an acknowledgement
+	}
 	return nil
 }
 

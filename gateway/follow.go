@@ -58,6 +58,7 @@ type follower struct {
 	cons    jetstream.Consumer        // nil while a consumer could not be made
 	it      jetstream.MessagesContext // nil while a consumer could not be made
 	next    uint64                    // stream sequence of the next message wanted
+	pending uint64                    // messages of the filter stored after the last one delivered, as it was delivered
 	idle    time.Time                 // when the follower last delivered or checked the stream
 	tried   time.Time                 // when the follower last tried to make a consumer
 	remakes int                       // consumers replaced
@@ -179,7 +180,7 @@ func (f *follower) nextMsg(ctx context.Context, wait time.Duration) (jetstream.M
 			}
 			f.consumer = meta.Consumer
 		}
-		f.next, f.idle = meta.Sequence.Stream+1, time.Now()
+		f.next, f.idle, f.pending = meta.Sequence.Stream+1, time.Now(), meta.NumPending
 		return msg, meta.Sequence.Stream, nil
 	case errors.Is(err, context.DeadlineExceeded):
 		return nil, 0, f.checkStalled(ctx)

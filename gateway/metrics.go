@@ -126,6 +126,15 @@ func (m *metrics) observeState(g *Gateway) {
 		}
 		return 0
 	})
+	f.gaugeFunc("usher_applier_backlog", "Notifications stored in USHER_NCS that the applier on this instance has not applied yet "+
+		"(their presence events not all stored); kept while it fails and retries, 0 on instances that do not lead.",
+		func() float64 {
+			stored, settled := g.applier.storedNCS.Load(), g.applier.settledNCS.Load()
+			if stored > settled {
+				return float64(stored - settled)
+			}
+			return 0
+		})
 	f.gaugeFunc("usher_presence_view_ready", "1 while this instance's view holds the rosters; 0 while it loads them, or reloads them "+
 		"after it found events missing or USHER_PRESENCE made anew (it then serves no roster: subscribes get unavailable, /readyz 503).",
 		func() float64 {

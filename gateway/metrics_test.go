@@ -367,3 +367,49 @@ func TestMetricsNoticesCountedOnceWhenTheApplierRestarts(t *testing.T) {
 		}
 	}
 }
+
+// usher_applier_backlog counts the notifications stored and not yet applied: here while USHER_PRESENCE refuses every
+// event, so that the applier fails and retries, and it goes back to 0 once they are applied.
+func TestMetricsApplierBacklog(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	if a := postSigned(t, base, audienceJoin("backlog-0", "backlog", 1, 5)); a.Status != 200 {
+		t.Fatalf("join: %d %s", a.Status, a.Raw)
+	}
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		m := scrape(t, base, "")
+		return m["usher_presence_view_seq"] == 1 && m["usher_applier_backlog"] == 0,
+			fmt.Sprintf("view at %v, backlog %v", m["usher_presence_view_seq"], m["usher_applier_backlog"])
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setMaxMsgSize := func(n int32) {
+		t.Helper()
+		c := ps.CachedInfo().Config
+		c.MaxMsgSize = n
+		if _, err := g.JetStream().UpdateStream(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setMaxMsgSize(16) // every presence event is refused
+	const n = 30
+	for uid := uint32(2); uid < 2+n; uid++ {
+		if a := postSigned(t, base, audienceJoin(fmt.Sprintf("backlog-%d", uid), "backlog", uid, 5)); a.Status != 200 {
+			t.Fatalf("join %d: %d %s", uid, a.Status, a.Raw)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		b := scrape(t, base, "")["usher_applier_backlog"]
+		return b == n, fmt.Sprintf("backlog %v, want %d", b, n)
+	})
+	setMaxMsgSize(-1)
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		m := scrape(t, base, "")
+		return m["usher_presence_view_seq"] == 1+n && m["usher_applier_backlog"] == 0,
+			fmt.Sprintf("view at %v, backlog %v", m["usher_presence_view_seq"], m["usher_applier_backlog"])
+	})
+}
