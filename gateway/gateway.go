@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -58,6 +59,7 @@ type Gateway struct {
 	// stopApplier stops the applier alone: at the start of Shutdown, while the view goes on feeding WebSockets.
 	stopApplier context.CancelFunc
 	workers     sync.WaitGroup
+	ready       readyCheck // /readyz's last answer from JetStream
 
 	served chan error // receives Serve's result once
 }
@@ -371,9 +373,7 @@ func (g *Gateway) catchUp(ctx context.Context) error {
 // readyz answers 200 while JetStream can serve Usher's streams and this instance's rosters are loaded, 503
 // otherwise.
 func (g *Gateway) readyz(c *gin.Context) {
-	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
-	defer cancel()
-	if _, err := g.js.Stream(ctx, bus.NCSStream); err != nil {
+	if err := g.jetStreamUsable(c.Request.Context()); err != nil {
 		c.AbortWithStatusJSON(http.StatusServiceUnavailable, apiError{Error: "not_ready", Message: "jetstream is not usable: " + err.Error()})
 		return
 	}
@@ -413,4 +413,36 @@ func (g *Gateway) warnLimitsSetByHand(ctx context.Context) {
 			"the applier has not applied yet; keep it far above what arrives while the applier may be down",
 			"max_bytes", c.MaxBytes, "max_msgs", c.MaxMsgs)
 	}
+}
+
+// readyCheckEvery is how long /readyz reuses its last answer from JetStream: /readyz needs no token, and a request
+// to NATS for each call would let anyone load the server with it.
+const readyCheckEvery = time.Second
+
+// readyCheck is the last answer to "is JetStream usable", for /readyz.
+type readyCheck struct {
+	mu   sync.Mutex
+	at   time.Time
+	err  error
+	asks atomic.Int64 // questions put to JetStream, for tests
+}
+
+// jetStreamUsable asks JetStream for USHER_NCS, at most once every readyCheckEvery; callers in between get the last
+// answer (one that comes while another asks waits for that answer).
+func (g *Gateway) jetStreamUsable(ctx context.Context) error {
+	r := &g.ready
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.at.IsZero() && time.Since(r.at) < readyCheckEvery {
+		return r.err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	r.asks.Add(1)
+	_, err := g.js.Stream(ctx, bus.NCSStream)
+	if ctx.Err() != nil && err != nil && errors.Is(err, context.Canceled) {
+		return err // this caller went away: not an answer for the others
+	}
+	r.at, r.err = time.Now(), err
+	return err
 }

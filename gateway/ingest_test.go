@@ -379,9 +379,10 @@ func TestUnavailableJetStream(t *testing.T) {
 	if a.Status != http.StatusServiceUnavailable || a.Error != "unavailable" || a.Message == "" {
 		t.Fatalf("with JetStream off: got %d %s, want 503 unavailable", a.Status, a.Raw)
 	}
-	if code := getStatus(t, base+"/readyz"); code != http.StatusServiceUnavailable {
-		t.Fatalf("/readyz with JetStream off: %d, want 503", code)
-	}
+	testutil.Eventually(t, 5*time.Second, 50*time.Millisecond, func() (bool, string) { // /readyz asks JetStream once a second
+		code := getStatus(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable, fmt.Sprintf("/readyz with JetStream off: %d, want 503", code)
+	})
 	if m := scrape(t, base, ""); m[`usher_ncs_rejected_total{reason="unavailable"}`] != 1 || m["usher_ncs_accepted_total"] != 0 {
 		t.Errorf("metrics: rejected{unavailable} %v, accepted %v; want 1 and 0",
 			m[`usher_ncs_rejected_total{reason="unavailable"}`], m["usher_ncs_accepted_total"])

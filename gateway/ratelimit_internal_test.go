@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,5 +61,42 @@ func TestUpgradeLimiterFullTableLocksNoOneOut(t *testing.T) {
 	}
 	if code := upgrade("203.0.113.9"); code != http.StatusTooManyRequests {
 		t.Fatalf("upgrade past an address's burst: %d, want 429", code)
+	}
+}
+
+// /readyz needs no token: a flood of it asks JetStream at most once a second, not once a call.
+func TestReadyzFloodAsksJetStreamOnceASecond(t *testing.T) {
+	t.Parallel()
+	g, err := Start(context.Background(), Config{Addr: "127.0.0.1:0", NCSSecrets: []string{"s"}, JWTSecret: "jwt-secret-0123456789abcdef",
+		DataDir: t.TempDir(), NATSListen: bus.ListenOff, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Shutdown(context.Background()) })
+	url := "http://" + g.Addr().String() + "/readyz"
+	cl := &http.Client{Timeout: 5 * time.Second}
+	start, before := time.Now(), g.ready.asks.Load()
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 50 {
+				resp, err := cl.Get(url)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("/readyz: %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	asked, took := g.ready.asks.Load()-before, time.Since(start)
+	if most := int64(took/readyCheckEvery) + 1; asked > most {
+		t.Fatalf("400 calls in %s asked JetStream %d times, want at most %d", took.Round(time.Millisecond), asked, most)
 	}
 }
