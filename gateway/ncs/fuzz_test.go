@@ -8,7 +8,8 @@ import (
 )
 
 // FuzzDecode feeds Decode arbitrary bodies. Run it with go test -fuzz=FuzzDecode ./gateway/ncs/; plain go test runs
-// its seeds (the Decode tables and Agora's signature vector) and testdata/fuzz/FuzzDecode.
+// its seeds (the Decode tables and Agora's signature vector), and any failing input a fuzz run saved under
+// testdata/fuzz/FuzzDecode.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(vectorBody))
 	for _, tt := range decodeCases {
