@@ -2,7 +2,10 @@ package hub
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 
+	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
 )
 
@@ -36,6 +39,48 @@ type request struct {
 	Since   *uint64 `json:"since"`
 	// Epoch is the snapshot's epoch that since belongs to; without it, since is taken to be of the current one.
 	Epoch string `json:"epoch"`
+}
+
+// parseRequest reads a client frame (text says it came as a text frame). It returns the request, with a known op
+// and, for subscribe and unsubscribe, a valid channel name (since and epoch only for a subscribe, epoch only with
+// since); or, for a frame that is not such a request, the bad_request error frame that answers it, naming the
+// channel when the frame gave one as a string.
+func parseRequest(text bool, data []byte) (req request, bad []byte) {
+	if !text {
+		return request{}, encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
+	}
+	if err := json.Unmarshal(data, &req); err != nil {
+		return request{}, badFrame(err, req.Channel)
+	}
+	switch req.Op {
+	case opPing:
+		return request{Op: opPing}, nil
+	case opSubscribe, opUnsubscribe:
+		if err := ncs.ValidChannelName(req.Channel); err != nil {
+			return request{}, encodeError(CodeBadRequest, req.Channel, err.Error())
+		}
+		if req.Op == opUnsubscribe || req.Since == nil {
+			req.Since, req.Epoch = nil, ""
+		}
+		return req, nil
+	default:
+		return request{}, encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op))
+	}
+}
+
+// badFrame is the error for a client frame that does not decode. A field of the wrong type (a since of -1, 1.5 or
+// "41") leaves the others decoded, so the error names the channel the client meant.
+func badFrame(err error, channel string) []byte {
+	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
+		if te.Field == "epoch" {
+			return encodeError(CodeBadRequest, channel, "epoch must be a string: the epoch of the snapshot that since counts from")
+		}
+		if te.Field == "since" {
+			return encodeError(CodeBadRequest, channel, "since must be a whole number from 0 to 18446744073709551615: the seq of the last event the client has")
+		}
+		return encodeError(CodeBadRequest, channel, "op and channel must be strings: {\"op\":\"subscribe\",\"channel\":\"...\"}")
+	}
+	return encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
 }
 
 type channelFrame struct {

@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +13,6 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/usher-presence/usher/auth"
-	"github.com/usher-presence/usher/gateway/ncs"
 )
 
 const (
@@ -108,11 +106,7 @@ func (s *session) readLoop() {
 			return // a close from either side, a frame over the limit, or a dead connection: none is logged
 		}
 		var o clientOp
-		if typ != websocket.MessageText {
-			o.bad = encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
-		} else if err := json.Unmarshal(data, &o.req); err != nil {
-			o.bad = badFrame(err, o.req.Channel)
-		}
+		o.req, o.bad = parseRequest(typ == websocket.MessageText, data)
 		if !s.queueOp(o) {
 			s.close(websocket.StatusPolicyViolation, "too many requests waiting for an answer")
 			return
@@ -120,7 +114,8 @@ func (s *session) readLoop() {
 	}
 }
 
-// clientOp is a client frame for the op worker: a request, or the error that answers a frame that was not one.
+// clientOp is a client frame for the op worker: a request (parseRequest's), or the error that answers a frame that
+// was not one.
 type clientOp struct {
 	req request
 	bad []byte
@@ -182,37 +177,12 @@ func (s *session) do(o clientOp) {
 	case opSubscribe:
 		s.subscribe(req)
 	case opUnsubscribe:
-		if err := ncs.ValidChannelName(req.Channel); err != nil {
-			s.enqueue(encodeError(CodeBadRequest, req.Channel, err.Error()))
-			return
-		}
 		s.unsubscribe(req.Channel)
-	default:
-		s.enqueue(encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op)))
 	}
-}
-
-// badFrame is the error for a client frame that does not decode. A field of the wrong type (a since of -1, 1.5 or
-// "41") leaves the others decoded, so the error names the channel the client meant.
-func badFrame(err error, channel string) []byte {
-	if te, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		if te.Field == "epoch" {
-			return encodeError(CodeBadRequest, channel, "epoch must be a string: the epoch of the snapshot that since counts from")
-		}
-		if te.Field == "since" {
-			return encodeError(CodeBadRequest, channel, "since must be a whole number from 0 to 18446744073709551615: the seq of the last event the client has")
-		}
-		return encodeError(CodeBadRequest, channel, "op and channel must be strings: {\"op\":\"subscribe\",\"channel\":\"...\"}")
-	}
-	return encodeError(CodeBadRequest, "", "frames must be JSON text: {\"op\":\"subscribe\",\"channel\":\"...\"}")
 }
 
 func (s *session) subscribe(req request) {
-	ch := req.Channel
-	if err := ncs.ValidChannelName(ch); err != nil {
-		s.enqueue(encodeError(CodeBadRequest, ch, err.Error()))
-		return
-	}
+	ch := req.Channel // a valid name: parseRequest checked it
 	if !s.claims.Channels.Allows(ch) {
 		s.enqueue(encodeError(CodeForbidden, ch, "the token does not grant this channel"))
 		return
