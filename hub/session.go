@@ -664,7 +664,12 @@ func (s *session) close(code websocket.StatusCode, reason string) (closed bool) 
 			delete(s.h.sessions, s)
 			s.h.releaseLocked(s.claims.Subject)
 			s.h.mu.Unlock()
+			// coder/websocket's close handshake first reads the rest of a frame the peer began, with no deadline: a
+			// peer that sent the header of a frame over the read limit (1009) and no more held the connection, no
+			// longer counted, for as long as it liked. It gets WriteTimeout to take the close, as for any frame.
+			cut := time.AfterFunc(s.h.cfg.WriteTimeout, func() { _ = s.cork.Close() })
 			_ = s.conn.Close(code, reason)
+			cut.Stop()
 			s.cancel()
 			s.workers.Wait()
 		})
