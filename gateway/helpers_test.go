@@ -220,11 +220,7 @@ func expiredToken(t testing.TB) string {
 // faster than HTTP can, as if ingest had accepted them.
 func storeJoins(t testing.TB, g *gateway.Gateway, channel string, n, accountLen int) {
 	t.Helper()
-	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := embeddedConn(t, g)
 	js, _ := jetstream.New(nc)
 	account := strings.Repeat("x", accountLen)
 	now := time.Now()
@@ -250,4 +246,30 @@ func waitPublished(t testing.TB, js jetstream.JetStream) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("stored notifications not acknowledged within 30 s")
 	}
+}
+
+// embeddedConn is a client connection to g's embedded NATS server, closed when the test ends.
+func embeddedConn(t testing.TB, g *gateway.Gateway) *nats.Conn {
+	t.Helper()
+	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// jetStreamAt is JetStream through a client connection to the NATS server at url, closed when the test ends.
+func jetStreamAt(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/gateway"
-	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/subject"
 	"github.com/usher-presence/usher/test/testutil"
@@ -268,11 +267,7 @@ func TestConcurrentDistinctStoredOnce(t *testing.T) {
 func TestSubjectIsolation(t *testing.T) {
 	t.Parallel()
 	g, base := startGateway(t, testConfig(t, t.TempDir()))
-	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := embeddedConn(t, g)
 
 	subscribe := func(subj string) *nats.Subscription {
 		s, err := nc.SubscribeSync(subj)

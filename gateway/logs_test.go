@@ -22,8 +22,6 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
@@ -299,12 +297,7 @@ func TestWarnsOfNCSLimitsSetByHand(t *testing.T) {
 	if out := start(); strings.Contains(out, "limit set by hand") {
 		t.Fatalf("a warning with no limit set:\n%s", out)
 	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jetStreamAt(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, bus.NCSStream)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/usher-presence/usher/gateway"
@@ -221,12 +220,7 @@ func TestMetricsViewNotServing(t *testing.T) {
 	}
 
 	// Two events stored and deleted by hand: no checkpoint covers them.
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := jetStreamAt(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 2 {
@@ -265,11 +259,7 @@ func TestMetricsViewNotServing(t *testing.T) {
 func TestMetricsEventsCountedOnceStored(t *testing.T) {
 	t.Parallel()
 	g, base := startGateway(t, testConfig(t, t.TempDir()))
-	nc, err := bus.ConnectEmbedded(g.NATSServer(), "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := embeddedConn(t, g)
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -333,28 +323,14 @@ func TestMetricsNoticesCountedOnceWhenTheApplierRestarts(t *testing.T) {
 		return scrape(t, base, "")["usher_presence_view_seq"] == 1, "event 1 not in the view"
 	})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	setMaxMsgSize := func(n int32) {
-		t.Helper()
-		c := ps.CachedInfo().Config
-		c.MaxMsgSize = n
-		if _, err := g.JetStream().UpdateStream(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	setMaxMsgSize(16) // every presence event is refused
-	join("again", 1)  // the same join under a new noticeId: stale
+	accept := refusePresenceEvents(t, g)
+	join("again", 1) // the same join under a new noticeId: stale
 	join("second", 2)
 	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
 		n := strings.Count(logs.String(), "applier stopped; retrying")
 		return n >= 3, fmt.Sprintf("the applier failed %d times", n)
 	})
-	setMaxMsgSize(-1)
+	accept()
 	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
 		seq := scrape(t, base, "")["usher_presence_view_seq"]
 		return seq == 2, fmt.Sprintf("view at %v, want 2", seq)
@@ -381,8 +357,31 @@ func TestMetricsApplierBacklog(t *testing.T) {
 		return m["usher_presence_view_seq"] == 1 && m["usher_applier_backlog"] == 0,
 			fmt.Sprintf("view at %v, backlog %v", m["usher_presence_view_seq"], m["usher_applier_backlog"])
 	})
+	accept := refusePresenceEvents(t, g)
+	const n = 30
+	for uid := uint32(2); uid < 2+n; uid++ {
+		if a := postSigned(t, base, audienceJoin(fmt.Sprintf("backlog-%d", uid), "backlog", uid, 5)); a.Status != 200 {
+			t.Fatalf("join %d: %d %s", uid, a.Status, a.Raw)
+		}
+	}
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		b := scrape(t, base, "")["usher_applier_backlog"]
+		return b == n, fmt.Sprintf("backlog %v, want %d", b, n)
+	})
+	accept()
+	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
+		m := scrape(t, base, "")
+		return m["usher_presence_view_seq"] == 1+n && m["usher_applier_backlog"] == 0,
+			fmt.Sprintf("view at %v, backlog %v", m["usher_presence_view_seq"], m["usher_applier_backlog"])
+	})
+}
+
+// refusePresenceEvents makes USHER_PRESENCE refuse every event (a message size limit below any event's), so that
+// the applier fails and retries; accept lifts the limit.
+func refusePresenceEvents(t *testing.T, g *gateway.Gateway) (accept func()) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
 	if err != nil {
 		t.Fatal(err)
@@ -395,21 +394,6 @@ func TestMetricsApplierBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	setMaxMsgSize(16) // every presence event is refused
-	const n = 30
-	for uid := uint32(2); uid < 2+n; uid++ {
-		if a := postSigned(t, base, audienceJoin(fmt.Sprintf("backlog-%d", uid), "backlog", uid, 5)); a.Status != 200 {
-			t.Fatalf("join %d: %d %s", uid, a.Status, a.Raw)
-		}
-	}
-	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
-		b := scrape(t, base, "")["usher_applier_backlog"]
-		return b == n, fmt.Sprintf("backlog %v, want %d", b, n)
-	})
-	setMaxMsgSize(-1)
-	testutil.Eventually(t, 20*time.Second, 50*time.Millisecond, func() (bool, string) {
-		m := scrape(t, base, "")
-		return m["usher_presence_view_seq"] == 1+n && m["usher_applier_backlog"] == 0,
-			fmt.Sprintf("view at %v, backlog %v", m["usher_presence_view_seq"], m["usher_applier_backlog"])
-	})
+	setMaxMsgSize(16)
+	return func() { setMaxMsgSize(-1) }
 }
