@@ -438,10 +438,16 @@ func TestViewEventsDoNotWaitForASlowStreamCheck(t *testing.T) {
 	w := newPresenceWriter(t)
 	js := &slowStreamInfo{JetStream: w.js}
 	lv := viewAfterThreeJoins(t, w, js, nil)
+	// The view serves once it loaded the checkpoint, and makes its consumer after: with its creation checked against
+	// the stream's (the slow answer, which events cannot do without). An event it delivers says it has one.
+	w.join(4)
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() (bool, string) {
+		return lv.lastSeq() == 4, fmt.Sprintf("view at %d, want 4", lv.lastSeq())
+	})
 
 	js.delay.Store(int64(3 * time.Second))
 	var worst time.Duration
-	for uid, start := uint32(4), time.Now(); time.Since(start) < 3*stallCheck; uid++ {
+	for uid, start := uint32(5), time.Now(); time.Since(start) < 3*stallCheck; uid++ {
 		w.join(uid)
 		published := time.Now()
 		for lv.lastSeq() < w.seq {
