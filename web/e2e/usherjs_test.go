@@ -746,3 +746,41 @@ func TestConsoleSaysTheServerRefusedTheToken(t *testing.T) {
 		t.Fatalf("after the server refused the token: request %q, connection %q, notes %q", msg, detail, notes)
 	}
 }
+
+// An app that closes the client (a React Native screen unmounting) leaves no timer of it running: here a subscribe
+// answered "unavailable" has its retry pending, minutes away at most, when the app closes the client.
+func TestUsherJSCloseLeavesNoTimer(t *testing.T) {
+	t.Parallel()
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if n == 1 && readOp(ctx, c, "subscribe") {
+			writeJSON(ctx, c, `{"type":"error","code":"unavailable","channel":"show","message":"loading"}`)
+		}
+		for readOp(ctx, c, "subscribe") { // and answers the client's close
+		}
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		// The timers usher.js has pending (it calls setTimeout and clearTimeout by their global names).
+		window.pending = new Set();
+		const set = window.setTimeout, clear = window.clearTimeout;
+		window.setTimeout = (fn, ms) => {
+			const id = set(() => { pending.delete(id); fn(); }, ms);
+			if (String(new Error().stack).includes("/usher.js")) pending.add(id);
+			return id;
+		};
+		window.clearTimeout = id => { pending.delete(id); clear(id); };
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 5000, stableAfter: 60000});
+		c.onstate = state => got.push(state);
+		c.subscribe("show", {error: e => got.push("error " + e.code)});
+		window.client = c;
+		return true;
+	})()`)
+	b.poll("the refusal", `got.includes("error unavailable")`, wait)
+	eval[bool](b, `client.close(), true`)
+	b.poll("closed", `got.includes("closed")`, wait)
+	if n := eval[int](b, `pending.size`); n != 0 {
+		t.Fatalf("%d timers still pending after close() (states %s)", n, eval[string](b, `got.join(", ")`))
+	}
+}

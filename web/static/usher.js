@@ -26,7 +26,8 @@
 // when the token was given (exp - iat), so a device clock that is off does not matter. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
 // tokenIn: "query" to use ?token= instead. A connection attempt that neither opens nor fails within connectTimeout
-// (10 s; a black-holed network, a proxy that accepts and goes silent) is abandoned and retried.
+// (10 s; a black-holed network, a proxy that accepts and goes silent) is abandoned and retried. close() stops the
+// client for good and leaves no timer of it running (a React Native screen can close it as it unmounts).
 (function (root) {
   "use strict";
 
@@ -129,6 +130,11 @@
     if (this.stableTimer) { clearTimeout(this.stableTimer); this.stableTimer = null; }
   };
 
+  // _clearSubTimer cancels a subscription's pending subscribe after "unavailable" (see _resubscribeLater).
+  UsherClient.prototype._clearSubTimer = function (sub) {
+    if (sub.timer) { clearTimeout(sub.timer); sub.timer = null; }
+  };
+
   // _expire stops on an expired token: the server would refuse every attempt with 401, which a browser reports only
   // as a failed connection, so retrying would go on for ever. setToken starts again.
   UsherClient.prototype._expire = function (reason) {
@@ -219,7 +225,9 @@
       return;
     }
     var cap = Math.min(this.maxDelay, this.minDelay * Math.pow(2, sub.retries));
-    setTimeout(function () {
+    if (sub.timer) clearTimeout(sub.timer);
+    sub.timer = setTimeout(function () {
+      sub.timer = null;
       // On this connection only: a new one subscribes to every channel as it opens.
       if (!self.closed && self.ws === ws && self.subs[channel] === sub) self._sendSubscribe(channel);
     }, Math.round(cap / 2 + Math.random() * cap / 2));
@@ -228,12 +236,14 @@
   // subscribe starts watching a channel; handlers: snapshot, event, reset, error, subscribed (all optional).
   // Subscribing again to a channel starts it over, with a new snapshot, for the new handlers only.
   UsherClient.prototype.subscribe = function (channel, handlers) {
+    if (this.subs[channel]) this._clearSubTimer(this.subs[channel]);
     this.subs[channel] = { handlers: handlers || {}, seq: null };
     this._sendSubscribe(channel);
   };
 
   UsherClient.prototype.unsubscribe = function (channel) {
     if (!this.subs[channel]) return;
+    this._clearSubTimer(this.subs[channel]);
     delete this.subs[channel];
     this._send({ op: "unsubscribe", channel: channel });
   };
@@ -274,6 +284,7 @@
     if (this.timer) { clearTimeout(this.timer); this.timer = null; }
     this._clearConnectTimer();
     this._clearStableTimer();
+    for (var ch in this.subs) this._clearSubTimer(this.subs[ch]); // no timer of the client outlives it
     if (this.ws) this.ws.close(1000, "bye");
     else this._state("closed", {});
   };
