@@ -794,3 +794,21 @@ func TestConsoleRefusedLinkForAnotherUser(t *testing.T) {
 	srv.send(t, user(ncs.AudienceJoin, show, 2, time.Now().UnixMilli(), nil))
 	b.waitPanel(show, "the next join, in the same session", wait, func(p panel) bool { return p.Audience == "2" && p.Snapshots == 1 })
 }
+
+// A token pasted as it was copied from a terminal or an e-mail, broken over lines, is the token: the console signs
+// in with it and goes live (a line break in a header or a WebSocket subprotocol would be refused by the browser).
+func TestConsoleSignInWithAWrappedToken(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Navigate(srv.base+"/"))
+	b.poll("the sign-in form", `!document.querySelector("#signin").hidden`, wait)
+	tok := token(t, "alice", "show-1")
+	wrapped := tok[:40] + "\n" + tok[40:len(tok)-20] + "\r\n  " + tok[len(tok)-20:]
+	eval[bool](b, `(document.querySelector("#token-input").value = `+jsString(wrapped)+`, true)`)
+	b.do(wait, chromedp.Click(chromedp.CSS("#signin-button")))
+	b.waitPanel("show-1", "the channel, live", wait, func(p panel) bool { return p.Snapshots == 1 })
+	if got := eval[string](b, `sessionStorage.getItem("usher.token")`); got != tok {
+		t.Errorf("kept the token %q, want %q", got, tok)
+	}
+}

@@ -181,7 +181,9 @@
     $("#token-input").focus();
   }
 
-  function cleanToken(raw) { return (raw || "").trim().replace(/^Bearer\s+/i, ""); }
+  // cleanToken takes the token out of what was pasted: a token has no white space, so a line break (a token copied
+  // from a terminal or an e-mail) goes; a browser refuses it in a header or a WebSocket subprotocol.
+  function cleanToken(raw) { return (raw || "").trim().replace(/^Bearer\s+/i, "").replace(/\s+/g, ""); }
 
   function refusal(res) {
     if (res.body && res.body.error === "token_expired") return "That token has expired.";
