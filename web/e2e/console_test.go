@@ -812,3 +812,41 @@ func TestConsoleSignInWithAWrappedToken(t *testing.T) {
 		t.Errorf("kept the token %q, want %q", got, tok)
 	}
 }
+
+// An account is the app's text, in any script: one written right to left, or holding a bidirectional control
+// (U+202E, right-to-left override), is shown as itself and changes nothing around it. In the feed, the uid stays to
+// the right of the name and "joined as audience" reads left to right; the member row likewise.
+func TestConsoleRightToLeftAccounts(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const ch = "show-rtl"
+	b := newBrowser(t, 1280, 800)
+	b.do(wait, chromedp.Navigate(srv.base+"/#token="+token(t, "alice", ch)))
+	b.waitPanel(ch, "the snapshot", wait, func(p panel) bool { return p.Snapshots == 1 })
+	srv.send(t, user(ncs.AudienceJoin, ch, 41, time.Now().UnixMilli(), map[string]any{"account": "\u05e9\u05e8\u05d4"}),
+		user(ncs.AudienceJoin, ch, 42, time.Now().UnixMilli()+1, map[string]any{"account": "\u202eevil"}))
+	b.waitPanel(ch, "both joins in the feed", wait, func(p panel) bool { return len(p.Feed) == 2 })
+	for _, uid := range []uint32{41, 42} {
+		// x of the name, of the uid after it, and of the first and last letters of "joined".
+		xs := eval[[]float64](b, fmt.Sprintf(`(() => {
+			const li = document.querySelector('.feed li[data-uid="%d"]'), txt = li.querySelector(".txt");
+			const x = (node, from, to) => { const r = document.createRange(); r.setStart(node, from); r.setEnd(node, to); return r.getBoundingClientRect().x; };
+			const name = txt.querySelector("b"), uid = txt.querySelector("b + span");
+			const said = [...txt.childNodes].find(n => n.nodeType === 3 && n.data.includes("joined"));
+			const j = said.data.indexOf("joined");
+			return [name.getBoundingClientRect().x, uid.getBoundingClientRect().x, x(said, j, j + 1), x(said, j + 5, j + 6)];
+		})()`, uid))
+		if !(xs[0] < xs[1] && xs[1] < xs[2] && xs[2] < xs[3]) {
+			b.shot("rtl")
+			t.Errorf("uid %d's feed entry: name at x %.0f, uid at %.0f, \"j\" and \"d\" of \"joined\" at %.0f and %.0f; want them in that order, left to right",
+				uid, xs[0], xs[1], xs[2], xs[3])
+		}
+		row := eval[[]float64](b, fmt.Sprintf(`(() => {
+			const r = document.querySelector('.row[data-uid="%d"]');
+			return [r.querySelector(".acc").getBoundingClientRect().x, r.querySelector(".uid").getBoundingClientRect().x];
+		})()`, uid))
+		if !(row[0] < row[1]) {
+			t.Errorf("uid %d's row: name at x %.0f, uid at %.0f; want the uid to the right", uid, row[0], row[1])
+		}
+	}
+}
