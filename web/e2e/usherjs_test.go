@@ -784,3 +784,163 @@ func TestUsherJSCloseLeavesNoTimer(t *testing.T) {
 		t.Fatalf("%d timers still pending after close() (states %s)", n, eval[string](b, `got.join(", ")`))
 	}
 }
+
+// rnWebSocket is, in the page, a WebSocket that behaves as React Native's on Android: close() on a socket still
+// connecting only marks it closing (the native module knows a socket only once it has opened), and a socket that
+// then opens reports open and its messages all the same.
+const rnWebSocket = `class RNWebSocket {
+	constructor(url, protocols) {
+		this.readyState = 0;
+		const ws = this.native = new WebSocket(url, protocols);
+		ws.onopen = () => { this.opened = true; this.readyState = 1; if (this.onopen) this.onopen({}); };
+		ws.onmessage = m => { if (this.onmessage) this.onmessage({data: m.data}); };
+		ws.onclose = e => { this.readyState = 3; if (this.onclose) this.onclose({code: e.code, reason: e.reason}); };
+	}
+	send(data) { this.native.send(data); }
+	close(code, reason) {
+		if (this.readyState >= 2) return;
+		this.readyState = 2;
+		if (this.opened) this.native.close(code, reason);
+	}
+}`
+
+// slowHandshakes serves usher.js and answers GET /v1/ws after delay(n) (n counts the connections from 1), then
+// serves "show" with a snapshot at seq 10n. Each connection's fate goes to ends: "n open" once the client sent
+// its first frame, "n closed by the client" when the client closed it. open counts the sockets open.
+func slowHandshakes(t *testing.T, delay func(n int) time.Duration) (site string, ends chan string, open *atomic.Int32) {
+	lib, err := static.FS.ReadFile("usher.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends, open = make(chan string, 64), new(atomic.Int32)
+	var conns atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /usher.js", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		_, _ = w.Write(lib)
+	})
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		_, _ = w.Write([]byte(`<!doctype html><title>usher.js</title><script src="/usher.js"></script>`))
+	})
+	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "" { // usher.js asking whether its token is taken, after an attempt that failed
+			http.Error(w, "not a WebSocket request", http.StatusBadRequest)
+			return
+		}
+		n := int(conns.Add(1))
+		select {
+		case <-time.After(delay(n)):
+		case <-ctx.Done():
+			return
+		}
+		c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{hub.Subprotocol}})
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		open.Add(1)
+		defer open.Add(-1)
+		for first := true; ; first = false {
+			_, _, err := c.Read(ctx)
+			if err != nil {
+				if websocket.CloseStatus(err) != -1 {
+					ends <- fmt.Sprintf("%d closed by the client", n)
+				}
+				return
+			}
+			if first {
+				ends <- fmt.Sprintf("%d open", n)
+				writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+					fmt.Sprintf(`{"type":"snapshot","channel":"show","seq":%d,"hosts":[],"audience":[],"users":[],"counts":{}}`, 10*n))
+			}
+		}
+	})
+	srv := httptest.NewServer(mux)
+	t.Cleanup(func() { cancel(); srv.Close() })
+	return srv.URL, ends, open
+}
+
+// A connection attempt abandoned after connectTimeout that opens later all the same (React Native's WebSocket on
+// Android cannot cancel a handshake) is not the client's connection: usher.js closes it as it opens and takes
+// nothing from it, so the app has one connection, and one snapshot.
+func TestUsherJSClosesAnAbandonedAttemptThatOpens(t *testing.T) {
+	t.Parallel()
+	site, ends, open := slowHandshakes(t, func(n int) time.Duration {
+		if n == 1 {
+			return 1500 * time.Millisecond // past the client's connectTimeout
+		}
+		return 0
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		`+rnWebSocket+`
+		window.got = []; window.states = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", WebSocket: RNWebSocket,
+			connectTimeout: 500, minDelay: 50, maxDelay: 100});
+		c.onstate = s => states.push(s);
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		window.client = c;
+		return true;
+	})()`)
+	// Chromium opens one WebSocket to a host at a time, so the attempts after the first wait for its handshake too:
+	// which one serves is not known, only that one does.
+	b.poll("a snapshot", `got.length > 0`, wait)
+	time.Sleep(2 * time.Second) // past every handshake
+	got, states := eval[string](b, `got.join(", ")`), eval[string](b, `states.join(", ")`)
+	if n := strings.Count(states, "live"); n != 1 || strings.Count(got, "snapshot") != 1 {
+		t.Errorf("the page got %q, states %q; want one snapshot and one live", got, states)
+	}
+	if n := open.Load(); n != 1 {
+		t.Errorf("%d sockets open, want the client's one", n)
+	}
+	eval[bool](b, `client.close(), true`)
+	for deadline := time.Now().Add(5 * time.Second); open.Load() != 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d sockets still open after close()", open.Load())
+		}
+	}
+	close(ends)
+	subscribed := 0
+	for e := range ends {
+		if strings.HasSuffix(e, " open") {
+			subscribed++
+		}
+	}
+	if subscribed != 1 {
+		t.Errorf("the client subscribed on %d connections, want 1", subscribed)
+	}
+}
+
+// An app that closes the client while it connects (a React Native screen unmounting at once) gets no connection:
+// if the socket opens all the same, usher.js closes it, subscribes nothing and says nothing more than "closed".
+func TestUsherJSCloseWhileConnecting(t *testing.T) {
+	t.Parallel()
+	site, ends, _ := slowHandshakes(t, func(int) time.Duration { return 700 * time.Millisecond })
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		`+rnWebSocket+`
+		window.got = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", WebSocket: RNWebSocket});
+		c.onstate = s => got.push(s);
+		c.subscribe("show", {snapshot: s => got.push("snapshot " + s.seq)});
+		c.close();
+		return true;
+	})()`)
+	select {
+	case e := <-ends:
+		if e != "1 closed by the client" {
+			t.Errorf("after close(): connection %s", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("the socket was left open after close()")
+	}
+	b.poll(`"closed"`, `got.includes("closed")`, wait)
+	time.Sleep(300 * time.Millisecond)
+	if got := eval[string](b, `got.join(", ")`); got != "closed" {
+		t.Fatalf("after close() while connecting: %q, want %q", got, "closed")
+	}
+}

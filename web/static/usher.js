@@ -27,7 +27,9 @@
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
 // tokenIn: "query" to use ?token= instead. A connection attempt that neither opens nor fails within connectTimeout
 // (10 s; a black-holed network, a proxy that accepts and goes silent) is abandoned and retried. close() stops the
-// client for good and leaves no timer of it running (a React Native screen can close it as it unmounts).
+// client for good and leaves no timer of it running (a React Native screen can close it as it unmounts). A socket the
+// client gave up on (connectTimeout, close()) that opens all the same, as React Native's can on Android, is closed as
+// it opens, and frames of a socket no longer the client's are ignored.
 (function (root) {
   "use strict";
 
@@ -93,6 +95,9 @@
       self._retry({ code: 1006, timeout: true });
     }, this.connectTimeout);
     ws.onopen = function () {
+      // A socket abandoned (connectTimeout, close()) may open all the same: React Native's cannot cancel a
+      // handshake on Android. It is not this client's connection: close it, take nothing from it.
+      if (self.ws !== ws || self.closed) { try { ws.close(1000, "abandoned"); } catch (e) { /* closed already */ } return; }
       self._clearConnectTimer();
       self.opened = true;
       var resumed = self.everLive;
@@ -105,6 +110,7 @@
       self._state("live", { resumed: resumed });
     };
     ws.onmessage = function (m) {
+      if (self.ws !== ws || self.closed) return; // React Native delivers frames to a socket closing, or abandoned
       var f;
       try { f = JSON.parse(m.data); } catch (e) { return; }
       self._frame(f);
