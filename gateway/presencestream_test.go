@@ -438,12 +438,8 @@ func TestViewEventsDoNotWaitForASlowStreamCheck(t *testing.T) {
 	w := newPresenceWriter(t)
 	js := &slowStreamInfo{JetStream: w.js}
 	lv := viewAfterThreeJoins(t, w, js, nil)
-	// The view serves once it loaded the checkpoint, and makes its consumer after: with its creation checked against
-	// the stream's (the slow answer, which events cannot do without). An event it delivers says it has one.
-	w.join(4)
-	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() (bool, string) {
-		return lv.lastSeq() == 4, fmt.Sprintf("view at %d, want 4", lv.lastSeq())
-	})
+	// The consumer's creation is checked against the stream's answer, which events cannot do without.
+	waitFollowing(t, w, lv)
 
 	js.delay.Store(int64(3 * time.Second))
 	var worst time.Duration
@@ -497,8 +493,11 @@ func TestViewToleratesAStreamStateALittleBehind(t *testing.T) {
 	js := &laggingStreamInfo{JetStream: w.js}
 	var gaps atomic.Int32
 	lv := viewAfterThreeJoins(t, w, js, func() { gaps.Add(1) })
+	// Armed before the view made its consumer, the lag went to the consumer's creation check, which reads only when
+	// the stream was made: no check of the stream's state saw it, and the test passed whatever the view did with it.
+	waitFollowing(t, w, lv)
 	js.lagOnce.Store(2)
-	for uid, start := uint32(4), time.Now(); time.Since(start) < 3*stallCheck; uid++ { // three checks, or more
+	for uid, start := uint32(5), time.Now(); time.Since(start) < 3*stallCheck; uid++ { // three checks, or more
 		w.join(uid)
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -525,6 +524,17 @@ func viewAfterThreeJoins(t *testing.T, w *presenceWriter, js jetstream.JetStream
 		return lv.ready.Load() && lv.lastSeq() == 3, fmt.Sprintf("ready %v at seq %d", lv.ready.Load(), lv.lastSeq())
 	})
 	return lv
+}
+
+// waitFollowing stores one more join through w and waits until lv holds it. A view serves once it loaded the
+// checkpoint, and makes its consumer after (asking the stream when it was made): an event it delivers says it has
+// one, and that its next question about the stream is a periodic check of its state.
+func waitFollowing(t *testing.T, w *presenceWriter, lv *liveView) {
+	t.Helper()
+	w.join(uint32(w.seq) + 1)
+	testutil.Eventually(t, 10*time.Second, 5*time.Millisecond, func() (bool, string) {
+		return lv.lastSeq() == w.seq, fmt.Sprintf("view at %d, want %d", lv.lastSeq(), w.seq)
+	})
 }
 
 // restoredStreamInfo answers USHER_PRESENCE's stream info, once armed, as a stream restored from a backup that held
