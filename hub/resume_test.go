@@ -172,20 +172,14 @@ func TestBadSinceNamesTheChannel(t *testing.T) {
 
 // resumeUnderLoad resumes from 0 over n stored events of accountLen-byte accounts (more than the socket buffers
 // hold, so the replay waits for the client), lands live more events while the client does not read, then reads.
-// The live events land once the replay holds the subscription's live frames back, when held is set; else after
-// 300 ms, once the replay has filled the queue and the socket and waits (see TestResumeOverflowedByLiveEventsResets).
-// It returns the types of the frames read, in order, and their seqs.
-func resumeUnderLoad(t *testing.T, cfg Config, n, accountLen, live int, held bool) (*Hub, []string, []uint64) {
+// The live events land once the replay holds the subscription's live frames back. It returns the types of the frames read, in order, and their seqs.
+func resumeUnderLoad(t *testing.T, cfg Config, n, accountLen, live int) (*Hub, []string, []uint64) {
 	t.Helper()
 	src := storedEvents(n, accountLen)
 	h, dial := serveHub(t, cfg, src)
 	c := dial(nil)
 	c.resumeFrom(0)
-	if held {
-		waitHeld(t, h, "show")
-	} else {
-		time.Sleep(300 * time.Millisecond) // the replay fills the queue and the socket, and waits
-	}
+	waitHeld(t, h, "show")
 	for i := range live {
 		e := join(uint64(n+1+i), uint32(n+1+i))
 		e.Account = strings.Repeat("b", accountLen)
@@ -234,7 +228,7 @@ func waitHeld(t *testing.T, h *Hub, channel string) {
 // client's pace too: it gets every event in order, and is not closed as too slow.
 func TestResumeHoldsLiveEventsAtTheClientsPace(t *testing.T) {
 	const n, live = 3000, 200
-	h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 256}, n, 4000, live, true)
+	h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 256}, n, 4000, live)
 	if len(types) != 1+n+live || types[0] != "subscribed" {
 		t.Fatalf("%d frames (first %q), want subscribed and %d events", len(types), types[0], n+live)
 	}
