@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/usher-presence/usher/test/testutil"
 )
 
@@ -13,9 +15,7 @@ import (
 // so their library never answers the close frame; coder/websocket waits 5 s for that answer).
 func TestCloseBoundedByContext(t *testing.T) {
 	h, dial := serveHub(t, Config{}, storedEvents(0, 0))
-	for range 3 {
-		dial(nil) // never reads
-	}
+	threeWhoNeverRead(t, h, dial)
 	closeWithin(t, h, 200*time.Millisecond)
 	if n := h.Stats().Connections; n != 0 {
 		t.Fatalf("%d connections after Close", n)
@@ -27,13 +27,7 @@ func TestCloseBoundedByContext(t *testing.T) {
 // the sessions it closed itself, and waited out the others' handshakes (5 s in coder/websocket).
 func TestCloseBoundedForSessionsAlreadyClosing(t *testing.T) {
 	h, dial := serveHub(t, Config{}, storedEvents(0, 0))
-	for range 3 {
-		dial(nil) // never reads
-	}
-	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
-		n := h.Stats().Connections
-		return n == 3, fmt.Sprintf("%d of 3 sessions open", n)
-	})
+	threeWhoNeverRead(t, h, dial)
 	h.Resync("presence state reloading")
 	closeWithin(t, h, 200*time.Millisecond)
 }
@@ -48,4 +42,17 @@ func closeWithin(t *testing.T, h *Hub, d time.Duration) {
 	if took := time.Since(start); took > d+1800*time.Millisecond {
 		t.Fatalf("Close with a %s context took %s", d, took.Round(time.Millisecond))
 	}
+}
+
+// threeWhoNeverRead connects 3 clients that never read (their library never answers a close frame), and waits
+// until the hub has their sessions.
+func threeWhoNeverRead(t *testing.T, h *Hub, dial func(*websocket.DialOptions) *testClient) {
+	t.Helper()
+	for range 3 {
+		dial(nil)
+	}
+	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+		n := h.Stats().Connections
+		return n == 3, fmt.Sprintf("%d of 3 sessions open", n)
+	})
 }
