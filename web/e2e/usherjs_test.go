@@ -23,10 +23,8 @@ import (
 	"github.com/usher-presence/usher/web/static"
 )
 
-// scriptedServer serves usher.js on a blank page and answers GET /v1/ws with script, run once per connection (n
-// counts them from 1). It stands in for Usher where a test needs the server to misbehave on cue, or frames in an
-// order that a real server produces only by chance.
-func scriptedServer(t *testing.T, script func(ctx context.Context, c *websocket.Conn, n int)) string {
+// usherJSPage serves usher.js, and a blank page that loads it at /.
+func usherJSPage(t *testing.T) *http.ServeMux {
 	t.Helper()
 	lib, err := static.FS.ReadFile("usher.js")
 	if err != nil {
@@ -41,7 +39,15 @@ func scriptedServer(t *testing.T, script func(ctx context.Context, c *websocket.
 		w.Header().Set("Content-Type", "text/html")
 		_, _ = w.Write([]byte(`<!doctype html><title>usher.js</title><script src="/usher.js"></script>`))
 	})
-	return serveScript(t, mux, script)
+	return mux
+}
+
+// scriptedServer serves usher.js on a blank page and answers GET /v1/ws with script, run once per connection (n
+// counts them from 1). It stands in for Usher where a test needs the server to misbehave on cue, or frames in an
+// order that a real server produces only by chance.
+func scriptedServer(t *testing.T, script func(ctx context.Context, c *websocket.Conn, n int)) string {
+	t.Helper()
+	return serveScript(t, usherJSPage(t), script)
 }
 
 // scriptedConsole is scriptedServer with the console at / (GET /v1/channels answers 403, as for a token without
@@ -808,22 +814,10 @@ const rnWebSocket = `class RNWebSocket {
 // serves "show" with a snapshot at seq 10n. Each connection's fate goes to ends: "n open" once the client sent
 // its first frame, "n closed by the client" when the client closed it. open counts the sockets open.
 func slowHandshakes(t *testing.T, delay func(n int) time.Duration) (site string, ends chan string, open *atomic.Int32) {
-	lib, err := static.FS.ReadFile("usher.js")
-	if err != nil {
-		t.Fatal(err)
-	}
 	ends, open = make(chan string, 64), new(atomic.Int32)
 	var conns atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /usher.js", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/javascript")
-		_, _ = w.Write(lib)
-	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html")
-		_, _ = w.Write([]byte(`<!doctype html><title>usher.js</title><script src="/usher.js"></script>`))
-	})
+	mux := usherJSPage(t)
 	mux.HandleFunc("GET /v1/ws", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") == "" { // usher.js asking whether its token is taken, after an attempt that failed
 			http.Error(w, "not a WebSocket request", http.StatusBadRequest)
