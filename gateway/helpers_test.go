@@ -68,15 +68,22 @@ func testConfig(t testing.TB, dir string) gateway.Config {
 // startGateway starts a gateway and stops it when the test ends.
 func startGateway(t testing.TB, cfg gateway.Config) (*gateway.Gateway, string) {
 	t.Helper()
-	g, err := gateway.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("start gateway: %v", err)
-	}
+	g, base := startGatewayToStop(t, cfg)
 	t.Cleanup(func() {
 		if err := g.Shutdown(context.Background()); err != nil {
 			t.Errorf("shutdown: %v", err)
 		}
 	})
+	return g, base
+}
+
+// startGatewayToStop starts a gateway that the test stops itself, and returns it with its base URL.
+func startGatewayToStop(t testing.TB, cfg gateway.Config) (*gateway.Gateway, string) {
+	t.Helper()
+	g, err := gateway.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("start gateway: %v", err)
+	}
 	return g, "http://" + g.Addr().String()
 }
 

@@ -872,14 +872,9 @@ func TestStreamDeletedBehindTheCheckpoint(t *testing.T) {
 	t.Parallel()
 	const ch = "show-1"
 	tok := token(t, ch)
-	dir := t.TempDir()
-	cfg := testConfig(t, dir)
+	cfg := testConfig(t, t.TempDir())
 	cfg.CheckpointInterval = 100 * time.Millisecond
-	g, err := gateway.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + g.Addr().String()
+	g, base := startGatewayToStop(t, cfg)
 	joinAudience(t, base, ch, 1, 2, 3)
 	joinAudience(t, base, "other", 7, 8)
 	old := waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
@@ -1191,14 +1186,9 @@ func TestResumeAQuietChannelAfterExpiry(t *testing.T) {
 func TestReadyAfterStreamMadeAnew(t *testing.T) {
 	t.Parallel()
 	const ch = "show-1"
-	dir := t.TempDir()
-	cfg := testConfig(t, dir)
+	cfg := testConfig(t, t.TempDir())
 	cfg.CheckpointInterval = 100 * time.Millisecond
-	g, err := gateway.Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + g.Addr().String()
+	g, base := startGatewayToStop(t, cfg)
 	joinAudience(t, base, ch, 1, 2, 3, 4, 5)
 	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 5 })
 	if err := g.Shutdown(context.Background()); err != nil { // saves the final checkpoint, at seq 5
