@@ -284,19 +284,7 @@ func (lv *liveView) channels() []presence.Summary {
 
 // waitSeq waits until the view is ready and holds presence event seq, or ctx ends.
 func (lv *liveView) waitSeq(ctx context.Context, seq uint64) error {
-	for {
-		lv.mu.RLock()
-		cur, ch, ready := lv.seq, lv.changed, lv.ready.Load()
-		lv.mu.RUnlock()
-		if ready && cur >= seq {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(ctx.Err(), fmt.Errorf("view at %d (rosters loaded: %v), waiting for %d", cur, ready, seq))
-		case <-ch:
-		}
-	}
+	return lv.waitUntil(ctx, func() uint64 { return seq }, "waiting for")
 }
 
 // caughtUp reports whether the view holds its rosters and every event stored when it loaded them, with the last
@@ -309,16 +297,22 @@ func (lv *liveView) caughtUp() (ok bool, seq, target uint64) {
 
 // waitCaughtUp waits until caughtUp, or ctx ends.
 func (lv *liveView) waitCaughtUp(ctx context.Context) error {
+	return lv.waitUntil(ctx, func() uint64 { return lv.target }, "catching up to")
+}
+
+// waitUntil waits until the view is ready and holds presence event target() (called under the view's lock), or
+// ctx ends; what says what the wait is for, in the error.
+func (lv *liveView) waitUntil(ctx context.Context, target func() uint64, what string) error {
 	for {
 		lv.mu.RLock()
-		ready, cur, target, ch := lv.ready.Load(), lv.seq, lv.target, lv.changed
+		cur, want, ch, ready := lv.seq, target(), lv.changed, lv.ready.Load()
 		lv.mu.RUnlock()
-		if ready && cur >= target {
+		if ready && cur >= want {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(ctx.Err(), fmt.Errorf("view at %d (rosters loaded: %v), catching up to %d", cur, ready, target))
+			return errors.Join(ctx.Err(), fmt.Errorf("view at %d (rosters loaded: %v), %s %d", cur, ready, what, want))
 		case <-ch:
 		}
 	}
