@@ -61,6 +61,9 @@ type Gateway struct {
 	workers     sync.WaitGroup
 	ready       readyCheck // /readyz's last answer from JetStream
 
+	shutdownOnce sync.Once // a second Shutdown waited out the grace on the NATS connection the first had closed
+	shutdownErr  error
+
 	served chan error // receives Serve's result once
 }
 
@@ -271,8 +274,14 @@ func (g *Gateway) JetStream() jetstream.JetStream { return g.js }
 // meanwhile the applier saves its checkpoint and gives up its lease, so that another instance takes over while
 // the last requests finish (what they store after the checkpoint, the next applier applies), and the view goes on
 // feeding this instance's WebSockets. Then it closes the WebSockets, stops the view, drains and closes NATS and
-// stops the embedded server. It is bounded by ctx and by Config.ShutdownGrace.
+// stops the embedded server. It is bounded by ctx and by Config.ShutdownGrace. A later call waits for the first to
+// end and returns its result.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.shutdownOnce.Do(func() { g.shutdownErr = g.shutdown(ctx) })
+	return g.shutdownErr
+}
+
+func (g *Gateway) shutdown(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.ShutdownGrace)
 	defer cancel()
 	g.stopApplier() // it stops by itself; stopWorkers waits for it

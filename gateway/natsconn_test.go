@@ -480,3 +480,25 @@ func TestNATSStalledWritesBounded(t *testing.T) {
 		t.Errorf("Shutdown took %s (grace %s)", d.Round(time.Millisecond), gateway.DefaultShutdownGrace)
 	}
 }
+
+// A second Shutdown returns the first's result at once: it waited out the whole grace on the NATS connection the
+// first had closed (a test's cleanup after the test had stopped its gateway took 10 s).
+func TestShutdownTwice(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.ShutdownGrace = 30 * time.Second
+	g, _ := startGatewayToStop(t, cfg)
+	if err := g.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Shutdown(context.Background()) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("second Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second Shutdown has not returned after 5 s (the grace is 30 s)")
+	}
+}
