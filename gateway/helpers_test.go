@@ -265,18 +265,3 @@ func embeddedConn(t testing.TB, g *gateway.Gateway) *nats.Conn {
 	t.Cleanup(nc.Close)
 	return nc
 }
-
-// jetStreamAt is JetStream through a client connection to the NATS server at url, closed when the test ends.
-func jetStreamAt(t testing.TB, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}

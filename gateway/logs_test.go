@@ -297,7 +297,7 @@ func TestWarnsOfNCSLimitsSetByHand(t *testing.T) {
 	if out := start(); strings.Contains(out, "limit set by hand") {
 		t.Fatalf("a warning with no limit set:\n%s", out)
 	}
-	js := jetStreamAt(t, ns.ClientURL())
+	js := testutil.JetStreamAt(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, bus.NCSStream)

@@ -220,7 +220,7 @@ func TestMetricsViewNotServing(t *testing.T) {
 	}
 
 	// Two events stored and deleted by hand: no checkpoint covers them.
-	js := jetStreamAt(t, ns.ClientURL())
+	js := testutil.JetStreamAt(t, ns.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for range 2 {

@@ -76,18 +76,10 @@ func TestNATSOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns, err := server.NewServer(&server.Options{
+	ns := testutil.NATSServerWith(t, &server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true,
 		TLS: true, TLSTimeout: 2, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
 	url := strings.Replace(ns.ClientURL(), "nats://", "tls://", 1)
 
 	cfg := testConfig(t, "")
@@ -143,7 +135,7 @@ func TestShutdownWithoutNATS(t *testing.T) {
 // Usher's log (JSON, as every line), not the NATS client's default handler, which prints plain text on stderr.
 func TestNATSAsyncErrorsLogged(t *testing.T) {
 	t.Parallel()
-	ns, err := server.NewServer(&server.Options{
+	ns := testutil.NATSServerWith(t, &server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
 		Users: []*server.User{{Username: "usher", Password: "pw", Permissions: &server.Permissions{
 			Publish: &server.SubjectPermission{Allow: []string{"usher.ncs.>", "usher.presence.>", "$JS.API.>",
@@ -151,14 +143,6 @@ func TestNATSAsyncErrorsLogged(t *testing.T) {
 			Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 		}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
 	var logs testutil.SyncBuffer
 	cfg := testConfig(t, "")
 	cfg.NATSURL = strings.Replace(ns.ClientURL(), "nats://", "nats://usher:pw@", 1)

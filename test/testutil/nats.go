@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -23,13 +24,41 @@ func NATSServer(t testing.TB, listen string) *server.Server {
 	return ns
 }
 
+// NATSServerWith starts a NATS server with opts (for settings StartEmbedded does not take: TLS, accounts) and
+// waits until it takes connections; it is shut down when the test ends.
+func NATSServerWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	return ns
+}
+
 // JetStream starts an in-process NATS server with JetStream (NATSServer with bus.ListenOff) and returns a
 // connection to it and a JetStream context on that connection. The connection is closed, then the server shut
 // down, when the test ends.
 func JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	t.Helper()
-	ns := NATSServer(t, bus.ListenOff)
-	nc, err := bus.ConnectEmbedded(ns, "test")
+	nc, err := bus.ConnectEmbedded(NATSServer(t, bus.ListenOff), "test")
+	return nc, jetStreamOn(t, nc, err)
+}
+
+// JetStreamAt is JetStream through a client connection to the NATS server at url, closed when the test ends.
+func JetStreamAt(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	return jetStreamOn(t, nc, err)
+}
+
+// jetStreamOn is JetStream on nc (closed when the test ends), or the test's end when err, nc's connect error, is not nil.
+func jetStreamOn(t testing.TB, nc *nats.Conn, err error) jetstream.JetStream {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,5 +67,5 @@ func JetStream(t testing.TB) (*nats.Conn, jetstream.JetStream) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return nc, js
+	return js
 }

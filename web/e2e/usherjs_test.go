@@ -42,6 +42,23 @@ func usherJSPage(t *testing.T) *http.ServeMux {
 	return mux
 }
 
+// busyThenSnapshot is a scriptedServer script: the first busy connections are closed with 1013, and every later
+// one's subscribe gets subscribed and an empty snapshot of "show" at seq 10, the connection then held open.
+func busyThenSnapshot(busy int) func(ctx context.Context, c *websocket.Conn, n int) {
+	return func(ctx context.Context, c *websocket.Conn, n int) {
+		if n <= busy {
+			_ = c.Close(websocket.StatusTryAgainLater, "busy")
+			return
+		}
+		if !readOp(ctx, c, "subscribe") {
+			return
+		}
+		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
+			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+		<-ctx.Done()
+	}
+}
+
 // scriptedServer serves usher.js on a blank page and answers GET /v1/ws with script, run once per connection (n
 // counts them from 1). It stands in for Usher where a test needs the server to misbehave on cue, or frames in an
 // order that a real server produces only by chance.
@@ -519,18 +536,7 @@ func TestUsherJSGoesOnWithATokenRenewedBeforeExpiry(t *testing.T) {
 // an onstate that throws on "reconnecting" must not leave the client waiting for a reconnection that never comes.
 func TestUsherJSGoesOnWhenAListenerThrows(t *testing.T) {
 	t.Parallel()
-	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
-		if n <= 2 {
-			_ = c.Close(websocket.StatusTryAgainLater, "busy")
-			return
-		}
-		if !readOp(ctx, c, "subscribe") {
-			return
-		}
-		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
-			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
-		<-ctx.Done()
-	})
+	site := scriptedServer(t, busyThenSnapshot(2))
 	b := newBrowser(t, 800, 600)
 	b.do(wait, chromedp.Navigate(site+"/"))
 	eval[bool](b, `(() => {
@@ -557,18 +563,10 @@ func TestUsherJSGoesOnWhenAListenerThrows(t *testing.T) {
 func TestUsherJSCloseFromOnstateStopsTheAttempt(t *testing.T) {
 	t.Parallel()
 	var conns atomic.Int32
+	script := busyThenSnapshot(1)
 	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
 		conns.Store(int32(n))
-		if n == 1 {
-			_ = c.Close(websocket.StatusTryAgainLater, "busy")
-			return
-		}
-		if !readOp(ctx, c, "subscribe") {
-			return
-		}
-		writeJSON(ctx, c, `{"type":"subscribed","channel":"show"}`,
-			`{"type":"snapshot","channel":"show","seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
-		<-ctx.Done()
+		script(ctx, c, n)
 	})
 	b := newBrowser(t, 800, 600)
 	b.do(wait, chromedp.Navigate(site+"/"))
