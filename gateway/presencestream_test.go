@@ -459,30 +459,44 @@ func TestViewEventsDoNotWaitForASlowStreamCheck(t *testing.T) {
 	t.Logf("slowest event: %s", worst)
 }
 
-// laggingStreamInfo answers USHER_PRESENCE's stream info, once armed, with a last seq lag behind the stream's, as
-// a NATS cluster may for a moment: its state behind events its consumers already delivered.
-type laggingStreamInfo struct {
+// editedStreamInfo answers USHER_PRESENCE's stream info with its state changed by an edit, once armed: as a NATS
+// cluster whose state trails what its consumers delivered (the next answer only), or a stream restored from an
+// older backup (every answer).
+type editedStreamInfo struct {
 	jetstream.JetStream
-	lagOnce atomic.Uint64
+	edit atomic.Pointer[streamEdit]
 }
 
-type laggingStream struct {
+type streamEdit struct {
+	change func(*jetstream.StreamState)
+	once   bool // the next answer only
+}
+
+type editedStream struct {
 	jetstream.Stream
-	lag uint64
+	change func(*jetstream.StreamState)
 }
 
-func (s laggingStream) CachedInfo() *jetstream.StreamInfo {
+func (s editedStream) CachedInfo() *jetstream.StreamInfo {
 	info := *s.Stream.CachedInfo()
-	info.State.LastSeq -= min(s.lag, info.State.LastSeq)
+	s.change(&info.State)
 	return &info
 }
 
-func (s *laggingStreamInfo) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
+func (s *editedStreamInfo) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
 	st, err := s.JetStream.Stream(ctx, name)
-	if lag := s.lagOnce.Swap(0); err == nil && lag > 0 && name == bus.PresenceStream {
-		return laggingStream{Stream: st, lag: lag}, nil
+	if e := s.edit.Load(); err == nil && e != nil && name == bus.PresenceStream {
+		if e.once && !s.edit.CompareAndSwap(e, nil) {
+			return st, err // another answer took it
+		}
+		return editedStream{Stream: st, change: e.change}, nil
 	}
 	return st, err
+}
+
+// arm changes the next answer (once), or every answer from now on.
+func (s *editedStreamInfo) arm(change func(*jetstream.StreamState), once bool) {
+	s.edit.Store(&streamEdit{change: change, once: once})
 }
 
 // A stream state that answers once a little behind what the view read is not a stream restored from a backup: the
@@ -490,13 +504,13 @@ func (s *laggingStreamInfo) Stream(ctx context.Context, name string) (jetstream.
 func TestViewToleratesAStreamStateALittleBehind(t *testing.T) {
 	t.Parallel()
 	w := newPresenceWriter(t)
-	js := &laggingStreamInfo{JetStream: w.js}
+	js := &editedStreamInfo{JetStream: w.js}
 	var gaps atomic.Int32
 	lv := viewAfterThreeJoins(t, w, js, func() { gaps.Add(1) })
 	// Armed before the view made its consumer, the lag went to the consumer's creation check, which reads only when
 	// the stream was made: no check of the stream's state saw it, and the test passed whatever the view did with it.
 	waitFollowing(t, w, lv)
-	js.lagOnce.Store(2)
+	js.arm(func(st *jetstream.StreamState) { st.LastSeq -= min(2, st.LastSeq) }, true)
 	for uid, start := uint32(5), time.Now(); time.Since(start) < 3*stallCheck; uid++ { // three checks, or more
 		w.join(uid)
 		time.Sleep(100 * time.Millisecond)
@@ -504,7 +518,7 @@ func TestViewToleratesAStreamStateALittleBehind(t *testing.T) {
 	if n := gaps.Load(); n != 0 || !lv.ready.Load() {
 		t.Fatalf("the view stopped serving %d times (ready %v) after one stream state a little behind", n, lv.ready.Load())
 	}
-	if js.lagOnce.Load() != 0 {
+	if js.edit.Load() != nil {
 		t.Fatal("the view asked for the stream's state no more")
 	}
 }
@@ -537,32 +551,6 @@ func waitFollowing(t *testing.T, w *presenceWriter, lv *liveView) {
 	})
 }
 
-// restoredStreamInfo answers USHER_PRESENCE's stream info, once armed, as a stream restored from a backup that held
-// events up to last: the same epoch, its seqs back at last.
-type restoredStreamInfo struct {
-	jetstream.JetStream
-	last atomic.Uint64
-}
-
-type restoredStream struct {
-	jetstream.Stream
-	last uint64
-}
-
-func (s restoredStream) CachedInfo() *jetstream.StreamInfo {
-	info := *s.Stream.CachedInfo()
-	info.State.FirstSeq, info.State.LastSeq = 1, s.last
-	return &info
-}
-
-func (s *restoredStreamInfo) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
-	st, err := s.JetStream.Stream(ctx, name)
-	if last := s.last.Load(); err == nil && last > 0 && name == bus.PresenceStream {
-		return restoredStream{Stream: st, last: last}, nil
-	}
-	return st, err
-}
-
 // A view that once missed events (up to seq 3), and served again from a checkpoint past them, takes a later
 // checkpoint before those events when the stream is restored behind them: the applier goes on from the restored
 // stream's last event and saves its checkpoint there. It used to refuse every checkpoint before the events it had
@@ -576,7 +564,7 @@ func TestViewAfterAGapTakesTheCheckpointOfAStreamRestoredBehindIt(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := &restoredStreamInfo{JetStream: w.js}
+	js := &editedStreamInfo{JetStream: w.js}
 	lv := newLiveView(js, w.buckets.Checkpoints, testRules, slog.New(slog.DiscardHandler), func(presence.Event, []byte) {})
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -601,7 +589,7 @@ func TestViewAfterAGapTakesTheCheckpointOfAStreamRestoredBehindIt(t *testing.T) 
 	serving(3, 3*gapRetry)
 
 	// The restore: the stream back at event 1, and the applier's checkpoint there.
-	js.last.Store(1)
+	js.arm(func(st *jetstream.StreamState) { st.FirstSeq, st.LastSeq = 1, 1 }, false)
 	if _, err := w.buckets.Checkpoints.PutBytes(w.ctx, checkpointObject, cp1); err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,19 @@ func usherJSPage(t *testing.T) *http.ServeMux {
 	return mux
 }
 
+// shortToken is a token maker for resumingClient: a token of the viewer for the channel, valid for d, whose expiry
+// it keeps in *expiry.
+func shortToken(t *testing.T, d time.Duration, expiry *time.Time) func(ch string) string {
+	return func(ch string) string {
+		*expiry = time.Now().Add(d)
+		short, err := auth.Issue(testJWTSecret, []string{ch}, d, "viewer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return short
+	}
+}
+
 // busyThenSnapshot is a scriptedServer script: the first busy connections are closed with 1013, and every later
 // one's subscribe gets subscribed and an empty snapshot of "show" at seq 10, the connection then held open.
 func busyThenSnapshot(busy int) func(ctx context.Context, c *websocket.Conn, n int) {
@@ -336,14 +349,7 @@ func TestConsoleUnavailableThenResumed(t *testing.T) {
 func TestUsherJSStopsOnAnExpiredTokenAndResumesWithANewOne(t *testing.T) {
 	t.Parallel()
 	var expiry time.Time
-	srv, proxy, b, seq := resumingClient(t, func(ch string) string {
-		expiry = time.Now().Add(4 * time.Second)
-		short, err := auth.Issue(testJWTSecret, []string{ch}, 4*time.Second, "viewer")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return short
-	}, "")
+	srv, proxy, b, seq := resumingClient(t, shortToken(t, 4*time.Second, &expiry), "")
 	const ch = "show-1"
 
 	proxy.Cut() // the client retries, refused, until the token has expired
@@ -513,14 +519,7 @@ func TestUsherJSChannelsNamedLikeObjectProperties(t *testing.T) {
 func TestUsherJSGoesOnWithATokenRenewedBeforeExpiry(t *testing.T) {
 	t.Parallel()
 	var expiry time.Time
-	srv, _, b, seq := resumingClient(t, func(ch string) string {
-		expiry = time.Now().Add(3 * time.Second)
-		short, err := auth.Issue(testJWTSecret, []string{ch}, 3*time.Second, "viewer")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return short
-	}, "")
+	srv, _, b, seq := resumingClient(t, shortToken(t, 3*time.Second, &expiry), "")
 	const ch = "show-1"
 	eval[bool](b, `client.setToken(`+jsString(token(t, "viewer", ch))+`), true`) // renewed in good time
 	time.Sleep(time.Until(expiry) + 500*time.Millisecond)                        // the server closes the old token's connection
