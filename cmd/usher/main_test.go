@@ -260,7 +260,6 @@ func TestServeHelpHidesNATSURLPassword(t *testing.T) {
 	}
 }
 
-// NCS secrets come comma-separated or one per line, as a USHER_NCS_SECRETS_FILE often holds them.
 // usher --help (and -h, help) prints the list of subcommands, not serve's flags.
 func TestTopLevelHelp(t *testing.T) {
 	t.Parallel()
@@ -275,6 +274,33 @@ func TestTopLevelHelp(t *testing.T) {
 	}
 }
 
+// usher serve --help gives each setting's default once: the value in effect, and the built-in one beside it only
+// when an environment variable sets another.
+func TestServeHelpGivesEachDefaultOnce(t *testing.T) {
+	t.Parallel()
+	helpOf := func(vars map[string]string) string {
+		var out, errb bytes.Buffer
+		if code := run([]string{"serve", "--help"}, env(vars), &out, &errb); code != 0 {
+			t.Fatalf("exit %d", code)
+		}
+		return errb.String()
+	}
+	usage := helpOf(nil)
+	for _, line := range strings.Split(usage, "\n") {
+		if strings.Count(line, "default") > 1 {
+			t.Errorf("a default given twice: %s", strings.TrimSpace(line))
+		}
+	}
+	if !strings.Contains(usage, "(env USHER_CHECKPOINT_INTERVAL) (default 10s)") {
+		t.Errorf("serve --help does not give USHER_CHECKPOINT_INTERVAL's default as (default 10s):\n%s", usage)
+	}
+	set := helpOf(map[string]string{"USHER_CHECKPOINT_INTERVAL": "30s"})
+	if !strings.Contains(set, "(env USHER_CHECKPOINT_INTERVAL, built-in default 10s) (default 30s)") {
+		t.Errorf("with USHER_CHECKPOINT_INTERVAL=30s, serve --help does not give both the value in effect and the built-in default:\n%s", set)
+	}
+}
+
+// NCS secrets come comma-separated or one per line, as a USHER_NCS_SECRETS_FILE often holds them.
 func TestSplitSecrets(t *testing.T) {
 	t.Parallel()
 	got := splitSecrets("one\ntwo,three\r\n\n four \n")

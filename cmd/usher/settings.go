@@ -39,10 +39,12 @@ func (s *settings) env(name string) (string, bool) {
 	return v, v != ""
 }
 
-func help(text, env, def string) string {
+// help is a setting's help text. The flag package adds "(default X)" with the value in effect (the environment
+// variable's, when it is set), so the built-in default is given here only when the variable is set.
+func help(text, env, def string, envSet bool) string {
 	h := text + " (env " + env
-	if def != "" {
-		h += ", default " + def
+	if envSet && def != "" {
+		h += ", built-in default " + def
 	}
 	return h + ")"
 }
@@ -52,7 +54,7 @@ func (s *settings) String(p *string, flagName, env, def, text string) {
 	if !ok {
 		v = def
 	}
-	s.fs.StringVar(p, flagName, v, help(text, env, def))
+	s.fs.StringVar(p, flagName, v, help(text, env, def, ok))
 }
 
 // URLs is a String setting of URLs that may carry credentials (user:password@): help shows them redacted.
@@ -87,38 +89,41 @@ func (s *settings) Secret(p *string, flagName, env, text string) {
 
 func (s *settings) Int(p *int, flagName, env string, def int, text string) {
 	v := def
-	if raw, ok := s.env(env); ok {
+	raw, ok := s.env(env)
+	if ok {
 		n, err := strconv.Atoi(raw)
 		if err != nil {
 			s.envError(flagName, fmt.Errorf("%s=%q is not a whole number", env, raw))
 		}
 		v = n
 	}
-	s.fs.IntVar(p, flagName, v, help(text, env, strconv.Itoa(def)))
+	s.fs.IntVar(p, flagName, v, help(text, env, strconv.Itoa(def), ok))
 }
 
 func (s *settings) Duration(p *time.Duration, flagName, env string, def time.Duration, text string) {
 	v := def
-	if raw, ok := s.env(env); ok {
+	raw, ok := s.env(env)
+	if ok {
 		d, err := time.ParseDuration(raw)
 		if err != nil {
 			s.envError(flagName, fmt.Errorf("%s=%q is not a duration (e.g. 90s, 10m, 2h)", env, raw))
 		}
 		v = d
 	}
-	s.fs.DurationVar(p, flagName, v, help(text, env, def.String()))
+	s.fs.DurationVar(p, flagName, v, help(text, env, def.String(), ok))
 }
 
 func (s *settings) Float(p *float64, flagName, env string, def float64, text string) {
 	v := def
-	if raw, ok := s.env(env); ok {
+	raw, ok := s.env(env)
+	if ok {
 		f, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
 			s.envError(flagName, fmt.Errorf("%s=%q is not a number", env, raw))
 		}
 		v = f
 	}
-	s.fs.Float64Var(p, flagName, v, help(text, env, strconv.FormatFloat(def, 'g', -1, 64)))
+	s.fs.Float64Var(p, flagName, v, help(text, env, strconv.FormatFloat(def, 'g', -1, 64), ok))
 }
 
 func (s *settings) Bool(p *bool, flagName, text string) { s.fs.BoolVar(p, flagName, false, text) }
