@@ -32,6 +32,7 @@ func (g *Gateway) requestLog(c *gin.Context) {
 		id = strconv.FormatUint(rand.Uint64(), 36)
 	}
 	c.Header(HeaderRequestID, id)
+	c.Header("X-Content-Type-Options", "nosniff") // every body is served with its type: never let a browser guess another
 	c.Set(requestIDKey{}, id)
 	c.Next()
 
