@@ -3,6 +3,8 @@ package hub
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -55,4 +57,49 @@ func threeWhoNeverRead(t *testing.T, h *Hub, dial func(*websocket.DialOptions) *
 		n := h.Stats().Connections
 		return n == 3, fmt.Sprintf("%d of 3 sessions open", n)
 	})
+}
+
+// An upgrade that Close overtakes (the session would start after closing began) is answered 1013, and its close
+// handshake, which no session counts, ends with the hub: it waited 5 s for a peer that never answers.
+func TestUpgradeOvertakenByCloseEndsWithTheHub(t *testing.T) {
+	returned := make(chan time.Time, 1)
+	h, dial := serveHubWith(t, Config{}, storedEvents(0, 0), func(srv *httptest.Server) {
+		serve := srv.Config.Handler
+		srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			serve.ServeHTTP(w, r)
+			returned <- time.Now()
+		})
+	})
+	closed := make(chan time.Time, 1)
+	h.afterAccept = func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			h.Close(ctx)
+			closed <- time.Now()
+		}()
+		testutil.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
+			h.mu.RLock()
+			defer h.mu.RUnlock()
+			return h.closing, "Close has not begun"
+		})
+	}
+	dial(nil) // never reads: its library never answers the close frame
+	var end, ret time.Time
+	select {
+	case end = <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	select {
+	case ret = <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upgrade's handler did not return")
+	}
+	if late := ret.Sub(end); late > time.Second {
+		t.Fatalf("the upgrade's handler returned %s after Close", late.Round(time.Millisecond))
+	}
+	if n := h.Stats().Connections; n != 0 {
+		t.Fatalf("%d connections", n)
+	}
 }

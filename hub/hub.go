@@ -135,6 +135,8 @@ type Hub struct {
 
 	nConns, nSubs, nSlow, nFrames                atomic.Int64
 	nRefusedToken, nRefusedFull, nRefusedSubject atomic.Int64
+
+	afterAccept func() // tests: runs in ServeHTTP between the upgrade and the session's start
 }
 
 // channel is the local subscribers of one channel.
@@ -224,10 +226,17 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // Accept has answered the client
 	}
 	conn.SetReadLimit(MaxFrame)
+	if h.afterAccept != nil {
+		h.afterAccept()
+	}
 	s := h.newSession(conn, cork.conn, claims)
 	if s == nil {
+		// Close began during the upgrade. The close handshake waits for the peer (up to 5 s in coder/websocket), and
+		// no session counts this connection: the hub's end cuts it, as Close cuts its sessions' past its context.
 		h.release(claims.Subject)
+		stop := context.AfterFunc(h.ctx, func() { _ = cork.conn.Close() })
 		_ = conn.Close(websocket.StatusTryAgainLater, "server is shutting down")
+		stop()
 		return
 	}
 	// The read loop gets a goroutine of its own, owned by the hub, and this handler returns: its deep stack, the
