@@ -343,6 +343,9 @@ func (g *Gateway) closeNATS(ctx context.Context, stopped <-chan struct{}) {
 func (g *Gateway) Handler() http.Handler {
 	r := gin.New()
 	_ = r.SetTrustedProxies(g.proxies) // Validate checked them; nil trusts no proxy
+	if len(g.proxies) > 0 {
+		r.Use(forwardedWithoutPorts)
+	}
 	r.Use(g.requestLog, g.recovery, errorJSON)
 	r.HandleMethodNotAllowed = true
 	// No 307 to the path without its trailing slash: gin answers that before any middleware, so a callback URL

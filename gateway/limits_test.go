@@ -200,6 +200,12 @@ func TestNCSSourceAllowList(t *testing.T) {
 		{"forwarded address of an untrusted peer is ignored", []string{"203.0.113.0/24"}, nil, xff("203.0.113.7"), 403},
 		{"forwarded address of a trusted proxy is used", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("203.0.113.7"), 200},
 		{"trusted proxy forwarding an outside address", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("198.51.100.9"), 403},
+		// Some load balancers write the client's port too; gin would take the proxy for the client.
+		{"forwarded address with its port", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("203.0.113.7:4711"), 200},
+		{"forwarded IPv6 address with its port, after a proxy chain", []string{"2001:db8::/32"}, []string{"127.0.0.0/8", "10.0.0.0/8"},
+			xff("[2001:db8::7]:4711, 10.1.2.3:80"), 200},
+		{"forwarded outside address with its port", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("198.51.100.9:4711"), 403},
+		{"loopback allowed, proxy forwarding an outside address with its port", []string{"127.0.0.1"}, []string{"127.0.0.0/8"}, xff("198.51.100.9:4711"), 403},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,6 +101,34 @@ func (g *Gateway) logOf(c *gin.Context) *slog.Logger {
 		return g.log.With("req", id)
 	}
 	return g.log
+}
+
+// forwardedWithoutPorts drops the ports that some load balancers (Azure's Application Gateway, for one) write after
+// the addresses in X-Forwarded-For and X-Real-IP ("203.0.113.7:4711", "[2001:db8::7]:4711"). gin takes an entry it
+// cannot parse as an address for a forged header and falls back to the peer's address: every client behind such a
+// proxy would be the proxy, sharing one upgrade-rate bucket and judged by the proxy's address in the NCS
+// allow-list. gin reads those headers only from a trusted proxy.
+func forwardedWithoutPorts(c *gin.Context) {
+	for _, name := range []string{"X-Forwarded-For", "X-Real-IP"} {
+		vs := c.Request.Header.Values(name)
+		for i, v := range vs {
+			if strings.Contains(v, ":") {
+				vs[i] = withoutPorts(v)
+			}
+		}
+	}
+	c.Next()
+}
+
+// withoutPorts rewrites each comma-separated address:port of a forwarding header as the address alone.
+func withoutPorts(v string) string {
+	parts := strings.Split(v, ",")
+	for i, p := range parts {
+		if ap, err := netip.ParseAddrPort(strings.TrimSpace(p)); err == nil {
+			parts[i] = " " + ap.Addr().String()
+		}
+	}
+	return strings.TrimSpace(strings.Join(parts, ","))
 }
 
 // clientAddr is the client's address: the peer's, or what a trusted proxy says (gin's ClientIP with the
