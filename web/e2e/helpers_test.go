@@ -67,16 +67,26 @@ type server struct {
 
 func startServer(t *testing.T) *server {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with the gateway's configuration changed by edit (if not nil) before it starts.
+func startServerWith(t *testing.T, edit func(*gateway.Config)) *server {
+	t.Helper()
 	logs := &logBook{t: t}
 	t.Cleanup(func() { logs.mu.Lock(); logs.done = true; logs.mu.Unlock() })
-	g, err := gateway.Start(context.Background(), gateway.Config{
+	cfg := gateway.Config{
 		Addr:       "127.0.0.1:0",
 		NCSSecrets: []string{testSecret},
 		JWTSecret:  testJWTSecret,
 		DataDir:    t.TempDir(),
 		NATSListen: bus.ListenOff,
 		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	g, err := gateway.Start(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("start gateway: %v", err)
 	}

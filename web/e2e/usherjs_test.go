@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/hub"
 	"github.com/usher-presence/usher/test/testutil"
@@ -933,5 +935,328 @@ func TestUsherJSCloseWhileConnecting(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if got := eval[string](b, `got.join(", ")`); got != "closed" {
 		t.Fatalf("after close() while connecting: %q, want %q", got, "closed")
+	}
+}
+
+// countingWebSocket, run in a page before usher.js makes its client, replaces the page's WebSocket with one that
+// counts the sockets made (window.sockets; the last is window.socket) and, per socket, the subscribes sent and not
+// answered yet (subscribed or error): window.maxWaiting is the most there ever were.
+const countingWebSocket = `window.sockets = 0; window.maxWaiting = 0;
+	window.WebSocket = class extends WebSocket {
+		constructor(url, protocols) {
+			super(url, protocols);
+			sockets++;
+			window.socket = this;
+			this.waiting = 0;
+			// Added before usher.js sets onmessage, so it runs first: an answer is counted before the next send.
+			this.addEventListener("message", m => {
+				const f = JSON.parse(m.data);
+				if (f.type === "subscribed" || f.type === "error") this.waiting--;
+			});
+		}
+		send(data) {
+			if (JSON.parse(data).op === "subscribe") maxWaiting = Math.max(maxWaiting, ++this.waiting);
+			super.send(data);
+		}
+	};`
+
+// manyChannels starts, in b's page (which loads usher.js from a real Usher), a client (window.client) with tok that
+// subscribes at once to every channel of names. The page lists what the handlers get: window.snaps the channels of
+// each snapshot, window.events "<channel> <uid>" of each event, window.resets and window.errors ("<channel>
+// <code>"); window.states the states, with their codes. Sockets are counted (countingWebSocket). After each
+// snapshot, the page calls window.onSnapshot if setup (JavaScript run first) set it.
+func manyChannels(b *browser, tok string, names []string, setup string) {
+	b.t.Helper()
+	list, err := json.Marshal(names)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	eval[bool](b, `(() => {
+		`+countingWebSocket+`
+		`+setup+`
+		window.states = []; window.snaps = []; window.events = []; window.resets = []; window.errors = [];
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(tok)+`, minDelay: 100, maxDelay: 400});
+		c.onstate = (state, info) => states.push(state + (info.code ? " " + info.code : ""));
+		for (const ch of `+string(list)+`) {
+			c.subscribe(ch, {snapshot: () => { snaps.push(ch); if (window.onSnapshot) onSnapshot(); }, event: e => events.push(ch + " " + e.uid),
+				reset: () => resets.push(ch), error: e => errors.push(ch + " " + e.code)});
+		}
+		window.client = c;
+		return true;
+	})()`)
+}
+
+// names returns n channel names: prefix followed by a number of width digits.
+func names(prefix string, n, width int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s%0*d", prefix, width, i)
+	}
+	return out
+}
+
+// An app that subscribes to more channels at once than the server takes on a connection (a moderator's view, or a
+// server whose USHER_MAX_SUBSCRIPTIONS is low) keeps its connection: usher.js sends its subscribes a few at a time,
+// so the server never has so many waiting that it closes the connection (1008, on which the client reconnected and
+// sent them all again, for ever). The first channels are served, the others refused with too_many_subscriptions.
+func TestUsherJSSubscribesToMoreChannelsThanTheServerTakes(t *testing.T) {
+	t.Parallel()
+	const max = 2 // the server closes a connection on which more than 2*2+16 = 20 frames wait
+	srv := startServerWith(t, func(c *gateway.Config) { c.MaxSubscriptions = max })
+	chans := names("mod-", 60, 2)
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(srv.base+"/")) // the console page, which loads usher.js
+	manyChannels(b, token(t, "moderator", "mod-*"), chans, "")
+	b.poll("an answer to every subscribe, or a reconnection",
+		`snaps.length + errors.length >= `+fmt.Sprint(len(chans))+` || states.some(s => s.startsWith("reconnecting"))`, wait)
+	if s := eval[string](b, `states.join(", ")`); s != "live" {
+		t.Fatalf("states %q, want only live: the connection did not stay (errors: %s)", s, eval[string](b, `errors.slice(0, 5).join(", ")`))
+	}
+	if got := eval[[]string](b, `snaps`); !slices.Equal(got, chans[:max]) {
+		t.Errorf("snapshots of %q, want the first %d channels subscribed, %q", got, max, chans[:max])
+	}
+	var wantErrors []string
+	for _, ch := range chans[max:] {
+		wantErrors = append(wantErrors, ch+" too_many_subscriptions")
+	}
+	if got := eval[[]string](b, `errors`); !slices.Equal(got, wantErrors) {
+		t.Errorf("errors %q, want too_many_subscriptions for each channel past the first %d, in order", got, max)
+	}
+
+	seq := time.Now().UnixMilli()
+	srv.send(t, user(ncs.AudienceJoin, chans[0], 7, seq, nil), user(ncs.AudienceJoin, chans[1], 7, seq, nil))
+	b.poll("the served channels' events", `events.includes("mod-00 7") && events.includes("mod-01 7")`, wait)
+	if s, n, w := eval[string](b, `states.join(", ")`), eval[int](b, `sockets`), eval[int](b, `maxWaiting`); s != "live" || n != 1 || w > 16 {
+		t.Errorf("states %q, %d sockets, at most %d subscribes waiting at once; want live, 1, at most 16", s, n, w)
+	}
+	eval[bool](b, `client.close(), true`)
+}
+
+// An app that watches many channels, all of them allowed, gets every one, with at most 16 subscribes waiting for
+// their answer at a time. When the connection drops in the middle of them (here at the 50th snapshot, the window
+// full), the next connection subscribes to every channel again through the window (the served ones resume, the
+// others get their snapshot); when it drops once all are served, every channel resumes from its last event, none
+// with a snapshot.
+func TestUsherJSResumesManyChannels(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	srv := startServerWith(t, func(c *gateway.Config) { c.MaxSubscriptions = n })
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(srv.base, "http://"))
+	chans := names("many-", n, 3)
+	seq := time.Now().UnixMilli()
+	joins := func(uid uint32) []notice {
+		out := make([]notice, len(chans))
+		for i, ch := range chans {
+			out[i] = user(ncs.AudienceJoin, ch, uid, seq+int64(uid), nil)
+		}
+		return out
+	}
+	srv.sendMany(t, 8, joins(1))
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate("http://"+proxy.Addr()+"/"))
+	// The first connection ends at the 50th snapshot, as the page takes it: no answer of that socket comes after.
+	manyChannels(b, token(t, "moderator", "many-*"), chans, `window.onSnapshot = () => { if (snaps.length === 50) socket.close(); };`)
+	lives := func(want int) {
+		t.Helper()
+		b.poll(fmt.Sprintf("live %d times", want), fmt.Sprintf(`states.filter(s => s === "live").length >= %d`, want), wait)
+	}
+	lives(2)
+	b.poll("every snapshot", fmt.Sprintf(`snaps.length >= %d || errors.length > 0`, n), 3*wait)
+	if got := eval[[]string](b, `snaps`); !slices.Equal(slices.Sorted(slices.Values(got)), chans) {
+		t.Fatalf("%d snapshots, want one per channel (%d)", len(got), n)
+	}
+
+	eval[bool](b, `window.mark = states.length, true`)
+	proxy.Cut()
+	b.poll("a reconnection", `states.slice(mark).some(s => s.startsWith("reconnecting"))`, wait)
+	srv.sendMany(t, 8, joins(2)) // while the client is away
+	proxy.Restore()
+	lives(3)
+	b.poll("every channel's event of uid 2", fmt.Sprintf(`new Set(events.filter(e => e.endsWith(" 2"))).size >= %d || errors.length > 0`, n), 3*wait)
+	if got := eval[int](b, `events.filter(e => e.endsWith(" 2")).length`); got != n {
+		t.Errorf("%d events of uid 2, want one per channel (%d)", got, n)
+	}
+	if got := eval[[]string](b, `snaps`); !slices.Equal(slices.Sorted(slices.Values(got)), chans) {
+		t.Errorf("%d snapshots, want one per channel (%d): a resume sent snapshots", len(got), n)
+	}
+	if r, e := eval[[]string](b, `resets`), eval[[]string](b, `errors`); len(r)+len(e) > 0 {
+		t.Errorf("resets %q, errors %q; want none", r, e)
+	}
+	if w := eval[int](b, `maxWaiting`); w > 16 {
+		t.Errorf("at most %d subscribes waited at once, want at most 16 (states %s)", w, eval[string](b, `states.join(", ")`))
+	}
+	eval[bool](b, `client.close(), true`)
+}
+
+// Subscribes waiting in usher.js for room (the window of 16) are the app's latest word: an unsubscribe of one never
+// reaches the server, a subscribe again of one is sent once, for the new handlers, and a channel subscribed again
+// while its first subscribe is in flight gets its own answer only, the first one's dropped.
+func TestUsherJSQueuedSubscribes(t *testing.T) {
+	t.Parallel()
+	var (
+		mu   sync.Mutex
+		read []string // the client's frames, as "<op> <channel>"
+	)
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if n > 1 {
+			return
+		}
+		for seq := 1; ; seq++ {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			var f struct{ Op, Channel string }
+			if err := json.Unmarshal(b, &f); err != nil {
+				return
+			}
+			mu.Lock()
+			read = append(read, f.Op+" "+f.Channel)
+			mu.Unlock()
+			if f.Op == "subscribe" {
+				ch := jsString(f.Channel)
+				writeJSON(ctx, c, `{"type":"subscribed","channel":`+ch+`}`,
+					fmt.Sprintf(`{"type":"snapshot","channel":%s,"seq":%d,"hosts":[],"audience":[],"users":[],"counts":{}}`, ch, seq))
+			}
+		}
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		`+countingWebSocket+`
+		window.got = {};
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t"});
+		const handlers = name => {
+			const push = what => (got[name] = got[name] || []).push(what);
+			return {subscribed: () => push("subscribed"), snapshot: s => push("snapshot"), error: e => push("error " + e.code)};
+		};
+		c.onstate = state => {
+			if (state !== "live") return;
+			// Not channel names: the server's refusal would not name them, and their answer would never free a place.
+			window.refused = ["", 5, null].filter(ch => { try { c.subscribe(ch, {}); return false; } catch (e) { return true; } }).length;
+			// All at once, as the connection opens: the first 16 go out, the others wait.
+			for (let i = 0; i < 40; i++) { const ch = "c" + String(i).padStart(2, "0"); c.subscribe(ch, handlers(ch)); }
+			c.unsubscribe("c30"); // waiting
+			c.subscribe("c31", handlers("c31 again")); // waiting
+			c.subscribe("c00", handlers("c00 again")); // in flight, and now waiting again
+			c.unsubscribe("c01"); c.subscribe("c01", handlers("c01 again")); // the same, unsubscribed first
+		};
+		window.client = c;
+		return true;
+	})()`)
+	// An answer to a subscribe sends the next one as the page takes it: none waits for an answer once all are in.
+	b.poll("an answer to every subscribe", `sockets === 1 && socket.waiting === 0 && (got["c01 again"] || []).length >= 2`, wait)
+	got := eval[map[string][]string](b, `got`)
+	eval[bool](b, `client.close(), true`)
+	if n := eval[int](b, `refused`); n != 3 {
+		t.Errorf("subscribe took %d of 3 names that are not channel names", 3-n)
+	}
+	for _, ch := range []string{"c00", "c01", "c30", "c31"} {
+		if len(got[ch]) > 0 {
+			t.Errorf("%s's first handlers got %q, want nothing: the app replaced them before any answer", ch, got[ch])
+		}
+	}
+	for _, ch := range []string{"c00 again", "c01 again", "c31 again", "c02", "c39"} {
+		if want := []string{"subscribed", "snapshot"}; !slices.Equal(got[ch], want) {
+			t.Errorf("%s got %q, want %q", ch, got[ch], want)
+		}
+	}
+	mu.Lock()
+	frames := slices.Clone(read)
+	mu.Unlock()
+	count := func(frame string) int {
+		return len(slices.DeleteFunc(slices.Clone(frames), func(f string) bool { return f != frame }))
+	}
+	for frame, want := range map[string]int{"subscribe c00": 2, "subscribe c01": 2, "unsubscribe c01": 1, "subscribe c31": 1,
+		"subscribe c30": 0, "unsubscribe c30": 0, "unsubscribe c31": 0, "subscribe c39": 1} {
+		if n := count(frame); n != want {
+			t.Errorf("the server read %q %d times, want %d (frames: %q)", frame, n, want, frames)
+		}
+	}
+	if w := eval[int](b, `maxWaiting`); w > 16 {
+		t.Errorf("at most %d subscribes waited at once, want at most 16", w)
+	}
+}
+
+// A subscribe made again after "unavailable" waits for room in the window as any other: here the first 16 channels
+// are refused, the next 16 wait for their answers (held back), and the retries of the first 16 come due meanwhile.
+// They go out after the channels queued before them, once answers make room.
+func TestUsherJSRetriesGoThroughTheWindow(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	var (
+		mu   sync.Mutex
+		read []string // the channels of the client's subscribes
+	)
+	site := scriptedServer(t, func(ctx context.Context, c *websocket.Conn, n int) {
+		if n > 1 {
+			return
+		}
+		refused := map[string]bool{}
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				return
+			}
+			var f struct{ Op, Channel string }
+			if err := json.Unmarshal(b, &f); err != nil || f.Op != "subscribe" {
+				return
+			}
+			mu.Lock()
+			read = append(read, f.Channel)
+			mu.Unlock()
+			ch := jsString(f.Channel)
+			if f.Channel < "c16" && !refused[f.Channel] {
+				refused[f.Channel] = true
+				writeJSON(ctx, c, `{"type":"error","code":"unavailable","channel":`+ch+`,"message":"loading"}`)
+				continue
+			}
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return
+			}
+			writeJSON(ctx, c, `{"type":"subscribed","channel":`+ch+`}`,
+				`{"type":"snapshot","channel":`+ch+`,"seq":10,"hosts":[],"audience":[],"users":[],"counts":{}}`)
+		}
+	})
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(site+"/"))
+	eval[bool](b, `(() => {
+		`+countingWebSocket+`
+		window.got = {};
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: "t", minDelay: 40});
+		for (let i = 0; i < 40; i++) {
+			const ch = "c" + String(i).padStart(2, "0"), push = what => (got[ch] = got[ch] || []).push(what);
+			c.subscribe(ch, {subscribed: () => push("subscribed"), snapshot: () => push("snapshot"), error: e => push("error " + e.code)});
+		}
+		window.client = c;
+		return true;
+	})()`)
+	// The 8 channels never sent and the 16 retries (due within 80 ms of their refusal) wait in the client's queue.
+	b.poll("the retries due", `client.queue.length === 24 || maxWaiting > 16`, wait)
+	close(release)
+	b.poll("every snapshot", `Object.values(got).filter(g => g.includes("snapshot")).length === 40 || sockets > 1`, wait)
+	got := eval[map[string][]string](b, `got`)
+	w, sockets := eval[int](b, `maxWaiting`), eval[int](b, `sockets`)
+	eval[bool](b, `client.close(), true`)
+	if w > 16 || sockets != 1 {
+		t.Errorf("at most %d subscribes waited at once on %d sockets, want at most 16 on 1", w, sockets)
+	}
+	for _, ch := range names("c", 40, 2) {
+		want := []string{"subscribed", "snapshot"}
+		if ch < "c16" {
+			want = append([]string{"error unavailable"}, want...)
+		}
+		if !slices.Equal(got[ch], want) {
+			t.Errorf("%s got %q, want %q", ch, got[ch], want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The retries come in the order their timers (with jitter) fired, after every channel subscribed before.
+	if len(read) != 56 || !slices.Equal(read[:40], names("c", 40, 2)) ||
+		!slices.Equal(slices.Sorted(slices.Values(read[40:])), names("c", 16, 2)) {
+		t.Errorf("the server read subscribes of %q, want c00 to c39, then c00 to c15 again in any order", read)
 	}
 }

@@ -16,7 +16,10 @@
 //
 // It keeps the last seq of each channel and, when the connection drops, reconnects with backoff and resumes every
 // subscription from its last seq: no event is lost or repeated. The backoff starts over only once a connection has
-// stayed up for stableAfter (10 s), so a server that accepts and then closes is not hammered. When the token has
+// stayed up for stableAfter (10 s), so a server that accepts and then closes is not hammered. At most 16 subscribes
+// wait for their answer at a time, the others are sent as answers come (a server closes a connection on which too
+// many wait), so an app may subscribe to any number of channels at once; those past the server's limit per
+// connection get the error too_many_subscriptions and are dropped. When the token has
 // expired (the server closed with 4001, or a reconnection was refused after the token's lifetime had passed: the
 // server answers 401, which a browser reports only as a failed connection) the client stops with state "closed" and
 // info {code: 4001}; setToken(newToken) then reconnects and resumes. So it does, with reason "invalid_token", when
@@ -49,6 +52,10 @@
     // Maps without a prototype: a channel may be named "constructor" or "__proto__".
     this.subs = Object.create(null); // channel -> {handlers, seq}
     this.awaiting = Object.create(null); // channel -> subscribes sent on this connection and not answered yet
+    this.inFlight = 0; // the sum of awaiting: subscribes waiting for their answer, at most subscribeWindow
+    this.queue = []; // channels whose subscribe waits for room in the window, in the order they are to be sent
+    this.queued = Object.create(null); // channel -> true while it is in queue (each channel is there once at most)
+    this.sent = Object.create(null); // channel -> true once subscribed on this connection, until unsubscribed
     this.ws = null;
     this.attempt = 0;
     this.closed = false;
@@ -105,8 +112,10 @@
       // The backoff starts over only once this connection has lasted: a server that accepts and closes at once
       // (overloaded, shutting down, or closing a client as too slow) sees the delays grow.
       self.stableTimer = setTimeout(function () { self.stableTimer = null; if (self.ws === ws) self.attempt = 0; }, self.stableAfter);
-      self.awaiting = Object.create(null); // a new connection: nothing of the old one can arrive
-      for (var ch in self.subs) { self.subs[ch].retries = 0; self._sendSubscribe(ch); }
+      // A new connection: nothing of the old one can arrive, and every subscription is made again, in a stable
+      // order, through the window.
+      self._forgetConnection();
+      for (var ch in self.subs) { self.subs[ch].retries = 0; self._queueSubscribe(ch); }
       self._state("live", { resumed: resumed });
     };
     ws.onmessage = function (m) {
@@ -169,13 +178,23 @@
   };
 
   UsherClient.prototype._frame = function (f) {
-    var sub = f.channel !== undefined ? this.subs[f.channel] : null;
-    if (this.awaiting[f.channel] > 0) {
+    var ch = f.channel;
+    if (typeof ch !== "string") return; // every frame for the app names its channel (pong does not)
+    var sub = this.subs[ch];
+    if (this.awaiting[ch] > 0) {
       // Frames sent before the server took the latest subscribe belong to an earlier subscription of the channel
       // (one unsubscribed, or replaced by subscribing again): drop them until its answer.
-      if (f.type === "subscribed" || f.type === "error") this.awaiting[f.channel]--;
-      if (this.awaiting[f.channel] > 0 || f.type !== "subscribed" && f.type !== "error") return;
+      if (f.type !== "subscribed" && f.type !== "error") return;
+      // The answer to one subscribe (the server answers them in order, each once): its place in the window goes to
+      // the next waiting, before the app's handlers run (one that throws must not stall the queue).
+      this.awaiting[ch]--;
+      this.inFlight--;
+      this._sendQueued();
+      if (this.awaiting[ch] > 0) return;
     }
+    // The channel subscribed again and its subscribe still waiting for room in the window: what the server sends
+    // until then is of the earlier subscription.
+    if (this.queued[ch]) return;
     switch (f.type) {
       case "snapshot":
         if (!sub) return;
@@ -209,6 +228,42 @@
     return false;
   };
 
+  // The server answers a connection's subscribes one at a time, in order (a resume or a large snapshot can take a
+  // while), and closes the connection (1008) when more than twice its USHER_MAX_SUBSCRIPTIONS, plus 16, frames
+  // wait there. Sent all at once, the subscribes of an app watching many channels would have it closed on every
+  // connection, and reconnect for ever. So at most subscribeWindow subscribes wait for their answer (subscribed
+  // or error) at a time, fewer than the server allows even with USHER_MAX_SUBSCRIPTIONS=1 (18); the others wait
+  // in queue, and each answer sends the next. The client sends no other frame that waits for an answer.
+  var subscribeWindow = 16;
+
+  // _queueSubscribe puts channel's subscribe in the queue, unless it waits there already (it is then sent with the
+  // channel's subscription as it is when its turn comes), and sends what the window has room for.
+  UsherClient.prototype._queueSubscribe = function (channel) {
+    if (!this.queued[channel]) {
+      this.queued[channel] = true;
+      this.queue.push(channel);
+    }
+    this._sendQueued();
+  };
+
+  // _sendQueued sends queued subscribes, oldest first, while the window has room on an open connection.
+  UsherClient.prototype._sendQueued = function () {
+    while (this.inFlight < subscribeWindow && this.queue.length > 0 && this.opened && this.ws && this.ws.readyState === 1) {
+      var channel = this.queue.shift();
+      delete this.queued[channel];
+      if (this.subs[channel]) this._sendSubscribe(channel);
+    }
+  };
+
+  // _forgetConnection forgets what was sent on a connection that is gone, and the subscribes still in queue.
+  UsherClient.prototype._forgetConnection = function () {
+    this.awaiting = Object.create(null);
+    this.inFlight = 0;
+    this.queue = [];
+    this.queued = Object.create(null);
+    this.sent = Object.create(null);
+  };
+
   UsherClient.prototype._sendSubscribe = function (channel) {
     var sub = this.subs[channel];
     var msg = { op: "subscribe", channel: channel };
@@ -216,7 +271,11 @@
       msg.since = sub.seq; // resume: only what was missed
       if (sub.epoch) msg.epoch = sub.epoch; // if the stream was made anew since, the server sends reset and a snapshot
     }
-    if (this._send(msg)) this.awaiting[channel] = (this.awaiting[channel] || 0) + 1;
+    if (this._send(msg)) {
+      this.awaiting[channel] = (this.awaiting[channel] || 0) + 1;
+      this.inFlight++;
+      this.sent[channel] = true;
+    }
   };
 
   // _resubscribeLater subscribes again, with backoff, after the server answered "unavailable" (it is loading its
@@ -234,23 +293,33 @@
     if (sub.timer) clearTimeout(sub.timer);
     sub.timer = setTimeout(function () {
       sub.timer = null;
-      // On this connection only: a new one subscribes to every channel as it opens.
-      if (!self.closed && self.ws === ws && self.subs[channel] === sub) self._sendSubscribe(channel);
+      // On this connection only (a new one subscribes to every channel as it opens), through the window.
+      if (!self.closed && self.ws === ws && self.subs[channel] === sub) self._queueSubscribe(channel);
     }, Math.round(cap / 2 + Math.random() * cap / 2));
   };
 
   // subscribe starts watching a channel; handlers: snapshot, event, reset, error, subscribed (all optional).
-  // Subscribing again to a channel starts it over, with a new snapshot, for the new handlers only.
+  // Subscribing again to a channel starts it over, with a new snapshot, for the new handlers only. A channel is a
+  // non-empty string: the server's refusal of anything else would not name it, so it could not be told to the app.
   UsherClient.prototype.subscribe = function (channel, handlers) {
+    if (typeof channel !== "string" || channel === "") throw new Error("UsherClient: subscribe needs a channel name");
     if (this.subs[channel]) this._clearSubTimer(this.subs[channel]);
     this.subs[channel] = { handlers: handlers || {}, seq: null };
-    this._sendSubscribe(channel);
+    this._queueSubscribe(channel);
   };
 
   UsherClient.prototype.unsubscribe = function (channel) {
     if (!this.subs[channel]) return;
     this._clearSubTimer(this.subs[channel]);
     delete this.subs[channel];
+    if (this.queued[channel]) { // its subscribe is not to be sent
+      delete this.queued[channel];
+      this.queue.splice(this.queue.indexOf(channel), 1);
+    }
+    // Only what the server was told is undone there: a channel whose subscribe was still in queue (and none sent
+    // before on this connection) costs it no frame.
+    if (!this.sent[channel]) return;
+    delete this.sent[channel];
     this._send({ op: "unsubscribe", channel: channel });
   };
 
