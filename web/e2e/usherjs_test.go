@@ -1260,3 +1260,77 @@ func TestUsherJSRetriesGoThroughTheWindow(t *testing.T) {
 		t.Errorf("the server read subscribes of %q, want c00 to c39, then c00 to c15 again in any order", read)
 	}
 }
+
+// A token that is not a JWT does not make usher.js throw. One that a WebSocket subprotocol cannot carry (a space;
+// the browser's WebSocket throws on it) stops the client at once, without a connection attempt, as a token the
+// server refuses: "closed" 4001 invalid_token. One whose claims cannot be read (not base64url, not JSON) is tried
+// as it is, and the server's refusal stops the client the same way; so does any token sent in the query.
+func TestUsherJSTokensThatAreNotJWTs(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(srv.base+"/"))
+	eval[bool](b, `(() => { `+countingWebSocket+` return true; })()`)
+	for _, tc := range []struct {
+		name, token, tokenIn string
+		sockets              bool // whether the client tries to connect
+	}{
+		{"a space", "not a jwt", "protocol", false},
+		{"a line break", token(t, "viewer", "show-1") + "\n", "protocol", false},
+		{"claims not base64url", "eyJhbGciOiJIUzI1NiJ9.not!base64.sig", "protocol", true},
+		{"claims not JSON", "eyJhbGciOiJIUzI1NiJ9.e2JhZA.sig", "protocol", true}, // "{bad"
+		{"a space, in the query", "not a jwt", "query", true},
+	} {
+		eval[bool](b, `(() => {
+			if (window.client) client.close();
+			const states = []; // this client's: the one closed above may still report
+			window.states = states; window.threw = ""; window.sockets = 0;
+			try {
+				const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(tc.token)+`,
+					tokenIn: `+jsString(tc.tokenIn)+`, minDelay: 100, maxDelay: 300});
+				c.onstate = (state, info) => states.push(state + " " + (info.code || "") + " " + (info.reason || ""));
+				c.subscribe("show-1", {});
+				window.client = c;
+			} catch (e) {
+				window.client = null;
+				threw = String(e);
+			}
+			return true;
+		})()`)
+		if threw := eval[string](b, `threw`); threw != "" {
+			t.Errorf("a token with %s: new UsherClient threw %s", tc.name, threw)
+			continue
+		}
+		b.poll(`state "closed" for a token with `+tc.name, `states.some(s => s.startsWith("closed"))`, wait)
+		if s := eval[string](b, `states.join(", ")`); !strings.HasSuffix(s, "closed 4001 invalid_token") {
+			t.Errorf("a token with %s: states %q, want them to end with %q", tc.name, s, "closed 4001 invalid_token")
+		}
+		if n := eval[int](b, `sockets`); (n > 0) != tc.sockets {
+			t.Errorf("a token with %s: %d sockets made; want some: %t", tc.name, n, tc.sockets)
+		}
+	}
+	eval[bool](b, `window.client && client.close(), true`)
+}
+
+// A token that a WebSocket subprotocol cannot carry, given with setToken while connected, stops the client as the
+// connection drops, "closed" 4001 invalid_token, rather than the reconnection throwing and the client stopping
+// without a word; setToken with a good token then resumes.
+func TestUsherJSSetTokenThatCannotBeSent(t *testing.T) {
+	t.Parallel()
+	srv, proxy, b, seq := resumingClient(t, func(ch string) string { return token(t, "viewer", ch) }, countingWebSocket)
+	const ch = "show-1"
+	eval[bool](b, `client.onstate = (state, info) => states.push(state + " " + (info.code || "") + " " + (info.reason || "")), true`)
+	eval[bool](b, `client.setToken("not a jwt"), true`)
+	proxy.Cut()
+	b.poll(`state "closed"`, `states.some(s => s.startsWith("closed"))`, wait)
+	if s, n := eval[string](b, `states.join(", ")`), eval[int](b, `sockets`); !strings.HasSuffix(s, "closed 4001 invalid_token") || n != 1 {
+		t.Fatalf("states %q, %d sockets; want them to end with %q, and the first socket only", s, n, "closed 4001 invalid_token")
+	}
+	srv.send(t, user(ncs.AudienceJoin, ch, 12, seq+1, nil))
+	proxy.Restore()
+	eval[bool](b, `client.setToken(`+jsString(token(t, "viewer", ch))+`), true`)
+	b.poll("the event that happened while stopped", `got.includes("event 12")`, wait)
+	if got := eval[string](b, `client.close(), got.join(", ")`); got != "snapshot 1, event 12" {
+		t.Fatalf("the handlers got %q, want %q: a resume", got, "snapshot 1, event 12")
+	}
+}

@@ -24,7 +24,9 @@
 // server answers 401, which a browser reports only as a failed connection) the client stops with state "closed" and
 // info {code: 4001}; setToken(newToken) then reconnects and resumes. So it does, with reason "invalid_token", when
 // the server refuses the token itself (signed with another key, as after the JWT secret was changed): no retry could
-// succeed with it. A token given with setToken while connected
+// succeed with it. So it does too, at once and without trying to connect, for a token that a WebSocket subprotocol
+// cannot carry (a space, a line break, "=", "/": no JWT has them) unless tokenIn is "query". A token whose claims
+// cannot be read is taken as it is, its lifetime unknown: the server decides. A token given with setToken while connected
 // (renewed before it expires) is used by the next connection: a 4001 for the old one then reconnects with it. The lifetime is measured on this device from
 // when the token was given (exp - iat), so a device clock that is off does not matter. By default the token travels in the WebSocket
 // subprotocol list ("usher", "bearer.<token>"), so it never appears in a URL or an access log; pass
@@ -90,6 +92,19 @@
     this._state(this.attempt === 0 ? "connecting" : "reconnecting", { attempt: this.attempt });
     if (this.closed) return; // close() from onstate
     this.opened = false;
+    if (this.tokenIn !== "query" && !subprotocolToken.test(token)) {
+      // A WebSocket throws on a subprotocol with any other character (a space, a line break, "=", "/"), at every
+      // attempt. No token the server takes has one (a JWT is base64url and dots), so stop as when the server
+      // refuses a token; in a moment, so that an app that has just made the client (and sets onstate after) hears
+      // it. A token given meanwhile is tried instead.
+      this.timer = setTimeout(function () {
+        self.timer = null;
+        if (self.closed) return;
+        if (self.token === token) self._expire("invalid_token");
+        else self._connect();
+      }, 0);
+      return;
+    }
     var ws = new this.WebSocket(url, protocols);
     this.ws = ws;
     // Not every WebSocket reports a handshake that never completes (Node's does not when the peer closes before
@@ -365,6 +380,9 @@
   };
 
   function call(fn, arg) { if (typeof fn === "function") fn(arg); }
+
+  // subprotocolToken matches what a WebSocket subprotocol may be made of (an HTTP token, RFC 7230).
+  var subprotocolToken = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
   // _probe asks the server whether it takes the token: GET on the WebSocket URL over HTTP, the token in a header
   // (never in the URL). 401 token_expired stops the client, whatever this device's clock says, and so does 401
