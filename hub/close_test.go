@@ -103,3 +103,21 @@ func TestUpgradeOvertakenByCloseEndsWithTheHub(t *testing.T) {
 		t.Fatalf("%d connections", n)
 	}
 }
+
+// An upgrade that a whole Close overtook (the hub had ended before the session would start) is still answered 1013,
+// as README says: the hub's end cuts the close handshake's wait for the peer, not the close frame.
+func TestUpgradeAfterCloseEndedIsAnswered1013(t *testing.T) {
+	h, dial := serveHub(t, Config{}, storedEvents(0, 0))
+	h.afterAccept = func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		h.Close(ctx) // no session: it returns at once, the hub's context ended
+	}
+	c := dial(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, _, err := c.c.Read(ctx)
+	if got := websocket.CloseStatus(err); got != websocket.StatusTryAgainLater {
+		t.Fatalf("the client read %v (close status %d), want the close status %d", err, got, websocket.StatusTryAgainLater)
+	}
+}

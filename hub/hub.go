@@ -232,9 +232,11 @@ func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.newSession(conn, cork.conn, claims)
 	if s == nil {
 		// Close began during the upgrade. The close handshake waits for the peer (up to 5 s in coder/websocket), and
-		// no session counts this connection: the hub's end cuts it, as Close cuts its sessions' past its context.
+		// no session counts this connection: the hub's end cuts that wait, as Close cuts its sessions' past its
+		// context. It ends the read only, not the socket: the hub may have ended already (a Close with no session
+		// returns at once), and the 1013 frame must still go out first.
 		h.release(claims.Subject)
-		stop := context.AfterFunc(h.ctx, func() { _ = cork.conn.Close() })
+		stop := context.AfterFunc(h.ctx, func() { _ = cork.conn.SetReadDeadline(time.Now()) })
 		_ = conn.Close(websocket.StatusTryAgainLater, "server is shutting down")
 		stop()
 		return
