@@ -1334,3 +1334,41 @@ func TestUsherJSSetTokenThatCannotBeSent(t *testing.T) {
 		t.Fatalf("the handlers got %q, want %q: a resume", got, "snapshot 1, event 12")
 	}
 }
+
+// A channel name with a lone surrogate (a string cut in the middle of an emoji) reaches the server as another name
+// (JSON's "\ud800" decodes to U+FFFD), so the server's refusal, bad_request, names a channel the client never
+// subscribed to, and that subscribe's place in the window was never given back: 16 of them, and no other subscribe
+// went out on the connection, nor on any later one. subscribe throws on them, as on any name the server's answer
+// would not name.
+func TestUsherJSChannelNamesTheServerCannotName(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	b := newBrowser(t, 800, 600)
+	b.do(wait, chromedp.Navigate(srv.base+"/"))
+	eval[bool](b, `(() => {
+		`+countingWebSocket+`
+		window.snaps = []; window.threw = 0;
+		const c = new UsherClient({url: location.origin.replace("http", "ws") + "/v1/ws", token: `+jsString(token(t, "viewer", "show-1"))+`});
+		c.onstate = state => {
+			if (state !== "live") return;
+			for (let i = 0; i < 16; i++) {
+				for (const ch of ["cut-" + i + "\ud83d", "\ude00cut-" + i]) {
+					try { c.subscribe(ch, {}); } catch (e) { threw++; }
+				}
+			}
+			c.subscribe("show-1", {snapshot: () => snaps.push("show-1")});
+		};
+		window.client = c;
+		return true;
+	})()`)
+	// Every subscribe sent has its answer, and one still waits in the client: it will never go.
+	b.poll("show-1's snapshot", `snaps.length > 0 || (sockets === 1 && socket.waiting === 0 && client.queue.length > 0)`, wait)
+	snaps, threw := eval[int](b, `snaps.length`), eval[int](b, `threw`)
+	eval[bool](b, `client.close(), true`)
+	if snaps != 1 {
+		t.Errorf("show-1 got %d snapshots, want 1: its subscribe waits behind subscribes whose answers name another channel", snaps)
+	}
+	if threw != 32 {
+		t.Errorf("subscribe threw on %d of 32 names with a lone surrogate", threw)
+	}
+}

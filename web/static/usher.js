@@ -315,9 +315,13 @@
 
   // subscribe starts watching a channel; handlers: snapshot, event, reset, error, subscribed (all optional).
   // Subscribing again to a channel starts it over, with a new snapshot, for the new handlers only. A channel is a
-  // non-empty string: the server's refusal of anything else would not name it, so it could not be told to the app.
+  // non-empty string without a lone surrogate (half an emoji, from a string cut short): the server's refusal of
+  // anything else would not name it (it reads a lone surrogate as U+FFFD), so it could not be told to the app, and
+  // the subscribe's place in the window would never be given back.
   UsherClient.prototype.subscribe = function (channel, handlers) {
-    if (typeof channel !== "string" || channel === "") throw new Error("UsherClient: subscribe needs a channel name");
+    if (typeof channel !== "string" || channel === "" || loneSurrogate.test(channel)) {
+      throw new Error("UsherClient: subscribe needs a channel name");
+    }
     if (this.subs[channel]) this._clearSubTimer(this.subs[channel]);
     this.subs[channel] = { handlers: handlers || {}, seq: null };
     this._queueSubscribe(channel);
@@ -380,6 +384,10 @@
   };
 
   function call(fn, arg) { if (typeof fn === "function") fn(arg); }
+
+  // loneSurrogate finds half of a UTF-16 surrogate pair, which no UTF-8 text (a WebSocket frame, JSON as Go reads it)
+  // can carry. No lookbehind: older engines (React Native's) lack it.
+  var loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?:^|[^\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
   // subprotocolToken matches what a WebSocket subprotocol may be made of (an HTTP token, RFC 7230).
   var subprotocolToken = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
