@@ -187,6 +187,15 @@ func TestNCSSourceAllowList(t *testing.T) {
 		h.Set("X-Forwarded-For", addr)
 		return h
 	}
+	// forwarded is a signed request's headers with the forwarding headers given, name then value, each on a line
+	// of its own.
+	forwarded := func(kv ...string) http.Header {
+		h := signed(testSecret, body)
+		for i := 0; i < len(kv); i += 2 {
+			h.Add(kv[i], kv[i+1])
+		}
+		return h
+	}
 	cases := []struct {
 		name           string
 		allow, proxies []string
@@ -206,6 +215,15 @@ func TestNCSSourceAllowList(t *testing.T) {
 			xff("[2001:db8::7]:4711, 10.1.2.3:80"), 200},
 		{"forwarded outside address with its port", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"}, xff("198.51.100.9:4711"), 403},
 		{"loopback allowed, proxy forwarding an outside address with its port", []string{"127.0.0.1"}, []string{"127.0.0.0/8"}, xff("198.51.100.9:4711"), 403},
+		{"addresses with their ports on several header lines", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8", "10.0.0.0/8"},
+			forwarded("X-Forwarded-For", "203.0.113.7:4711", "X-Forwarded-For", "10.1.2.3:80"), 200},
+		// Read from the right, past the trusted proxies: what the client itself wrote before its address is never read.
+		{"an entry that is not an address, before the client's", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"},
+			forwarded("X-Forwarded-For", "not-an-address, 203.0.113.7:4711", "X-Real-IP", "198.51.100.9"), 200},
+		{"an entry that is not an address where the client's should be: X-Real-IP", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8", "10.0.0.0/8"},
+			forwarded("X-Forwarded-For", "198.51.100.9, not-an-address, 10.1.2.3", "X-Real-IP", "203.0.113.7:4711"), 200},
+		{"an entry that is not an address where the client's should be, no X-Real-IP: the proxy", []string{"203.0.113.0/24"}, []string{"127.0.0.0/8"},
+			forwarded("X-Forwarded-For", "203.0.113.7, ,"), 403},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
