@@ -128,6 +128,9 @@ type Config struct {
 	// TrustedProxies are the networks whose X-Forwarded-For / X-Real-IP headers name the client's address; from any
 	// other peer those headers are ignored. Empty: the peer's address is the client's.
 	TrustedProxies []string
+	// RecentEvents is how many of the latest presence events (of every channel) the view keeps in memory, so that a
+	// resume after a short absence is answered without reading USHER_PRESENCE (default 8192, 2-3 MB).
+	RecentEvents int
 	// SendQueue is how many frames may wait for one WebSocket client before it is closed as too slow (default 1024).
 	SendQueue int
 	// PingInterval is how often WebSocket peers are pinged; one that does not answer within it is dropped
@@ -179,6 +182,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Replicas == 0 {
 		c.Replicas = DefaultReplicas
+	}
+	if c.RecentEvents <= 0 {
+		c.RecentEvents = DefaultRecentEvents
 	}
 	if c.UpgradeRate == 0 {
 		c.UpgradeRate = DefaultUpgradeRate

@@ -167,6 +167,7 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 	}, hubSource{g}, g.tokens)
 	g.view = newLiveView(g.js, buckets.Checkpoints, rules, g.log.With("component", "view"), g.hub.Publish)
 	g.view.events = g.handEvents
+	g.view.recent = newRecentEvents(cfg.RecentEvents)
 	g.view.onGap = func() { g.hub.Resync("presence state reloading; reconnect and resume") }
 	g.metrics.observeState(g)
 	wctx, stop := context.WithCancel(context.Background())

@@ -114,6 +114,13 @@ func (m *metrics) observeState(g *Gateway) {
 			ch <- prometheus.MustNewConstMetric(refused, prometheus.CounterValue, float64(n), reason)
 		}
 	}})
+	resumed := prometheus.NewDesc("usher_ws_resumes_total", "WebSocket resumes replayed to the client, by where the events came from: "+
+		"memory (the view's latest events) or stored (read from USHER_PRESENCE, when since is older than the memory reaches).", []string{"from"}, nil)
+	m.reg.MustRegister(collectorFunc{desc: resumed, collect: func(ch chan<- prometheus.Metric) {
+		s := g.hub.Stats()
+		ch <- prometheus.MustNewConstMetric(resumed, prometheus.CounterValue, float64(s.ResumedMemory), "memory")
+		ch <- prometheus.MustNewConstMetric(resumed, prometheus.CounterValue, float64(s.ResumedStored), "stored")
+	}})
 	f.gaugeFunc("usher_nats_connected", "1 while the NATS connection is up, 0 while it is down or reconnecting.", func() float64 {
 		if g.nc.Status() == nats.CONNECTED {
 			return 1

@@ -304,9 +304,13 @@ func snapshotsEqual(a, b presence.Snapshot) bool {
 // quietAfterExpiry starts a gateway whose channel "quiet" had two joins (their snapshots returned), then "busy"
 // three (the snapshot of the last returned), after which every event but busy's last expired: quiet has been quiet
 // since before the oldest event kept.
-func quietAfterExpiry(t *testing.T) (base string, quiet, quiet2, busy presence.Snapshot) {
+func quietAfterExpiry(t *testing.T, edit ...func(*gateway.Config)) (base string, quiet, quiet2, busy presence.Snapshot) {
 	t.Helper()
-	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir())
+	for _, e := range edit {
+		e(&cfg)
+	}
+	g, base := startGateway(t, cfg)
 	joinAudience(t, base, "quiet", 1)
 	quiet = waitSnapshot(t, base, "quiet", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
 	joinAudience(t, base, "quiet", 2)

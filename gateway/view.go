@@ -45,6 +45,7 @@ type liveView struct {
 	epoch   string        // of the presence stream the rosters were loaded from (presenceStreamState)
 	target  uint64        // the stream's last event when the rosters were loaded: caught up once seq reaches it
 	changed chan struct{} // closed and replaced whenever seq moves
+	recent  *recentEvents // the latest events applied, for resumes
 }
 
 // errViewGap: the view missed presence events, gone (expired, or deleted) before it read them.
@@ -55,7 +56,8 @@ var errViewGap = errors.New("presence view missed events")
 const gapRetry = 5 * time.Second
 
 func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger, publish func(presence.Event, []byte)) *liveView {
-	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{})}
+	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{}),
+		recent: newRecentEvents(DefaultRecentEvents)}
 }
 
 // run follows the presence stream until ctx ends.
@@ -120,6 +122,7 @@ func (lv *liveView) follow(ctx context.Context) error {
 		// Caught up (ready, for /readyz) once the view holds every event stored before it loaded: a target of the
 		// stream it loaded from, so that a stream made anew or restored behind it is not waited for.
 		lv.v, lv.seq, lv.epoch, lv.target = cp.State.View(), cp.PresenceSeq, st.epoch, st.last
+		lv.recent.reset(cp.PresenceSeq)
 		lv.ready.Store(true)
 		lv.v.RaiseFloor(cp.PresenceSeq)
 		close(lv.changed) // waitSeq callers: the checkpoint may hold what they wait for (no event may follow it)
@@ -214,6 +217,9 @@ func (lv *liveView) follow(ctx context.Context) error {
 		e.Seq = seq
 		lv.mu.Lock()
 		applied := e.Channel != "" && lv.v.Apply(e)
+		if applied {
+			lv.recent.add(e) // with the roster it changed: a resume that finds the channel's seq finds the event
+		}
 		lv.seq = e.Seq
 		close(lv.changed)
 		lv.changed = make(chan struct{})
@@ -323,6 +329,18 @@ func (lv *liveView) channelSeq(channel string) uint64 {
 	lv.mu.RLock()
 	defer lv.mu.RUnlock()
 	return lv.v.Seq(channel)
+}
+
+// recentEvents returns channel's events with since < seq <= until from memory, oldest first, when the view holds
+// them all there: until is at most the view's last event, and since no older than the oldest kept (the latest
+// DefaultRecentEvents, or Config.RecentEvents, of every channel).
+func (lv *liveView) recentEvents(channel string, since, until uint64) ([]presence.Event, bool) {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	if !lv.ready.Load() || until > lv.seq {
+		return nil, false
+	}
+	return lv.recent.channelEvents(channel, since, until)
 }
 
 // lastSeq is the last presence event the view holds.

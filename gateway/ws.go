@@ -31,6 +31,10 @@ func (s hubSource) Events(ctx context.Context, channel string, since, until uint
 	return events, stored, nil
 }
 
+func (s hubSource) Recent(channel string, since, until uint64) ([]presence.Event, bool) {
+	return s.g.view.recentEvents(channel, since, until)
+}
+
 func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {
 	return presenceFirstSeq(ctx, s.g.js)
 }

@@ -134,3 +134,119 @@ func subscribeForSnapshot(c *wsClient, channel string, members int) error {
 		}
 	}
 }
+
+// BenchmarkResumeStorm measures a crowd of clients that lose their connections at once (an instance restarts, a
+// network blip) and come back together, each resuming its channel from the last event it had, while every channel
+// moved on by one event meanwhile: the time from the crowd dialling until the last client has its missed event (per
+// storm), each client's own time (p50, p99), and how many were answered reset (and a snapshot) instead of a replay.
+// memory: the view's memory of the latest events answers them; stored: it keeps only 1 event, so each resume reads
+// USHER_PRESENCE. Clients and server share the machine. Run:
+//
+//	go test -run '^$' -bench BenchmarkResumeStorm -benchtime 3x ./gateway/
+func BenchmarkResumeStorm(b *testing.B) {
+	b.Run("memory", func(b *testing.B) { resumeStorm(b, 0) })
+	b.Run("stored", func(b *testing.B) { resumeStorm(b, 1) })
+}
+
+func resumeStorm(b *testing.B, recent int) {
+	const clients, channels = 5000, 100
+	cfg := testConfig(b, b.TempDir())
+	cfg.RecentEvents = recent
+	cfg.MaxPerSubject, cfg.UpgradeRate, cfg.UpgradeBurst = clients, 1e6, clients // the crowd dials from one address
+	_, base := startGateway(b, cfg)
+	tok := token(b, "*")
+	http1 := &http.Client{Timeout: 10 * time.Second}
+	post := func(round int) {
+		for i := range channels {
+			ch := fmt.Sprint("storm-", i)
+			if !sendSigned(http1, base+"/v1/ncs", audienceJoin(fmt.Sprintf("storm-%d-%d", round, i), ch, uint32(round+1), int64(round+1))) {
+				b.Fatalf("notification for %s refused", ch)
+			}
+		}
+	}
+	post(0)
+	// last[i] is the seq of the last event client i has of its channel.
+	last := make([]uint64, clients)
+	conns := make([]*wsClient, clients)
+	for i := range clients {
+		c := mustDial(b, base, tok)
+		ch := fmt.Sprint("storm-", i%channels)
+		c.subscribe(ch)
+		c.expect("subscribed", ch)
+		f := c.expect("snapshot", ch)
+		last[i], conns[i] = f.Snapshot.Seq, c
+	}
+
+	var (
+		lat    []time.Duration
+		resets atomic.Int64
+	)
+	b.ResetTimer()
+	for round := 1; round <= b.N; round++ {
+		b.StopTimer()
+		for _, c := range conns {
+			_ = c.conn.CloseNow()
+		}
+		post(round)
+		b.StartTimer()
+		start := time.Now()
+		took := make([]time.Duration, clients)
+		errs := make(chan error, clients)
+		var wg sync.WaitGroup
+		for i := range clients {
+			wg.Go(func() {
+				c, _, err := dial(b, base, tok, false)
+				if err != nil {
+					errs <- fmt.Errorf("client %d: dial: %w", i, err)
+					return
+				}
+				conns[i] = c
+				ch := fmt.Sprint("storm-", i%channels)
+				if err := c.conn.Write(context.Background(), websocket.MessageText,
+					fmt.Appendf(nil, `{"op":"subscribe","channel":%q,"since":%d}`, ch, last[i])); err != nil {
+					errs <- fmt.Errorf("client %d: subscribe: %w", i, err)
+					return
+				}
+				for {
+					f, err := c.read(30 * time.Second)
+					if err != nil {
+						errs <- fmt.Errorf("client %d: %w", i, err)
+						return
+					}
+					switch {
+					case f.Type == "reset":
+						resets.Add(1)
+					case f.Type == "snapshot" && f.Snapshot.Seq > last[i]:
+						last[i] = f.Snapshot.Seq
+					case f.Type == "presence" && f.Seq > last[i]:
+						last[i] = f.Seq
+					case f.Type == "error":
+						errs <- fmt.Errorf("client %d: %s", i, f.Raw)
+						return
+					default:
+						continue
+					}
+					if f.Type != "reset" && f.UID == uint32(round+1) || f.Type == "snapshot" {
+						took[i] = time.Since(start)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		lat = append(lat, took...)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(q(0.5), "client-p50-ms")
+	b.ReportMetric(q(0.99), "client-p99-ms")
+	b.ReportMetric(q(1), "last-client-ms")
+	b.ReportMetric(float64(resets.Load())/float64(b.N), "resets/storm")
+}

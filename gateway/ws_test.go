@@ -301,9 +301,14 @@ func TestWSSnapshotThenLive(t *testing.T) {
 
 func TestWSResume(t *testing.T) {
 	t.Parallel()
-	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir())
+	cfg.RecentEvents = 5 // the view keeps the last 5 events: resumes from further back read USHER_PRESENCE
+	g, base := startGateway(t, cfg)
 	const ch = "show #1"
 	tok := token(t, ch)
+	resumes := func(from string) float64 {
+		return scrape(t, base, "")[`usher_ws_resumes_total{from="`+from+`"}`]
+	}
 	c := mustDial(t, base, tok)
 	c.subscribe(ch)
 	c.expect("subscribed", ch)
@@ -313,7 +318,7 @@ func TestWSResume(t *testing.T) {
 	last := seen[2].Seq
 	_ = c.conn.Close(websocket.StatusNormalClosure, "")
 
-	// Events happen while the client is away: on this channel and on another.
+	// Events happen while the client is away: on this channel and on another. The view still holds them all.
 	joinAudience(t, base, ch, 4, 5)
 	joinAudience(t, base, "elsewhere", 9)
 	joinAudience(t, base, ch, 6)
@@ -331,8 +336,11 @@ func TestWSResume(t *testing.T) {
 		t.Fatalf("live after resume: %+v", live)
 	}
 	c2.quiet() // no duplicate
+	if m, s := resumes("memory"), resumes("stored"); m != 1 || s != 0 {
+		t.Fatalf("resumes from memory %v, stored %v: want the view's memory to have answered", m, s)
+	}
 
-	// A resume from before what the stream retains gets reset and a snapshot.
+	// A resume from before what the stream retains, and the view's memory, gets reset and a snapshot.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
@@ -351,6 +359,56 @@ func TestWSResume(t *testing.T) {
 	}
 	joinAudience(t, base, ch, 8)
 	c3.expectEvents(ch, 1, 0)
+
+	// From further back than the view's memory, within what the stream retains: the stored events.
+	c4 := mustDial(t, base, tok)
+	c4.subscribe(ch, last)
+	c4.expect("subscribed", ch)
+	missed = c4.expectEvents(ch, 5, last)
+	for i, e := range missed {
+		if e.UID != uint32(4+i) {
+			t.Fatalf("resumed %+v", missed)
+		}
+	}
+	c4.quiet()
+	if m, s := resumes("memory"), resumes("stored"); m != 1 || s != 1 {
+		t.Fatalf("resumes from memory %v, stored %v: want the last from the stored events", m, s)
+	}
+}
+
+// A client resumes, on an instance started since, from an event before the checkpoint that instance loaded its
+// rosters from: the instance's memory holds no event from before its start, so the stored ones are replayed.
+func TestWSResumeOnAnInstanceStartedSince(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const ch = "restarted"
+	tok := token(t, ch)
+	g, base := startGatewayToStop(t, testConfig(t, dir))
+	c := mustDial(t, base, tok)
+	c.subscribe(ch)
+	c.expect("subscribed", ch)
+	c.expect("snapshot", ch)
+	joinAudience(t, base, ch, 1)
+	last := c.expectEvents(ch, 1, 0)[0].Seq
+	_ = c.conn.CloseNow()
+	joinAudience(t, base, ch, 2, 3)
+	waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	if err := g.Shutdown(context.Background()); err != nil { // its final checkpoint holds all three
+		t.Fatal(err)
+	}
+
+	_, base = startGateway(t, testConfig(t, dir))
+	c2 := mustDial(t, base, tok)
+	c2.subscribe(ch, last)
+	c2.expect("subscribed", ch)
+	missed := c2.expectEvents(ch, 2, last)
+	if missed[0].UID != 2 || missed[1].UID != 3 {
+		t.Fatalf("resumed %+v", missed)
+	}
+	c2.quiet()
+	if s := scrape(t, base, "")[`usher_ws_resumes_total{from="stored"}`]; s != 1 {
+		t.Fatalf("%v resumes from the stored events, want 1", s)
+	}
 }
 
 // TestWSStalledClient: a client that stops reading is closed, and another client of the same channel keeps
@@ -1159,10 +1217,11 @@ func TestNCSStreamMadeAnewWhileRunning(t *testing.T) {
 // TestResumeAQuietChannelAfterExpiry: a channel with no event for longer than USHER_PRESENCE_MAX_AGE, while other
 // channels' events expire, has a snapshot whose seq is older than the oldest event kept. A client resuming from it
 // has missed nothing: it goes live, with no reset (which would give it a snapshot at that same seq, and a reset
-// again on every reconnect). A since after which the channel's own events are gone still gets a reset.
+// again on every reconnect). A since after which the channel's own events are gone still gets a reset (gone from
+// the stream, and from the instance's memory, which here holds only the latest event).
 func TestResumeAQuietChannelAfterExpiry(t *testing.T) {
 	t.Parallel()
-	base, quiet, quiet2, busy := quietAfterExpiry(t)
+	base, quiet, quiet2, busy := quietAfterExpiry(t, func(cfg *gateway.Config) { cfg.RecentEvents = 1 })
 	tok := token(t, "quiet")
 
 	c := mustDial(t, base, tok)
@@ -1182,6 +1241,19 @@ func TestResumeAQuietChannelAfterExpiry(t *testing.T) {
 	if s := c.expect("snapshot", "quiet").Snapshot; s.Counts.Audience != 3 {
 		t.Fatalf("snapshot after the reset: %+v", s)
 	}
+}
+
+// Events gone from the stream but still in the instance's memory are replayed from there: no reset.
+func TestResumeFromMemoryPastExpiry(t *testing.T) {
+	t.Parallel()
+	base, quiet, quiet2, _ := quietAfterExpiry(t)
+	c := mustDial(t, base, token(t, "quiet"))
+	c.send(map[string]any{"op": "subscribe", "channel": "quiet", "since": quiet.Seq, "epoch": quiet.Epoch})
+	c.expect("subscribed", "quiet")
+	if ev := c.expectEvents("quiet", 1, quiet.Seq); ev[0].Seq != quiet2.Seq || ev[0].UID != 2 {
+		t.Fatalf("resumed %+v, want quiet's second join at %d", ev, quiet2.Seq)
+	}
+	c.quiet()
 }
 
 // An instance that started with USHER_PRESENCE at seq N is ready once its view holds N. When the stream is made

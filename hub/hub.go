@@ -40,6 +40,9 @@ type Source interface {
 	// Events returns up to limit stored events of channel with since < seq <= until, oldest first, and how many
 	// events of channel with seq > since were stored when it read them (counting any after until).
 	Events(ctx context.Context, channel string, since, until uint64, limit int) (events []presence.Event, stored uint64, err error)
+	// Recent returns channel's events with since < seq <= until from memory, oldest first, when the source holds
+	// them all there (until being at most what Seq answered); false sends the resume to Events.
+	Recent(channel string, since, until uint64) ([]presence.Event, bool)
 	// FirstSeq is the oldest event still stored (any channel); events before it are gone.
 	FirstSeq(ctx context.Context) (uint64, error)
 	// Ready says whether the source holds the rosters: false before they are loaded, and while they are reloaded
@@ -135,6 +138,7 @@ type Hub struct {
 
 	nConns, nSubs, nSlow, nFrames                atomic.Int64
 	nRefusedToken, nRefusedFull, nRefusedSubject atomic.Int64
+	nResumedMemory, nResumedStored               atomic.Int64
 
 	afterAccept func() // tests: runs in ServeHTTP between the upgrade and the session's start
 }
@@ -425,11 +429,13 @@ type Stats struct {
 	RefusedToken   int64 // upgrades refused: no token, or an invalid or expired one (401)
 	RefusedFull    int64 // upgrades refused: the instance was full or shutting down (503)
 	RefusedSubject int64 // upgrades refused: the token's subject held its most connections (429)
+	ResumedMemory  int64 // resumes answered from the source's memory (Source.Recent)
+	ResumedStored  int64 // resumes answered from the stored events (Source.Events)
 }
 
 // Stats returns the hub's counters now.
 func (h *Hub) Stats() Stats {
 	return Stats{Connections: h.nConns.Load(), Subscriptions: h.nSubs.Load(), SlowClosed: h.nSlow.Load(),
 		FramesSent: h.nFrames.Load(), RefusedToken: h.nRefusedToken.Load(), RefusedFull: h.nRefusedFull.Load(),
-		RefusedSubject: h.nRefusedSubject.Load()}
+		RefusedSubject: h.nRefusedSubject.Load(), ResumedMemory: h.nResumedMemory.Load(), ResumedStored: h.nResumedStored.Load()}
 }

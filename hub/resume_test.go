@@ -40,31 +40,102 @@ func storedEvents(n, accountLen int) *viewSource {
 	return src
 }
 
+// resumeModes are the two ways a resume is answered: from the events the source keeps in memory (Source.Recent),
+// and from its stored events (Source.Events) when its memory does not reach back to since. The resume tests run
+// in both.
+var resumeModes = []struct {
+	name   string
+	recent int64 // viewSource.recent
+}{{"stored", 0}, {"memory", 1 << 30}}
+
+// eachResumeMode runs test once in each resume mode, with a source made by src, and checks that the hub answered
+// the resumes that way: no read of stored events from memory, and none answered from memory otherwise.
+func eachResumeMode(t *testing.T, src func() *viewSource, test func(t *testing.T, src *viewSource)) {
+	for _, mode := range resumeModes {
+		t.Run(mode.name, func(t *testing.T) {
+			s := src()
+			s.recent.Store(mode.recent)
+			test(t, s)
+			if reads := s.eventReads.Load(); (mode.recent > 0) != (reads == 0) {
+				t.Errorf("%d reads of stored events, resuming from %s", reads, mode.name)
+			}
+		})
+	}
+}
+
 // A resume of more events than the send queue holds, by a client that starts reading late, is paced by the client:
 // it gets every event, in order, and is not closed as too slow.
 func TestResumeLongerThanTheQueue(t *testing.T) {
 	const n = 5000
-	h, dial := serveHub(t, Config{SendQueue: 256}, storedEvents(n, 1000))
-	c := dial(nil)
-	c.resumeFrom(0)
-	time.Sleep(500 * time.Millisecond) // the replay is queued faster than anyone reads
-	c.expect("subscribed", 0, 0)
-	for seq := uint64(1); seq <= n; seq++ {
-		c.expect("presence", seq, 0)
-	}
-	if slow := h.Stats().SlowClosed; slow != 0 {
-		t.Fatalf("%d clients closed as too slow", slow)
-	}
+	eachResumeMode(t, func() *viewSource { return storedEvents(n, 1000) }, func(t *testing.T, src *viewSource) {
+		h, dial := serveHub(t, Config{SendQueue: 256}, src)
+		c := dial(nil)
+		c.resumeFrom(0)
+		time.Sleep(500 * time.Millisecond) // the replay is queued faster than anyone reads
+		c.expect("subscribed", 0, 0)
+		for seq := uint64(1); seq <= n; seq++ {
+			c.expect("presence", seq, 0)
+		}
+		if st := h.Stats(); st.SlowClosed != 0 || st.ResumedMemory+st.ResumedStored != 1 || (st.ResumedMemory == 1) != (src.recent.Load() > 0) {
+			t.Fatalf("%+v: want no client closed as too slow, and one resume answered from the right place", st)
+		}
+	})
 }
 
 // A resume further behind than MaxReplay gets reset and a snapshot, and no event before them.
 func TestResumeOverMaxReplayResetsFirst(t *testing.T) {
-	_, dial := serveHub(t, Config{MaxReplay: 1500}, storedEvents(2500, 10))
-	c := dial(nil)
-	c.resumeFrom(0)
-	c.expect("subscribed", 0, 0)
-	c.expect("reset", 0, 0)
-	c.expect("snapshot", 2500, 2500)
+	eachResumeMode(t, func() *viewSource { return storedEvents(2500, 10) }, func(t *testing.T, src *viewSource) {
+		_, dial := serveHub(t, Config{MaxReplay: 1500}, src)
+		c := dial(nil)
+		c.resumeFrom(0)
+		c.expect("subscribed", 0, 0)
+		c.expect("reset", 0, 0)
+		c.expect("snapshot", 2500, 2500)
+	})
+}
+
+// A resume from memory gives exactly the events of the channel after since (not another channel's, nor one the
+// client has), then the live ones; a since older than the memory reaches back is answered from the stored events,
+// the same.
+func TestResumeFromMemoryOrStore(t *testing.T) {
+	for _, tc := range []struct {
+		since    uint64
+		memory   bool
+		expected []uint64
+	}{
+		{39, true, nil},
+		{35, true, []uint64{37, 39}},
+		{30, true, []uint64{31, 33, 35, 37, 39}},
+		{29, false, []uint64{31, 33, 35, 37, 39}}, // the memory cannot tell of which channel 30 was
+		{28, false, []uint64{29, 31, 33, 35, 37, 39}},
+		{0, false, []uint64{1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31, 33, 35, 37, 39}},
+	} {
+		t.Run(fmt.Sprint("since ", tc.since), func(t *testing.T) {
+			src := storedEvents(0, 0)
+			for seq := uint64(1); seq <= 40; seq++ {
+				e := join(seq, uint32(seq))
+				if seq%2 == 0 {
+					e.Channel = "other"
+				}
+				src.apply(e)
+			}
+			src.recent.Store(10) // events 31 to 40
+			h, dial := serveHub(t, Config{}, src)
+			c := dial(nil)
+			c.resumeFrom(tc.since)
+			c.expect("subscribed", 0, 0)
+			for _, seq := range tc.expected {
+				c.expect("presence", seq, 0)
+			}
+			// Then live, and nothing in between.
+			land(h, src, join(41, 1000))
+			c.expect("presence", 41, 0)
+			st := h.Stats()
+			if reads := src.eventReads.Load(); (st.ResumedMemory == 1 && reads == 0) != tc.memory || st.ResumedMemory+st.ResumedStored != 1 {
+				t.Errorf("%+v, %d reads of stored events; want it answered from memory: %v", st, reads, tc.memory)
+			}
+		})
+	}
 }
 
 // expiringSource is a source whose oldest events expire, at expireAt, once the first page of a replay is read.
@@ -104,11 +175,13 @@ func TestResumeWhileEventsExpire(t *testing.T) {
 
 // quietSource holds 2 events of "show" and 8 of "other", of which the first 7 expired: "show" has been quiet since
 // seq 2. Once the resume has checked that (WaitSeq, then Seq), a third event of "show" is stored, before the
-// subscription attaches.
+// subscription attaches. It keeps no event in memory (Recent): the stored path is under test.
 type quietSource struct {
 	*viewSource
 	checking atomic.Bool
 }
+
+func (s *quietSource) Recent(string, uint64, uint64) ([]presence.Event, bool) { return nil, false }
 
 func (s *quietSource) FirstSeq(context.Context) (uint64, error) { return 8, nil }
 
@@ -173,9 +246,8 @@ func TestBadSinceNamesTheChannel(t *testing.T) {
 // resumeUnderLoad resumes from 0 over n stored events of accountLen-byte accounts (more than the socket buffers
 // hold, so the replay waits for the client), lands live more events while the client does not read, then reads.
 // The live events land once the replay holds the subscription's live frames back. It returns the types of the frames read, in order, and their seqs.
-func resumeUnderLoad(t *testing.T, cfg Config, n, accountLen, live int) (*Hub, []string, []uint64) {
+func resumeUnderLoad(t *testing.T, cfg Config, src *viewSource, n, accountLen, live int) (*Hub, []string, []uint64) {
 	t.Helper()
-	src := storedEvents(n, accountLen)
 	h, dial := serveHub(t, cfg, src)
 	c := dial(nil)
 	c.resumeFrom(0)
@@ -228,18 +300,20 @@ func waitHeld(t *testing.T, h *Hub, channel string) {
 // client's pace too: it gets every event in order, and is not closed as too slow.
 func TestResumeHoldsLiveEventsAtTheClientsPace(t *testing.T) {
 	const n, live = 3000, 200
-	h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 256}, n, 4000, live)
-	if len(types) != 1+n+live || types[0] != "subscribed" {
-		t.Fatalf("%d frames (first %q), want subscribed and %d events", len(types), types[0], n+live)
-	}
-	for i, seq := range seqs[1:] {
-		if types[i+1] != "presence" || seq != uint64(i+1) {
-			t.Fatalf("frame %d: %s at %d, want presence %d", i+1, types[i+1], seq, i+1)
+	eachResumeMode(t, func() *viewSource { return storedEvents(n, 4000) }, func(t *testing.T, src *viewSource) {
+		h, types, seqs := resumeUnderLoad(t, Config{SendQueue: 256}, src, n, 4000, live)
+		if len(types) != 1+n+live || types[0] != "subscribed" {
+			t.Fatalf("%d frames (first %q), want subscribed and %d events", len(types), types[0], n+live)
 		}
-	}
-	if slow := h.Stats().SlowClosed; slow != 0 {
-		t.Fatalf("%d clients closed as too slow", slow)
-	}
+		for i, seq := range seqs[1:] {
+			if types[i+1] != "presence" || seq != uint64(i+1) {
+				t.Fatalf("frame %d: %s at %d, want presence %d", i+1, types[i+1], seq, i+1)
+			}
+		}
+		if slow := h.Stats().SlowClosed; slow != 0 {
+			t.Fatalf("%d clients closed as too slow", slow)
+		}
+	})
 }
 
 // More live events than a send queue holds, while a resume waits for the client: the client gets reset and a
@@ -248,8 +322,11 @@ func TestResumeHoldsLiveEventsAtTheClientsPace(t *testing.T) {
 // subscription overflows, and no more: a burst that also overflowed what is held behind the snapshot would close
 // the client, as it would a live one.
 func TestResumeOverflowedByLiveEventsResets(t *testing.T) {
+	eachResumeMode(t, func() *viewSource { return storedEvents(3000, 4000) }, resumeOverflowedByLiveEvents)
+}
+
+func resumeOverflowedByLiveEvents(t *testing.T, src *viewSource) {
 	const n = 3000
-	src := storedEvents(n, 4000)
 	h, dial := serveHub(t, Config{SendQueue: 64}, src)
 	c := dial(nil)
 	c.resumeFrom(0)

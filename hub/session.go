@@ -13,6 +13,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/usher-presence/usher/auth"
+	"github.com/usher-presence/usher/gateway/presence"
 )
 
 const (
@@ -267,6 +268,9 @@ func (s *session) resume(sub *subscription, since uint64) error {
 			return fmt.Errorf("since %d is ahead of this instance: %w", since, err)
 		}
 	}
+	if served, err := s.resumeFromMemory(ctx, sub, since); served {
+		return err
+	}
 	first, err := src.FirstSeq(ctx)
 	if err != nil {
 		return err
@@ -300,28 +304,67 @@ func (s *session) resume(sub *subscription, since uint64) error {
 		if len(events) == 0 {
 			break
 		}
-		// Replayed frames go no faster than the client reads: wait for room in its queue, a part at a time.
-		for part := range slices.Chunk(events, max(1, s.h.cfg.SendQueue/2)) {
-			sub.mu.Lock()
-			overflow := sub.overflow
-			sub.mu.Unlock()
-			if overflow { // the reset and snapshot that follow cover the rest: replaying it would be waste
-				return errHeldOverflow
-			}
-			if err := s.waitRoom(ctx, len(part)); errors.Is(err, errSessionClosed) {
-				return nil
-			} else if err != nil {
-				return fmt.Errorf("the client did not read its replay in time: %w", err)
-			}
-			for _, e := range part {
-				s.enqueue(EncodeEvent(e))
-				last = e.Seq
-			}
+		if err := s.replay(ctx, sub, events, &last); errors.Is(err, errSessionClosed) {
+			return nil
+		} else if err != nil {
+			return err
 		}
 	}
+	s.h.nResumedStored.Add(1)
 	lctx, lcancel := context.WithTimeout(s.ctx, replayTimeout) // the held frames get their own time, like a replay
 	defer lcancel()
 	return s.goLive(lctx, sub, max(last, until))
+}
+
+// resumeFromMemory resumes sub from since with the events its source keeps in memory (Source.Recent), without
+// reading the stored ones: a crowd of clients back after a short absence costs no read of the stream. served is
+// false when the source does not hold every event needed there; sub is then detached again, for the stored events.
+func (s *session) resumeFromMemory(ctx context.Context, sub *subscription, since uint64) (served bool, err error) {
+	_, until, ok := s.h.attach(sub) // live frames now wait in sub.pending
+	if !ok {
+		return true, nil // the session closed meanwhile
+	}
+	events, ok := s.h.src.Recent(sub.channel, since, until)
+	if !ok {
+		s.h.detach(sub)
+		return false, nil
+	}
+	if len(events) > s.h.cfg.MaxReplay {
+		return true, fmt.Errorf("%w: %d events to replay, more than %d", errTooOld, len(events), s.h.cfg.MaxReplay)
+	}
+	last := since
+	if err := s.replay(ctx, sub, events, &last); errors.Is(err, errSessionClosed) {
+		return true, nil
+	} else if err != nil {
+		return true, err
+	}
+	s.h.nResumedMemory.Add(1)
+	lctx, lcancel := context.WithTimeout(s.ctx, replayTimeout) // the held frames get their own time, like a replay
+	defer lcancel()
+	return true, s.goLive(lctx, sub, max(last, until))
+}
+
+// replay queues events (of sub's channel, in order) no faster than the client reads: it waits for room in the
+// send queue, a part at a time. *last is the seq of the last one queued. errSessionClosed: the session closed.
+func (s *session) replay(ctx context.Context, sub *subscription, events []presence.Event, last *uint64) error {
+	for part := range slices.Chunk(events, max(1, s.h.cfg.SendQueue/2)) {
+		sub.mu.Lock()
+		overflow := sub.overflow
+		sub.mu.Unlock()
+		if overflow { // the reset and snapshot that follow cover the rest: replaying it would be waste
+			return errHeldOverflow
+		}
+		if err := s.waitRoom(ctx, len(part)); errors.Is(err, errSessionClosed) {
+			return err
+		} else if err != nil {
+			return fmt.Errorf("the client did not read its replay in time: %w", err)
+		}
+		for _, e := range part {
+			s.enqueue(EncodeEvent(e))
+			*last = e.Seq
+		}
+	}
+	return nil
 }
 
 // quietUntil reports whether channel had no event after since up to upto, as this instance's view shows once it

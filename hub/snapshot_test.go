@@ -37,6 +37,11 @@ type viewSource struct {
 	loading atomic.Bool
 	// epoch is the source's Epoch (a test changes it as a stream made anew would).
 	epoch atomic.Pointer[string]
+	// recent is how many of the latest events Recent holds in memory, as the gateway's view does; 0: none, so
+	// that every resume reads Events.
+	recent atomic.Int64
+	// eventReads counts the calls of Events.
+	eventReads atomic.Int64
 }
 
 func (s *viewSource) apply(e presence.Event) {
@@ -63,6 +68,16 @@ func (s *viewSource) Snapshot(channel string) presence.Snapshot {
 	return snap
 }
 
+// lastSeq is the seq of the last event applied (any channel).
+func (s *viewSource) lastSeq() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.events) == 0 {
+		return 0
+	}
+	return s.events[len(s.events)-1].Seq
+}
+
 func (s *viewSource) Seq(channel string) uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -72,6 +87,7 @@ func (s *viewSource) Seq(channel string) uint64 {
 func (s *viewSource) WaitSeq(context.Context, uint64) error { return nil }
 
 func (s *viewSource) Events(_ context.Context, channel string, since, until uint64, limit int) ([]presence.Event, uint64, error) {
+	s.eventReads.Add(1)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []presence.Event
@@ -85,6 +101,25 @@ func (s *viewSource) Events(_ context.Context, channel string, since, until uint
 		}
 	}
 	return out, stored, nil
+}
+
+func (s *viewSource) Recent(channel string, since, until uint64) ([]presence.Event, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if until <= since {
+		return nil, true
+	}
+	kept := s.events[max(0, len(s.events)-int(s.recent.Load())):]
+	if len(kept) == 0 || since+1 < kept[0].Seq {
+		return nil, false // an event after since may be older than those kept
+	}
+	var out []presence.Event
+	for _, e := range kept {
+		if e.Channel == channel && e.Seq > since && e.Seq <= until {
+			out = append(out, e)
+		}
+	}
+	return out, true
 }
 
 func (s *viewSource) FirstSeq(context.Context) (uint64, error) { return 1, nil }

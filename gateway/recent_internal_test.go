@@ -1,0 +1,60 @@
+package gateway
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/usher-presence/usher/gateway/presence"
+)
+
+func TestRecentEvents(t *testing.T) {
+	r := newRecentEvents(4)
+	r.reset(10)
+	for seq := uint64(11); seq <= 16; seq++ { // 11, 13, 15 of "a"; 12, 14, 16 of "b"
+		ch := "a"
+		if seq%2 == 0 {
+			ch = "b"
+		}
+		r.add(presence.Event{Seq: seq, Channel: ch})
+	}
+	seqs := func(channel string, since, until uint64) ([]uint64, bool) {
+		events, ok := r.channelEvents(channel, since, until)
+		var out []uint64
+		for _, e := range events {
+			if e.Channel != channel {
+				t.Fatalf("%s's events hold one of %s", channel, e.Channel)
+			}
+			out = append(out, e.Seq)
+		}
+		return out, ok
+	}
+	for _, tc := range []struct {
+		channel      string
+		since, until uint64
+		want         []uint64
+		ok           bool
+	}{
+		{"a", 12, 16, []uint64{13, 15}, true}, // 11 and 12 went: every event after 12 is kept
+		{"a", 13, 16, []uint64{15}, true},
+		{"b", 12, 14, []uint64{14}, true}, // not past until
+		{"b", 12, 16, []uint64{14, 16}, true},
+		{"a", 11, 15, nil, false}, // 12 went, of a channel it cannot tell
+		{"a", 0, 15, nil, false},
+		{"a", 16, 15, nil, true}, // nothing after since: nothing to replay, kept or not
+		{"a", 3, 3, nil, true},
+		{"c", 12, 16, nil, true}, // another channel's: none kept, none missed
+	} {
+		got, ok := seqs(tc.channel, tc.since, tc.until)
+		if ok != tc.ok || !slices.Equal(got, tc.want) {
+			t.Errorf("%s after %d up to %d: %v %v, want %v %v", tc.channel, tc.since, tc.until, got, ok, tc.want, tc.ok)
+		}
+	}
+	r.reset(20) // rosters loaded again, at 20
+	if _, ok := r.channelEvents("a", 12, 21); ok {
+		t.Error("events from before the rosters were loaded again")
+	}
+	r.add(presence.Event{Seq: 21, Channel: "a"})
+	if got, ok := seqs("a", 20, 21); !ok || !slices.Equal(got, []uint64{21}) {
+		t.Errorf("after a reset: %v %v", got, ok)
+	}
+}
