@@ -317,9 +317,11 @@
   // Subscribing again to a channel starts it over, with a new snapshot, for the new handlers only. A channel is a
   // non-empty string without a lone surrogate (half an emoji, from a string cut short): the server's refusal of
   // anything else would not name it (it reads a lone surrogate as U+FFFD), so it could not be told to the app, and
-  // the subscribe's place in the window would never be given back.
+  // the subscribe's place in the window would never be given back. Nor is it longer than Agora allows (64): the
+  // server refuses it anyway, and one of about 4 KiB would make a frame over the server's limit, which closes the
+  // connection (1009) at every attempt.
   UsherClient.prototype.subscribe = function (channel, handlers) {
-    if (typeof channel !== "string" || channel === "" || loneSurrogate.test(channel)) {
+    if (typeof channel !== "string" || channel === "" || channel.length > 64 || loneSurrogate.test(channel)) {
       throw new Error("UsherClient: subscribe needs a channel name");
     }
     if (this.subs[channel]) this._clearSubTimer(this.subs[channel]);
