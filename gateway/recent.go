@@ -9,7 +9,7 @@ import (
 
 // DefaultRecentEvents is how many of the latest presence events each instance's view keeps in memory (Config's
 // RecentEvents), to answer resumes without reading USHER_PRESENCE.
-const DefaultRecentEvents = 8192
+const DefaultRecentEvents = 32768
 
 // recentEvents keeps the latest events the view applied, of every channel, in stream order, so that a client that
 // resumes after a short absence (a network blip, another instance's restart) gets what it missed from memory: a

@@ -1,6 +1,9 @@
 package gateway
 
 import (
+	"encoding/json"
+	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 
@@ -57,4 +60,56 @@ func TestRecentEvents(t *testing.T) {
 	if got, ok := seqs("a", 20, 21); !ok || !slices.Equal(got, []uint64{21}) {
 		t.Errorf("after a reset: %v %v", got, ok)
 	}
+}
+
+// BenchmarkRecentWorstCase measures the longest answer from the view's memory of the latest events (under the
+// view's read lock): a resume from the oldest event kept, the memory full of 1,000 channels' events. Run:
+//
+//	go test -run '^$' -bench BenchmarkRecentWorstCase ./gateway/
+func BenchmarkRecentWorstCase(b *testing.B) {
+	r := newRecentEvents(DefaultRecentEvents)
+	r.reset(0)
+	for seq := uint64(1); seq <= DefaultRecentEvents; seq++ {
+		r.add(presence.Event{Seq: seq, Channel: fmt.Sprintf("channel-%d", seq%1000)})
+	}
+	for b.Loop() {
+		if events, ok := r.channelEvents("channel-7", 0, DefaultRecentEvents); !ok || len(events) != (DefaultRecentEvents-7)/1000+1 {
+			b.Fatalf("%d events, %v", len(events), ok)
+		}
+	}
+}
+
+// BenchmarkRecentMemory measures the heap the view's memory of the latest events takes when full, per event: events
+// decoded from JSON as the view decodes them (a join with a 20-character account, 40-character noticeId). Run:
+//
+//	go test -run '^$' -bench BenchmarkRecentMemory -benchtime 3x ./gateway/
+func BenchmarkRecentMemory(b *testing.B) {
+	raw := make([][]byte, DefaultRecentEvents)
+	for i := range raw {
+		e := presence.Event{Seq: uint64(i + 1), Channel: fmt.Sprintf("channel-%d", i%1000), Event: presence.Join,
+			Role: presence.Audience, UID: uint32(i), Account: fmt.Sprintf("account-%013d", i), Platform: new(1), Client: new(3),
+			ClientSeq: int64(i), Ts: 1795668443, NoticeID: fmt.Sprintf("%040d", i), Source: "ncs", NotifyMs: 1795668443636}
+		raw[i], _ = json.Marshal(e)
+	}
+	var perEvent float64
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		r := newRecentEvents(DefaultRecentEvents)
+		r.reset(0)
+		for _, m := range raw {
+			var e presence.Event
+			if err := json.Unmarshal(m, &e); err != nil {
+				b.Fatal(err)
+			}
+			r.add(e)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		perEvent = float64(after.HeapAlloc-before.HeapAlloc) / DefaultRecentEvents
+		runtime.KeepAlive(r)
+	}
+	b.ReportMetric(perEvent, "B/event")
+	b.ReportMetric(perEvent*DefaultRecentEvents/(1<<20), "MiB")
 }
