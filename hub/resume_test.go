@@ -567,3 +567,46 @@ func TestAnswerWaitsForRoom(t *testing.T) {
 		t.Fatalf("%d clients closed as too slow", slow)
 	}
 }
+
+// landingSource lands live events of "show" (applied, then fanned out, as the view does) while the hub asks its
+// memory, the subscription attached with its live frames held: from memory they are held behind the replay; when
+// the memory does not reach back, the subscription is detached and attached again for the stored events, and they
+// must be among those.
+type landingSource struct {
+	*viewSource
+	h    *Hub
+	next atomic.Uint64 // the seq of the next event to land; 0: none
+}
+
+func (s *landingSource) Recent(channel string, since, until uint64) ([]presence.Event, bool) {
+	if seq := s.next.Swap(0); seq > 0 {
+		land(s.h, s.viewSource, join(seq, uint32(seq)))
+		land(s.h, s.viewSource, join(seq+1, uint32(seq+1)))
+	}
+	return s.viewSource.Recent(channel, since, until)
+}
+
+// Events that come while the hub asks the source's memory are neither lost nor sent twice, whether the memory then
+// answers the resume or the stored events do.
+func TestResumeWithEventsLandingMeanwhile(t *testing.T) {
+	eachResumeMode(t, func() *viewSource { return storedEvents(5, 10) }, func(t *testing.T, vs *viewSource) {
+		src := &landingSource{viewSource: vs}
+		h, dial := serveHub(t, Config{}, src)
+		src.h = h
+		src.next.Store(6)
+		c := dial(nil)
+		c.resumeFrom(2)
+		c.expect("subscribed", 0, 0)
+		for seq := uint64(3); seq <= 7; seq++ {
+			c.expect("presence", seq, 0)
+		}
+		land(h, vs, join(8, 8))
+		c.expect("presence", 8, 0)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"ping"}`)); err != nil {
+			t.Fatal(err)
+		}
+		c.expect("pong", 0, 0) // and no event again before it
+	})
+}
