@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1288,4 +1289,99 @@ func TestReadyAfterStreamMadeAnew(t *testing.T) {
 		code, raw := getJSON(t, base, "/readyz", "", nil)
 		return code == 200, fmt.Sprintf("/readyz %d %s while the view serves the new stream at seq %d", code, raw, s.Seq)
 	})
+}
+
+// TestWSResumeChurn: a client that drops its connection again and again, each time after a few milliseconds, and
+// resumes from the last event it had, while events of its channel and of two others keep coming, gets every event
+// of its channel exactly once and in order. The view's memory holds only 6 events, so the resumes are answered from
+// it or from USHER_PRESENCE as the client falls behind, and it moves on under them.
+func TestWSResumeChurn(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t, t.TempDir())
+	cfg.RecentEvents = 6
+	_, base := startGateway(t, cfg)
+	tok := token(t, "a")
+	const n = 600 // notifications, a third of them of "a"
+	posted := make(chan error, 1)
+	go func() {
+		client := &http.Client{Timeout: 10 * time.Second}
+		for i := range n {
+			body := audienceJoin(fmt.Sprint("churn-", i), []string{"a", "b", "c"}[i%3], uint32(i+1), 1)
+			if !sendSigned(client, base+"/v1/ncs", body) {
+				posted <- fmt.Errorf("notification %d refused", i)
+				return
+			}
+		}
+		posted <- nil
+	}()
+
+	c := mustDial(t, base, tok)
+	c.subscribe("a")
+	c.expect("subscribed", "a")
+	start := c.expect("snapshot", "a").Snapshot
+	last := start.Seq
+	var got []uint64
+	// read takes the frames that come within d, which must be events of "a"; then the connection is closed.
+	read := func(d time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(d); time.Now().Before(deadline); {
+			f, err := c.read(time.Until(deadline))
+			if err != nil {
+				return
+			}
+			if f.Type != "presence" || f.Channel != "a" {
+				t.Fatalf("after %d events: got %s, want events of a", len(got), f.Raw)
+			}
+			got, last = append(got, f.Seq), f.Seq
+		}
+	}
+	resume := func() {
+		t.Helper()
+		c = mustDial(t, base, tok)
+		c.send(map[string]any{"op": "subscribe", "channel": "a", "since": last, "epoch": start.Epoch})
+		c.expect("subscribed", "a")
+	}
+	for done := false; !done; {
+		read(time.Duration(rand.IntN(15)) * time.Millisecond)
+		_ = c.conn.CloseNow()
+		time.Sleep(time.Duration(rand.IntN(12)) * time.Millisecond) // some of the time, past what the memory holds
+		select {
+		case err := <-posted:
+			if err != nil {
+				t.Fatal(err)
+			}
+			done = true
+		default:
+		}
+		resume()
+	}
+	final := waitSnapshot(t, base, "a", func(s presence.Snapshot) bool { return s.Counts.Audience == n/3 })
+	for last < final.Seq {
+		f := c.next(10 * time.Second)
+		if f.Type != "presence" || f.Channel != "a" {
+			t.Fatalf("after %d events: got %s, want events of a", len(got), f.Raw)
+		}
+		got, last = append(got, f.Seq), f.Seq
+	}
+	c.quiet()
+
+	var want []uint64
+	for since := start.Seq; ; {
+		var page struct{ Events []presence.Event }
+		if code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/a/events?since=%d&limit=1000", since), tok, &page); code != 200 {
+			t.Fatalf("events: %d %s", code, raw)
+		}
+		if len(page.Events) == 0 {
+			break
+		}
+		for _, e := range page.Events {
+			want = append(want, e.Seq)
+		}
+		since = page.Events[len(page.Events)-1].Seq
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("the client got the events %v of a; its events after %d are %v", got, start.Seq, want)
+	}
+	m := scrape(t, base, "")
+	t.Logf("resumes from memory %v, stored %v", m[`usher_ws_resumes_total{from="memory"}`], m[`usher_ws_resumes_total{from="stored"}`])
 }
