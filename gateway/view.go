@@ -45,7 +45,7 @@ type liveView struct {
 	epoch   string        // of the presence stream the rosters were loaded from (presenceStreamState)
 	target  uint64        // the stream's last event when the rosters were loaded: caught up once seq reaches it
 	changed chan struct{} // closed and replaced whenever seq moves
-	recent  *recentEvents // the latest events applied, for resumes
+	recent  *recentEvents // the latest events applied, for resumes (set before run, or made at the first load)
 }
 
 // errViewGap: the view missed presence events, gone (expired, or deleted) before it read them.
@@ -56,8 +56,7 @@ var errViewGap = errors.New("presence view missed events")
 const gapRetry = 5 * time.Second
 
 func newLiveView(js jetstream.JetStream, store jetstream.ObjectStore, rules presence.Rules, log *slog.Logger, publish func(presence.Event, []byte)) *liveView {
-	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{}),
-		recent: newRecentEvents(DefaultRecentEvents)}
+	return &liveView{js: js, store: store, rules: rules, log: log, publish: publish, v: presence.NewView(), changed: make(chan struct{})}
 }
 
 // run follows the presence stream until ctx ends.
@@ -122,6 +121,9 @@ func (lv *liveView) follow(ctx context.Context) error {
 		// Caught up (ready, for /readyz) once the view holds every event stored before it loaded: a target of the
 		// stream it loaded from, so that a stream made anew or restored behind it is not waited for.
 		lv.v, lv.seq, lv.epoch, lv.target = cp.State.View(), cp.PresenceSeq, st.epoch, st.last
+		if lv.recent == nil { // not set by its maker
+			lv.recent = newRecentEvents(DefaultRecentEvents)
+		}
 		lv.recent.reset(cp.PresenceSeq)
 		lv.ready.Store(true)
 		lv.v.RaiseFloor(cp.PresenceSeq)
@@ -337,7 +339,7 @@ func (lv *liveView) channelSeq(channel string) uint64 {
 func (lv *liveView) recentEvents(channel string, since, until uint64) ([]presence.Event, bool) {
 	lv.mu.RLock()
 	defer lv.mu.RUnlock()
-	if !lv.ready.Load() || until > lv.seq {
+	if !lv.ready.Load() || lv.recent == nil || until > lv.seq {
 		return nil, false
 	}
 	return lv.recent.channelEvents(channel, since, until)

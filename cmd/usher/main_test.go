@@ -48,6 +48,7 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"flag wins over env", []string{"--dedup-window", "1m"}, func(map[string]string) {}, "USHER_DEDUP_WINDOW"},
 		{"retention too short", nil, func(m map[string]string) { m["USHER_TOMBSTONE_RETENTION"] = "10s" }, "USHER_TOMBSTONE_RETENTION"},
 		{"zero max connections", nil, func(m map[string]string) { m["USHER_MAX_CONNECTIONS"] = "0" }, "USHER_MAX_CONNECTIONS"},
+		{"zero resume events", nil, func(m map[string]string) { m["USHER_RESUME_EVENTS"] = "0" }, "USHER_RESUME_EVENTS"},
 		{"bad log level", nil, func(m map[string]string) { m["USHER_LOG_LEVEL"] = "loud" }, "USHER_LOG_LEVEL"},
 		{"bad NATS listen", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "nowhere" }, "USHER_NATS_LISTEN"},
 		{"NATS listen port not a number", nil, func(m map[string]string) { m["USHER_NATS_LISTEN"] = "127.0.0.1:nats" }, "USHER_NATS_LISTEN"},

@@ -55,6 +55,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.String(&origins, "allowed-origins", "USHER_ALLOWED_ORIGINS", "", "comma-separated browser origins (host patterns such as console.example.com or *.example.com) allowed to open WebSockets besides Usher's own")
 	s.Int(&cfg.MaxConnections, "max-connections", "USHER_MAX_CONNECTIONS", hub.DefaultMaxConnections, "WebSocket connections this instance holds at most")
 	s.Int(&cfg.MaxSubscriptions, "max-subscriptions", "USHER_MAX_SUBSCRIPTIONS", hub.DefaultMaxSubscriptions, "channels one WebSocket connection may subscribe to")
+	s.Int(&cfg.RecentEvents, "resume-events", "USHER_RESUME_EVENTS", gateway.DefaultRecentEvents, "presence events (of all channels) each instance keeps in memory, about 300 B each, to answer WebSocket resumes without reading USHER_PRESENCE")
 	s.Int(&cfg.MaxPerSubject, "max-connections-per-subject", "USHER_MAX_CONNECTIONS_PER_SUBJECT", hub.DefaultMaxPerSubject, "WebSocket connections one token subject (JWT sub) may hold on this instance; more get 429")
 	s.Float(&cfg.UpgradeRate, "ws-upgrade-rate", "USHER_WS_UPGRADE_RATE", gateway.DefaultUpgradeRate, "WebSocket upgrades per second one client address may make after its burst; more get 429")
 	s.Int(&cfg.UpgradeBurst, "ws-upgrade-burst", "USHER_WS_UPGRADE_BURST", gateway.DefaultUpgradeBurst, "WebSocket upgrades one client address may make at once")
@@ -89,6 +90,9 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	cfg.AllowedOrigins = splitList(origins)
 	if cfg.MaxConnections < 1 || cfg.MaxSubscriptions < 1 || cfg.MaxPerSubject < 1 {
 		return fmt.Errorf("USHER_MAX_CONNECTIONS, USHER_MAX_SUBSCRIPTIONS and USHER_MAX_CONNECTIONS_PER_SUBJECT must be at least 1")
+	}
+	if cfg.RecentEvents < 1 {
+		return fmt.Errorf("USHER_RESUME_EVENTS is %d: it must be at least 1", cfg.RecentEvents)
 	}
 	if !(cfg.UpgradeRate > 0) || math.IsInf(cfg.UpgradeRate, 1) || cfg.UpgradeBurst < 1 { // NaN passes every comparison
 		return fmt.Errorf("USHER_WS_UPGRADE_RATE must be a finite number above 0 and USHER_WS_UPGRADE_BURST at least 1")
