@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -251,7 +252,7 @@ func resumeUnderLoad(t *testing.T, cfg Config, src *viewSource, n, accountLen, l
 	h, dial := serveHub(t, cfg, src)
 	c := dial(nil)
 	c.resumeFrom(0)
-	waitHeld(t, h, "show")
+	waitReplaying(t, h, src)
 	for i := range live {
 		e := join(uint64(n+1+i), uint32(n+1+i))
 		e.Account = strings.Repeat("b", accountLen)
@@ -269,6 +270,18 @@ func resumeUnderLoad(t *testing.T, cfg Config, src *viewSource, n, accountLen, l
 			return h, types, seqs
 		}
 	}
+}
+
+// waitReplaying waits until "show" has a subscriber held back by a replay: from the stored events once it has read
+// them (before, its live frames may be held only while the source's memory is asked), from memory otherwise.
+func waitReplaying(t *testing.T, h *Hub, src *viewSource) {
+	t.Helper()
+	if src.recent.Load() == 0 {
+		testutil.Eventually(t, 10*time.Second, time.Millisecond, func() (bool, string) {
+			return src.eventReads.Load() > 0, "no read of stored events"
+		})
+	}
+	waitHeld(t, h, "show")
 }
 
 // waitHeld waits until channel has a subscriber whose live frames are held back, as they are while a resume
@@ -330,7 +343,7 @@ func resumeOverflowedByLiveEvents(t *testing.T, src *viewSource) {
 	h, dial := serveHub(t, Config{SendQueue: 64}, src)
 	c := dial(nil)
 	c.resumeFrom(0)
-	waitHeld(t, h, "show")
+	waitReplaying(t, h, src)
 	seq := uint64(n)
 	for !overflowed(h, "show") {
 		if seq == n+1000 {
@@ -609,4 +622,37 @@ func TestResumeWithEventsLandingMeanwhile(t *testing.T) {
 		}
 		c.expect("pong", 0, 0) // and no event again before it
 	})
+}
+
+// stalledSource holds every read of stored events until the reader's context ends: a resume from the stream that
+// waits on a slow NATS.
+type stalledSource struct {
+	*viewSource
+	reading atomic.Bool
+}
+
+func (s *stalledSource) Events(ctx context.Context, channel string, since, until uint64, limit int) ([]presence.Event, uint64, error) {
+	s.reading.Store(true)
+	<-ctx.Done()
+	return nil, 0, ctx.Err()
+}
+
+// A client that goes while its resume reads the stored events ends the resume quietly: its cancelled read is no
+// failure to log at warn, and it gets no reset or snapshot.
+func TestClientGoneDuringAResume(t *testing.T) {
+	var logs testutil.SyncBuffer
+	src := &stalledSource{viewSource: storedEvents(3, 10)}
+	h, dial := serveHub(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}, src)
+	c := dial(nil)
+	c.resumeFrom(1)
+	c.expect("subscribed", 0, 0)
+	testutil.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) { return src.reading.Load(), "no read of stored events" })
+	_ = c.c.CloseNow()
+	testutil.Eventually(t, 5*time.Second, time.Millisecond, func() (bool, string) {
+		return h.Stats().Connections == 0, "the session is still open"
+	})
+	closeWithin(t, h, time.Second) // waits for the session's goroutines, its request worker among them
+	if strings.Contains(logs.String(), "resume not possible") {
+		t.Fatalf("logged:\n%s", logs.String())
+	}
 }

@@ -220,6 +220,9 @@ func (s *session) subscribe(req request) {
 	if req.Epoch == "" || req.Epoch == s.h.src.Epoch() {
 		err = s.resume(sub, *req.Since)
 	}
+	if err != nil && s.isClosed() {
+		return // the client went during the resume (its own context was cancelled): nobody to reset, nothing wrong
+	}
 	if err != nil {
 		level := slog.LevelWarn
 		if errors.Is(err, errTooOld) || errors.Is(err, errHeldOverflow) || errors.Is(err, errOtherEpoch) {
