@@ -441,27 +441,53 @@ func TestLongResumeDoesNotMissPongs(t *testing.T) {
 // Client frames wait for their answers in a bounded queue: a client that sends far more than it lets the server
 // answer (here, pings while a resume waits for it to read) is closed with 1008.
 func TestTooManyFramesWaiting(t *testing.T) {
-	h, dial := serveHub(t, Config{MaxSubscriptions: 10}, storedEvents(3000, 4000))
-	c := dial(nil)
-	c.resumeFrom(0) // the replay waits for the client, which does not read yet
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for range 2*10 + 16 + 8 {
-		if err := c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"ping"}`)); err != nil {
-			break // closed already
-		}
-	}
-	for {
-		if _, _, err := c.c.Read(ctx); err != nil {
-			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
-				t.Fatalf("closed with %v (status %d), want 1008", err, got)
+	for _, tc := range []struct{ maxSubs, bound int }{{40, 2*40 + 16}, {2, 64}} {
+		t.Run(fmt.Sprint(tc.maxSubs, " subscriptions"), func(t *testing.T) {
+			h, dial := serveHub(t, Config{MaxSubscriptions: tc.maxSubs}, storedEvents(3000, 4000))
+			c := dial(nil)
+			c.resumeFrom(0) // the replay waits for the client, which does not read yet
+			waitHeld(t, h, "show")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// Up to the bound (the resume's own frame is being answered): the connection stays.
+			for i := range tc.bound {
+				msg := `{"op":"ping"}`
+				if i%2 == 1 { // an unsubscribe gets no answer, and waits all the same
+					msg = fmt.Sprintf(`{"op":"unsubscribe","channel":"c-%d"}`, i)
+				}
+				if err := c.c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+					t.Fatal(err)
+				}
 			}
-			break
-		}
+			testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+				h.mu.RLock()
+				defer h.mu.RUnlock()
+				for s := range h.sessions {
+					s.mu.Lock()
+					n := len(s.ops)
+					s.mu.Unlock()
+					return n == tc.bound, fmt.Sprintf("%d frames waiting, want %d", n, tc.bound)
+				}
+				return false, "no session"
+			})
+			if n := h.Stats().Connections; n != 1 {
+				t.Fatalf("%d connections with %d frames waiting, the most allowed", n, tc.bound)
+			}
+			// One more: closed.
+			_ = c.c.Write(ctx, websocket.MessageText, []byte(`{"op":"ping"}`))
+			for {
+				if _, _, err := c.c.Read(ctx); err != nil {
+					if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
+						t.Fatalf("closed with %v (status %d), want 1008", err, got)
+					}
+					break
+				}
+			}
+			testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
+				return h.Stats().Connections == 0, "still connected"
+			})
+		})
 	}
-	testutil.Eventually(t, 5*time.Second, 10*time.Millisecond, func() (bool, string) {
-		return h.Stats().Connections == 0, "still connected"
-	})
 }
 
 // A resume names the epoch its since counts in: one of another epoch (the stream was made anew, its seqs started

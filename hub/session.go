@@ -122,15 +122,20 @@ type clientOp struct {
 	bad []byte
 }
 
-// queueOp queues a client frame for the op worker, starting it if it is not running. It reports false when too
-// many frames wait: twice the subscriptions allowed, and some.
+// maxWaiting is how many client frames may wait for the op worker: twice the subscriptions allowed, and some; at
+// least 64, so that with few subscriptions allowed a client may still unsubscribe from all it has while its
+// window of subscribes waits (usher.js keeps 16 in flight, and unsubscribes get no answer to wait for).
+func (h *Hub) maxWaiting() int { return max(2*h.cfg.MaxSubscriptions+16, 64) }
+
+// queueOp queues a client frame for the op worker, starting it if it is not running. It reports false when more
+// than maxWaiting frames wait.
 func (s *session) queueOp(o clientOp) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return true
 	}
-	if len(s.ops) >= 2*s.h.cfg.MaxSubscriptions+16 {
+	if len(s.ops) >= s.h.maxWaiting() {
 		s.mu.Unlock()
 		return false
 	}

@@ -1001,9 +1001,9 @@ func names(prefix string, n, width int) []string {
 // sent them all again, for ever). The first channels are served, the others refused with too_many_subscriptions.
 func TestUsherJSSubscribesToMoreChannelsThanTheServerTakes(t *testing.T) {
 	t.Parallel()
-	const max = 2 // the server closes a connection on which more than 2*2+16 = 20 frames wait
+	const max = 2 // the server closes a connection on which more than max(2*2+16, 64) = 64 frames wait
 	srv := startServerWith(t, func(c *gateway.Config) { c.MaxSubscriptions = max })
-	chans := names("mod-", 60, 2)
+	chans := names("mod-", 100, 2)
 	b := newBrowser(t, 800, 600)
 	b.do(wait, chromedp.Navigate(srv.base+"/")) // the console page, which loads usher.js
 	manyChannels(b, token(t, "moderator", "mod-*"), chans, "")

@@ -244,11 +244,12 @@
   };
 
   // The server answers a connection's subscribes one at a time, in order (a resume or a large snapshot can take a
-  // while), and closes the connection (1008) when more than twice its USHER_MAX_SUBSCRIPTIONS, plus 16, frames
-  // wait there. Sent all at once, the subscribes of an app watching many channels would have it closed on every
-  // connection, and reconnect for ever. So at most subscribeWindow subscribes wait for their answer (subscribed
-  // or error) at a time, fewer than the server allows even with USHER_MAX_SUBSCRIPTIONS=1 (18); the others wait
-  // in queue, and each answer sends the next. The client sends no other frame that waits for an answer.
+  // while), and closes the connection (1008) when more than twice its USHER_MAX_SUBSCRIPTIONS, plus 16 (at least
+  // 64), frames wait there. Sent all at once, the subscribes of an app watching many channels would have it closed
+  // on every connection, and reconnect for ever. So at most subscribeWindow subscribes wait for their answer
+  // (subscribed or error) at a time, leaving room even with USHER_MAX_SUBSCRIPTIONS=1 for the unsubscribes of
+  // everything subscribed or in flight, which get no answer; the others wait in queue, and each answer sends the
+  // next. The client sends no other frame that waits for an answer.
   var subscribeWindow = 16;
 
   // _queueSubscribe puts channel's subscribe in the queue, unless it waits there already (it is then sent with the
