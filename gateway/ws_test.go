@@ -811,7 +811,9 @@ func TestWSShutdownGoingAway(t *testing.T) {
 // ordered consumer of its own; none stays on the server once read.
 func TestEventReadsLeaveNoConsumer(t *testing.T) {
 	t.Parallel()
-	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir())
+	cfg.RecentEvents = 1 // resumes read the stored events, not the view's memory
+	g, base := startGateway(t, cfg)
 	joinAudience(t, base, "show-1", 1, 2, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -846,6 +848,9 @@ func TestEventReadsLeaveNoConsumer(t *testing.T) {
 		}
 	}
 	c.quiet()
+	if n := scrape(t, base, "")[`usher_ws_resumes_total{from="stored"}`]; n != 3 {
+		t.Fatalf("%v resumes from the stored events, want 3", n)
+	}
 	if after := consumers(); after != before {
 		t.Fatalf("%d consumers on %s after 3 resumes and 3 reads of events (up to seq %d), %d before", after, bus.PresenceStream, at, before)
 	}
@@ -1148,6 +1153,7 @@ func TestResumeAfterAPerChannelLimitSetByHand(t *testing.T) {
 	ns := testutil.NATSServer(t, "127.0.0.1:-1")
 	cfg := testConfig(t, "")
 	cfg.NATSURL = ns.ClientURL()
+	cfg.RecentEvents = 1 // the resume reads the stored events, which the limit removed from
 	start := func() (*gateway.Gateway, string) {
 		g, err := gateway.Start(context.Background(), cfg)
 		if err != nil {
