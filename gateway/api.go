@@ -117,6 +117,21 @@ func (g *Gateway) getEvents(c *gin.Context) {
 		_ = c.Error(err)
 		return
 	}
+	raw, given := c.GetQuery("since")
+	given = given && raw != "" // no since: no claim to be up to date
+	theirs := c.Query("epoch")
+	if given {
+		if events, epoch, ok := g.view.recentPage(ch, since, int(limit)); ok {
+			// From the view's memory of the latest events, as a WebSocket resume: no read of the stream.
+			if theirs != "" && theirs != epoch {
+				_ = c.Error(fmt.Errorf("%w: seq %d is of epoch %s, and the presence stream was made anew since (epoch %s): read the presence snapshot, then the events after its seq",
+					errEventsExpired, since, theirs, epoch))
+				return
+			}
+			c.JSON(http.StatusOK, gin.H{"events": events, "epoch": epoch})
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer cancel()
 	events, _, err := g.events(ctx, ch, since, int(limit))
@@ -131,9 +146,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 		_ = c.Error(errEventsDown)
 		return
 	}
-	raw, given := c.GetQuery("since")
-	given = given && raw != "" // no since: no claim to be up to date
-	switch theirs := c.Query("epoch"); {
+	switch {
 	case given && since+1 < first && !g.view.quietBetween(ch, since, first-1, epoch):
 		_ = c.Error(fmt.Errorf("%w: events after seq %d are gone (the oldest kept is %d): read the presence snapshot, then the events after its seq",
 			errEventsExpired, since, first))

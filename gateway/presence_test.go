@@ -162,7 +162,9 @@ func TestPresenceThroughNCS(t *testing.T) {
 // USHER_PRESENCE is purged, as its max age does.
 func TestEventsAfterExpiry(t *testing.T) {
 	t.Parallel()
-	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	cfg := testConfig(t, t.TempDir())
+	cfg.RecentEvents = 1 // the view's memory holds only the last event: the others are read from the stream
+	g, base := startGateway(t, cfg)
 	joinAudience(t, base, "show-1", 1, 2, 3)
 	s := waitSnapshot(t, base, "show-1", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -190,6 +192,54 @@ func TestEventsAfterExpiry(t *testing.T) {
 			len(page.Events) != 1 || page.Events[0].Seq != s.Seq {
 			t.Errorf("%q, the oldest kept is %d: %d %s, want that event", q, s.Seq, code, raw)
 		}
+	}
+}
+
+// TestEventsFromMemory: GET .../events?since=S is answered from the view's memory of the latest events when it
+// reaches back to S, page by page, with no read of the stream: here the stream was emptied, and the events are
+// still given. A since of another epoch is 410 as from the stream.
+func TestEventsFromMemory(t *testing.T) {
+	t.Parallel()
+	g, base := startGateway(t, testConfig(t, t.TempDir()))
+	joinAudience(t, base, "show-1", 1)
+	joinAudience(t, base, "other", 9)
+	joinAudience(t, base, "show-1", 2, 3)
+	s := waitSnapshot(t, base, "show-1", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	waitSnapshot(t, base, "other", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := g.JetStream().Stream(ctx, bus.PresenceStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.Purge(ctx); err != nil { // every event gone from the stream
+		t.Fatal(err)
+	}
+	tok := token(t, "show-1")
+	var got []uint32
+	for since, pages := uint64(0), 0; pages < 3; pages++ {
+		var page struct {
+			Events []presence.Event
+			Epoch  string
+		}
+		code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/show-1/events?since=%d&limit=2", since), tok, &page)
+		if code != 200 || page.Epoch != s.Epoch || page.Events == nil {
+			t.Fatalf("since=%d: %d %s, want 200 and the events from memory", since, code, raw)
+		}
+		if len(page.Events) == 0 {
+			break
+		}
+		for _, e := range page.Events {
+			got = append(got, e.UID)
+			since = e.Seq
+		}
+	}
+	if !slices.Equal(got, []uint32{1, 2, 3}) {
+		t.Fatalf("show-1's events from memory: uids %v, want 1, 2, 3", got)
+	}
+	code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/show-1/events?since=0&epoch=%d", 1), tok, nil)
+	if code != http.StatusGone || !strings.Contains(raw, `"error":"expired"`) {
+		t.Fatalf("since of another epoch: %d %s, want 410 expired", code, raw)
 	}
 }
 
@@ -338,7 +388,7 @@ func quietAfterExpiry(t *testing.T, edit ...func(*gateway.Config)) (base string,
 // 410 again, for ever. A since after which the channel did have events that are gone is still 410.
 func TestEventsOfAQuietChannelAfterExpiry(t *testing.T) {
 	t.Parallel()
-	base, quiet, quiet2, busy := quietAfterExpiry(t)
+	base, quiet, quiet2, busy := quietAfterExpiry(t, func(cfg *gateway.Config) { cfg.RecentEvents = 1 })
 	tok := token(t, "quiet")
 	s := waitSnapshot(t, base, "quiet", func(presence.Snapshot) bool { return true })
 	if s.Seq != quiet2.Seq || s.Seq+1 >= busy.Seq {

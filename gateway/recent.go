@@ -49,9 +49,10 @@ func (r *recentEvents) add(e presence.Event) {
 // at is the i-th event kept, oldest first.
 func (r *recentEvents) at(i int) *presence.Event { return &r.buf[(r.start+i)%len(r.buf)] }
 
-// channelEvents returns channel's events with since < seq <= until, oldest first, when it holds them all: since is
-// at or after from, and until at or before the view's last event (as the channel's seq in the view always is).
-func (r *recentEvents) channelEvents(channel string, since, until uint64) ([]presence.Event, bool) {
+// channelEvents returns channel's events with since < seq <= until, oldest first (the first limit of them, when limit
+// is above 0), when it holds them all: since is at or after from, and until at or before the view's last event (as
+// the channel's seq in the view always is).
+func (r *recentEvents) channelEvents(channel string, since, until uint64, limit int) ([]presence.Event, bool) {
 	if until <= since {
 		return nil, true
 	}
@@ -65,6 +66,9 @@ func (r *recentEvents) channelEvents(channel string, since, until uint64) ([]pre
 			break
 		}
 		if e.Channel == channel {
+			if limit > 0 && len(out) == limit {
+				break
+			}
 			out = append(out, *e)
 		}
 	}

@@ -21,7 +21,7 @@ func TestRecentEvents(t *testing.T) {
 		r.add(presence.Event{Seq: seq, Channel: ch})
 	}
 	seqs := func(channel string, since, until uint64) ([]uint64, bool) {
-		events, ok := r.channelEvents(channel, since, until)
+		events, ok := r.channelEvents(channel, since, until, 0)
 		var out []uint64
 		for _, e := range events {
 			if e.Channel != channel {
@@ -52,8 +52,11 @@ func TestRecentEvents(t *testing.T) {
 			t.Errorf("%s after %d up to %d: %v %v, want %v %v", tc.channel, tc.since, tc.until, got, ok, tc.want, tc.ok)
 		}
 	}
+	if got, ok := r.channelEvents("a", 12, 16, 1); !ok || len(got) != 1 || got[0].Seq != 13 {
+		t.Errorf("the first of a's events after 12: %v %v, want 13", got, ok)
+	}
 	r.reset(20) // rosters loaded again, at 20
-	if _, ok := r.channelEvents("a", 12, 21); ok {
+	if _, ok := r.channelEvents("a", 12, 21, 0); ok {
 		t.Error("events from before the rosters were loaded again")
 	}
 	r.add(presence.Event{Seq: 21, Channel: "a"})
@@ -73,7 +76,7 @@ func BenchmarkRecentWorstCase(b *testing.B) {
 		r.add(presence.Event{Seq: seq, Channel: fmt.Sprintf("channel-%d", seq%1000)})
 	}
 	for b.Loop() {
-		if events, ok := r.channelEvents("channel-7", 0, DefaultRecentEvents); !ok || len(events) != (DefaultRecentEvents-7)/1000+1 {
+		if events, ok := r.channelEvents("channel-7", 0, DefaultRecentEvents, 0); !ok || len(events) != (DefaultRecentEvents-7)/1000+1 {
 			b.Fatalf("%d events, %v", len(events), ok)
 		}
 	}

@@ -342,7 +342,26 @@ func (lv *liveView) recentEvents(channel string, since, until uint64) ([]presenc
 	if !lv.ready.Load() || lv.recent == nil || until > lv.seq {
 		return nil, false
 	}
-	return lv.recent.channelEvents(channel, since, until)
+	return lv.recent.channelEvents(channel, since, until, 0)
+}
+
+// recentPage returns up to limit of channel's events after since, oldest first, from memory, with the epoch they
+// count in, when the view holds every one of them there (see recentEvents). Events stored but not applied by the
+// view yet are not in it: the reader gets them at its next read.
+func (lv *liveView) recentPage(channel string, since uint64, limit int) ([]presence.Event, string, bool) {
+	lv.mu.RLock()
+	defer lv.mu.RUnlock()
+	if !lv.ready.Load() || lv.recent == nil {
+		return nil, "", false
+	}
+	events, ok := lv.recent.channelEvents(channel, since, lv.seq, limit)
+	if !ok {
+		return nil, "", false
+	}
+	if events == nil {
+		events = []presence.Event{} // [] in JSON, as from the stream
+	}
+	return events, lv.epoch, true
 }
 
 // lastSeq is the last presence event the view holds.
