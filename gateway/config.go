@@ -129,7 +129,7 @@ type Config struct {
 	// other peer those headers are ignored. Empty: the peer's address is the client's.
 	TrustedProxies []string
 	// RecentEvents is how many of the latest presence events (of every channel) the view keeps in memory, so that a
-	// resume after a short absence is answered without reading USHER_PRESENCE (default 32,768, 9.5 MiB).
+	// resume after a short absence (and GET .../events) is answered without reading USHER_PRESENCE (default 32,768, 9.5 MiB).
 	RecentEvents int
 	// SendQueue is how many frames may wait for one WebSocket client before it is closed as too slow (default 1024).
 	SendQueue int

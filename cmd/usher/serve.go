@@ -55,7 +55,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.String(&origins, "allowed-origins", "USHER_ALLOWED_ORIGINS", "", "comma-separated browser origins (host patterns such as console.example.com or *.example.com) allowed to open WebSockets besides Usher's own")
 	s.Int(&cfg.MaxConnections, "max-connections", "USHER_MAX_CONNECTIONS", hub.DefaultMaxConnections, "WebSocket connections this instance holds at most")
 	s.Int(&cfg.MaxSubscriptions, "max-subscriptions", "USHER_MAX_SUBSCRIPTIONS", hub.DefaultMaxSubscriptions, "channels one WebSocket connection may subscribe to")
-	s.Int(&cfg.RecentEvents, "resume-events", "USHER_RESUME_EVENTS", gateway.DefaultRecentEvents, "presence events (of all channels) each instance keeps in memory, about 300 B each, to answer WebSocket resumes without reading USHER_PRESENCE")
+	s.Int(&cfg.RecentEvents, "resume-events", "USHER_RESUME_EVENTS", gateway.DefaultRecentEvents, "presence events (of all channels) each instance keeps in memory, about 300 B each, to answer WebSocket resumes and GET .../events without reading USHER_PRESENCE")
 	s.Int(&cfg.MaxPerSubject, "max-connections-per-subject", "USHER_MAX_CONNECTIONS_PER_SUBJECT", hub.DefaultMaxPerSubject, "WebSocket connections one token subject (JWT sub) may hold on this instance; more get 429")
 	s.Float(&cfg.UpgradeRate, "ws-upgrade-rate", "USHER_WS_UPGRADE_RATE", gateway.DefaultUpgradeRate, "WebSocket upgrades per second one client address may make after its burst; more get 429")
 	s.Int(&cfg.UpgradeBurst, "ws-upgrade-burst", "USHER_WS_UPGRADE_BURST", gateway.DefaultUpgradeBurst, "WebSocket upgrades one client address may make at once")
