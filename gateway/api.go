@@ -124,8 +124,7 @@ func (g *Gateway) getEvents(c *gin.Context) {
 		if events, epoch, ok := g.view.recentPage(ch, since, int(limit)); ok {
 			// From the view's memory of the latest events, as a WebSocket resume: no read of the stream.
 			if theirs != "" && theirs != epoch {
-				_ = c.Error(fmt.Errorf("%w: seq %d is of epoch %s, and the presence stream was made anew since (epoch %s): read the presence snapshot, then the events after its seq",
-					errEventsExpired, since, theirs, epoch))
+				_ = c.Error(otherEpoch(since, theirs, epoch))
 				return
 			}
 			c.JSON(http.StatusOK, gin.H{"events": events, "epoch": epoch})
@@ -152,11 +151,16 @@ func (g *Gateway) getEvents(c *gin.Context) {
 			errEventsExpired, since, first))
 		return
 	case given && theirs != "" && theirs != epoch:
-		_ = c.Error(fmt.Errorf("%w: seq %d is of epoch %s, and the presence stream was made anew since (epoch %s): read the presence snapshot, then the events after its seq",
-			errEventsExpired, since, theirs, epoch))
+		_ = c.Error(otherEpoch(since, theirs, epoch))
 		return
 	}
 	c.JSON(http.StatusOK, gin.H{"events": events, "epoch": epoch})
+}
+
+// otherEpoch is the 410 for a since of another epoch than the presence stream's.
+func otherEpoch(since uint64, theirs, epoch string) error {
+	return fmt.Errorf("%w: seq %d is of epoch %s, and the presence stream was made anew since (epoch %s): read the presence snapshot, then the events after its seq",
+		errEventsExpired, since, theirs, epoch)
 }
 
 // quietBetween reports whether this instance's rosters show that channel had no event after seq since and up to

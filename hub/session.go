@@ -319,9 +319,14 @@ func (s *session) resume(sub *subscription, since uint64) error {
 		}
 	}
 	s.h.nResumedStored.Add(1)
-	lctx, lcancel := context.WithTimeout(s.ctx, replayTimeout) // the held frames get their own time, like a replay
-	defer lcancel()
-	return s.goLive(lctx, sub, max(last, until))
+	return s.goLiveAfterReplay(sub, max(last, until))
+}
+
+// goLiveAfterReplay is goLive after a replay up to seq: the held frames get their own time, like a replay.
+func (s *session) goLiveAfterReplay(sub *subscription, seq uint64) error {
+	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
+	defer cancel()
+	return s.goLive(ctx, sub, seq)
 }
 
 // resumeFromMemory resumes sub from since with the events its source keeps in memory (Source.Recent), without
@@ -347,9 +352,7 @@ func (s *session) resumeFromMemory(ctx context.Context, sub *subscription, since
 		return true, err
 	}
 	s.h.nResumedMemory.Add(1)
-	lctx, lcancel := context.WithTimeout(s.ctx, replayTimeout) // the held frames get their own time, like a replay
-	defer lcancel()
-	return true, s.goLive(lctx, sub, max(last, until))
+	return true, s.goLiveAfterReplay(sub, max(last, until))
 }
 
 // replay queues events (of sub's channel, in order) no faster than the client reads: it waits for room in the
