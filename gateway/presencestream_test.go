@@ -54,10 +54,10 @@ func (s viewSource) WaitSeq(ctx context.Context, seq uint64) error {
 func (s viewSource) Events(context.Context, string, uint64, uint64, int) ([]presence.Event, uint64, error) {
 	return nil, 0, nil
 }
-func (s viewSource) Recent(string, uint64, uint64) ([]presence.Event, bool) { return nil, false }
-func (s viewSource) FirstSeq(context.Context) (uint64, error)               { return 1, nil }
-func (s viewSource) Ready() bool                                            { return s.lv.ready.Load() }
-func (s viewSource) Epoch() string                                          { return s.lv.epochNow() }
+func (s viewSource) Recent(string, uint64, uint64, int) ([]presence.Event, bool) { return nil, false }
+func (s viewSource) FirstSeq(context.Context) (uint64, error)                    { return 1, nil }
+func (s viewSource) Ready() bool                                                 { return s.lv.ready.Load() }
+func (s viewSource) Epoch() string                                               { return s.lv.epochNow() }
 
 var testRules = presence.Rules{Retention: time.Minute}
 

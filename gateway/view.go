@@ -333,16 +333,16 @@ func (lv *liveView) channelSeq(channel string) uint64 {
 	return lv.v.Seq(channel)
 }
 
-// recentEvents returns channel's events with since < seq <= until from memory, oldest first, when the view holds
-// them all there: until is at most the view's last event, and since no older than the oldest kept (the latest
-// DefaultRecentEvents, or Config.RecentEvents, of every channel).
-func (lv *liveView) recentEvents(channel string, since, until uint64) ([]presence.Event, bool) {
+// recentEvents returns the first limit of channel's events with since < seq <= until from memory, oldest first,
+// when the view holds them all there: until is at most the view's last event, and since no older than the oldest
+// kept (the latest DefaultRecentEvents, or Config.RecentEvents, of every channel).
+func (lv *liveView) recentEvents(channel string, since, until uint64, limit int) ([]presence.Event, bool) {
 	lv.mu.RLock()
 	defer lv.mu.RUnlock()
 	if !lv.ready.Load() || lv.recent == nil || until > lv.seq {
 		return nil, false
 	}
-	return lv.recent.channelEvents(channel, since, until, 0)
+	return lv.recent.channelEvents(channel, since, until, max(limit, 1))
 }
 
 // recentPage returns up to limit of channel's events after since, oldest first, from memory, with the epoch they

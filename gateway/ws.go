@@ -31,8 +31,8 @@ func (s hubSource) Events(ctx context.Context, channel string, since, until uint
 	return events, stored, nil
 }
 
-func (s hubSource) Recent(channel string, since, until uint64) ([]presence.Event, bool) {
-	return s.g.view.recentEvents(channel, since, until)
+func (s hubSource) Recent(channel string, since, until uint64, limit int) ([]presence.Event, bool) {
+	return s.g.view.recentEvents(channel, since, until, limit)
 }
 
 func (s hubSource) FirstSeq(ctx context.Context) (uint64, error) {

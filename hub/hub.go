@@ -40,9 +40,9 @@ type Source interface {
 	// Events returns up to limit stored events of channel with since < seq <= until, oldest first, and how many
 	// events of channel with seq > since were stored when it read them (counting any after until).
 	Events(ctx context.Context, channel string, since, until uint64, limit int) (events []presence.Event, stored uint64, err error)
-	// Recent returns channel's events with since < seq <= until from memory, oldest first, when the source holds
-	// them all there (until being at most what Seq answered); false sends the resume to Events.
-	Recent(channel string, since, until uint64) ([]presence.Event, bool)
+	// Recent returns the first limit of channel's events with since < seq <= until from memory, oldest first, when
+	// the source holds them all there (until being at most what Seq answered); false sends the resume to Events.
+	Recent(channel string, since, until uint64, limit int) ([]presence.Event, bool)
 	// FirstSeq is the oldest event still stored (any channel); events before it are gone.
 	FirstSeq(ctx context.Context) (uint64, error)
 	// Ready says whether the source holds the rosters: false before they are loaded, and while they are reloaded

@@ -182,7 +182,7 @@ type quietSource struct {
 	checking atomic.Bool
 }
 
-func (s *quietSource) Recent(string, uint64, uint64) ([]presence.Event, bool) { return nil, false }
+func (s *quietSource) Recent(string, uint64, uint64, int) ([]presence.Event, bool) { return nil, false }
 
 func (s *quietSource) FirstSeq(context.Context) (uint64, error) { return 8, nil }
 
@@ -617,12 +617,12 @@ type landingSource struct {
 	next atomic.Uint64 // the seq of the next event to land; 0: none
 }
 
-func (s *landingSource) Recent(channel string, since, until uint64) ([]presence.Event, bool) {
+func (s *landingSource) Recent(channel string, since, until uint64, limit int) ([]presence.Event, bool) {
 	if seq := s.next.Swap(0); seq > 0 {
 		land(s.h, s.viewSource, join(seq, uint32(seq)))
 		land(s.h, s.viewSource, join(seq+1, uint32(seq+1)))
 	}
-	return s.viewSource.Recent(channel, since, until)
+	return s.viewSource.Recent(channel, since, until, limit)
 }
 
 // Events that come while the hub asks the source's memory are neither lost nor sent twice, whether the memory then

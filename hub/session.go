@@ -337,7 +337,9 @@ func (s *session) resumeFromMemory(ctx context.Context, sub *subscription, since
 	if !ok {
 		return true, nil // the session closed meanwhile
 	}
-	events, ok := s.h.src.Recent(sub.channel, since, until)
+	// One more than a replay may hold tells a resume too far behind: the source's memory may hold many more of the
+	// channel's events, which would all be copied only to be dropped.
+	events, ok := s.h.src.Recent(sub.channel, since, until, s.h.cfg.MaxReplay+1)
 	if !ok {
 		s.h.detach(sub)
 		return false, nil

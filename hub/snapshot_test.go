@@ -103,7 +103,7 @@ func (s *viewSource) Events(_ context.Context, channel string, since, until uint
 	return out, stored, nil
 }
 
-func (s *viewSource) Recent(channel string, since, until uint64) ([]presence.Event, bool) {
+func (s *viewSource) Recent(channel string, since, until uint64, limit int) ([]presence.Event, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if until <= since {
@@ -115,7 +115,7 @@ func (s *viewSource) Recent(channel string, since, until uint64) ([]presence.Eve
 	}
 	var out []presence.Event
 	for _, e := range kept {
-		if e.Channel == channel && e.Seq > since && e.Seq <= until {
+		if e.Channel == channel && e.Seq > since && e.Seq <= until && len(out) < limit {
 			out = append(out, e)
 		}
 	}
