@@ -301,6 +301,26 @@ func TestHostileClientInput(t *testing.T) {
 			c.expectJSON(bad("sh\uFFFDow"))
 			c.ping()
 		}},
+		{"a channel name or op of kilobytes is repeated cut short", func(t *testing.T, c *rawClient) {
+			// JSON escapes "<" as \u003c: repeated whole, such a name would come back 6 times its size.
+			long := strings.Repeat("<", MaxFrame-100)
+			for _, f := range []string{
+				`{"op":"subscribe","channel":"` + long + `"}`,
+				`{"op":"subscribe","channel":"` + long + `","since":-1}`,
+				`{"op":"` + long[:3000] + `","channel":"` + long[:500] + `"}`,
+			} {
+				c.text(f)
+				op, p := c.read(5 * time.Second)
+				var got struct{ Type, Code, Channel, Message string }
+				if op != opText || json.Unmarshal(p, &got) != nil || got.Code != CodeBadRequest {
+					t.Fatalf("frame %.80q, want bad_request", p)
+				}
+				if want := strings.Repeat("<", 64) + "…"; got.Channel != want || len(p) > 1024 {
+					t.Fatalf("a frame of %d bytes naming %.80q, want at most 1 KiB naming %q", len(p), got.Channel, want)
+				}
+			}
+			c.ping()
+		}},
 		{"invalid UTF-8 outside strings", func(t *testing.T, c *rawClient) {
 			c.text("{\"op\":\"ping\"}\xff")
 			c.expectJSON(bad(""))

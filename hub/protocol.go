@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
@@ -64,7 +65,7 @@ func parseRequest(text bool, data []byte) (req request, bad []byte) {
 		}
 		return req, nil
 	default:
-		return request{}, encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", req.Op))
+		return request{}, encodeError(CodeBadRequest, req.Channel, fmt.Sprintf("unknown op %q: use subscribe, unsubscribe or ping", echo(req.Op, maxEchoedOp)))
 	}
 }
 
@@ -140,6 +141,27 @@ func encodeChannel(typ, channel string) []byte {
 	return mustJSON(channelFrame{Type: typ, Channel: channel})
 }
 
+// encodeError is an error frame. The channel it names is cut short past ncs.MaxChannelNameLength bytes (such a
+// name is invalid anyway: see echo).
 func encodeError(code, channel, msg string) []byte {
-	return mustJSON(errorFrame{Type: "error", Code: code, Channel: channel, Message: msg})
+	return mustJSON(errorFrame{Type: "error", Code: code, Channel: echo(channel, ncs.MaxChannelNameLength), Message: msg})
+}
+
+// maxEchoedOp is as much of an unknown op as its error repeats.
+const maxEchoedOp = 32
+
+// echo is as much of a client's string as an answer repeats: its first n bytes (cut at a character's start) and
+// "…" when it is longer. Error frames are the client's own, not shared with other connections, and wait in its
+// send queue like any frame: repeated whole, a 4 KiB channel name of "<" would come back as 24 KiB (each one
+// "\u003c"), so a client that sent such frames and never read would hold its send queue's 1,024 frames times
+// that, 24 MiB. "…" is not a character Agora allows in a channel name, so a name cut short never names another
+// channel the client watches.
+func echo(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }

@@ -109,8 +109,20 @@ func checkBadRequest(t *testing.T, text bool, data, bad []byte) {
 	if !text {
 		return
 	}
-	if ch, ok := givenChannel(data); ok && e.Channel != ch {
-		t.Fatalf("answer %s names channel %q, want %q", bad, e.Channel, ch)
+	ch, ok := givenChannel(data)
+	if !ok {
+		return
+	}
+	if len(ch) <= ncs.MaxChannelNameLength {
+		if e.Channel != ch {
+			t.Fatalf("answer %s names channel %q, want %q", bad, e.Channel, ch)
+		}
+		return
+	}
+	// A longer name is repeated cut short: its first 64 bytes, less the start of a character cut in two, and "…".
+	head, cut := strings.CutSuffix(e.Channel, "…")
+	if !cut || !strings.HasPrefix(ch, head) || len(head) > ncs.MaxChannelNameLength || len(head) < ncs.MaxChannelNameLength-utf8.UTFMax+1 {
+		t.Fatalf("answer %s names channel %q, want the first %d bytes of %q and …", bad, e.Channel, ncs.MaxChannelNameLength, ch)
 	}
 }
 
