@@ -584,10 +584,13 @@ type storedMsg struct {
 	data    []byte
 }
 
+// readAllWait bounds readAll, retries included.
+const readAllWait = 45 * time.Second
+
 // readAll returns every message of a stream, oldest first.
 func readAll(t *testing.T, js jetstream.JetStream, stream string) []storedMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), readAllWait)
 	defer cancel()
 	s, err := js.Stream(ctx, stream)
 	if err != nil {
@@ -602,14 +605,31 @@ func readAll(t *testing.T, js jetstream.JetStream, stream string) []storedMsg {
 		return out
 	}
 	t.Logf("%s: %d messages, %d bytes (%d a message)", stream, info.State.Msgs, info.State.Bytes, info.State.Bytes/info.State.Msgs)
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatalf("read %s: %v", stream, err)
+	// Making the consumer is a request to the meta leader, and so is each fetch's making it anew from where the
+	// last one ended: with a node just killed, one goes unanswered until the others elect a leader (8 s and more
+	// on this machine), and is not sent again. Each attempt gets 5 s.
+	var cons jetstream.Consumer
+	for cons == nil {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err = js.OrderedConsumer(actx, stream, jetstream.OrderedConsumerConfig{})
+		acancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				t.Fatalf("read %s: no consumer within %s: %v", stream, readAllWait, err)
+			}
+			t.Logf("read %s: %v; trying again", stream, err)
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
 	for len(out) == 0 || out[len(out)-1].seq < info.State.LastSeq {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
-			t.Fatalf("read %s: %v", stream, err)
+			if ctx.Err() != nil {
+				t.Fatalf("read %s: %d of %d messages within %s: %v", stream, len(out), info.State.Msgs, readAllWait, err)
+			}
+			t.Logf("read %s: %v; trying again", stream, err)
+			time.Sleep(500 * time.Millisecond)
+			continue
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -622,7 +642,7 @@ func readAll(t *testing.T, js jetstream.JetStream, stream string) []storedMsg {
 		}
 		if n == 0 {
 			if ctx.Err() != nil {
-				t.Fatalf("read %s: %d of %d messages within 30 s", stream, len(out), info.State.Msgs)
+				t.Fatalf("read %s: %d of %d messages within %s", stream, len(out), info.State.Msgs, readAllWait)
 			}
 		}
 	}
