@@ -259,6 +259,11 @@ func TestServeHelpHidesNATSURLPassword(t *testing.T) {
 	if strings.Contains(errb.String(), "s3cretpw") || !strings.Contains(errb.String(), "nats://***@n1:4222,nats://n2:4222") {
 		t.Fatalf("usher serve --help:\n%s\nwant the NATS URL shown without its password", errb.String())
 	}
+	errb.Reset()
+	run([]string{"serve", "--help"}, env(map[string]string{"USHER_NATS_URL": "nats://alice:s3c,retpw@n1:4222"}), &out, &errb)
+	if strings.Contains(errb.String(), "alice") || strings.Contains(errb.String(), "s3c") {
+		t.Fatalf("usher serve --help:\n%s\nwant the NATS URL shown without its user and password (one holding a comma)", errb.String())
+	}
 }
 
 // usher --help (and -h, help) prints the list of subcommands, not serve's flags.
@@ -319,6 +324,9 @@ func TestServeErrorHidesNATSURLCredentials(t *testing.T) {
 		{"nats://alice:pa^ssw0rd@127.0.0.1:1", "pa^ssw0rd"},
 		{"nats://alice:pa%zzssw0rd@127.0.0.1:1", "zzssw0rd"},
 		{"nats://n1:4222,tls://t0ken^x@127.0.0.1:1", "t0ken^x"},
+		// A comma in a password: the NATS client splits the list there, and the piece before it, a fragment of the
+		// user info, is what its error quotes.
+		{"nats://alice:pa,ssw0rd@127.0.0.1:1", "alice:pa"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(nil, env(map[string]string{

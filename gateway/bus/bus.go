@@ -158,18 +158,31 @@ func Connect(urls, name string, log *slog.Logger, reconnected func(), opts ...na
 		LogAsyncErrors(log),
 	}, opts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), redactURLError(err))
+		return nil, fmt.Errorf("connect to nats %s: %w", RedactURLs(urls), redactURLError(err, urls))
 	}
 	return nc, nil
 }
 
 // redactURLError hides the credentials in a URL parse error: net/url's error quotes the whole URL, and a password
 // with a character a URL's userinfo may not hold ('^', a space, a '%' not followed by two hex digits) makes one.
-// An invalid %-escape is not quoted either, since it may be part of the password.
-func redactURLError(err error) error {
+// An invalid %-escape is not quoted either, since it may be part of the password. The URL quoted is one piece of
+// urls, split at its commas: a piece that RedactURLs hides in urls (the start of user info holding a comma) is
+// quoted with neither itself nor the reason, which repeats part of it ("invalid port \":pa\" after host").
+func redactURLError(err error, urls string) error {
 	var ue *url.Error
-	if !errors.As(err, &ue) || RedactURLs(ue.URL) == ue.URL {
+	if !errors.As(err, &ue) {
 		return err
+	}
+	if RedactURLs(ue.URL) == ue.URL {
+		piece := ue.URL
+		if _, rest, ok := strings.Cut(piece, "://"); ok {
+			piece = rest // the client adds a scheme to a piece without one
+		}
+		if strings.Contains(RedactURLs(urls), piece) {
+			return err
+		}
+		return fmt.Errorf("%s: a URL of the list is not valid (not shown: it may be part of a user or password; "+
+			"the list is split at every comma, so write a comma in a user or password as %%2C)", ue.Op)
 	}
 	reason := ue.Err
 	var esc url.EscapeError
@@ -205,16 +218,33 @@ const (
 const WriteTimeout = 5 * time.Second
 
 // RedactURLs hides the credentials in comma-separated NATS URLs, for messages and help.
+//
+// The list is split at every comma, as the NATS client splits it, one in a password too ("nats://alice:pa,ss@n1"):
+// the user info then starts in an earlier piece, which has no '@' of its own. So a piece whose user info has no
+// scheme before it also hides the pieces without '@' just before it, back to one with a scheme. (A list that mixes
+// a URL without credentials and one with them but without a scheme, "nats://n1:4222,u:pw@n2:4222", thus shows
+// "nats://***,***@n2:4222": a host hidden, never a password shown.)
 func RedactURLs(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, u := range parts {
-		if at := strings.LastIndex(u, "@"); at >= 0 {
-			// The NATS client also takes URLs without a scheme ("user:pw@host:4222").
-			start := 0
-			if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
-				start = scheme + 3
+		at := strings.LastIndex(u, "@")
+		if at < 0 {
+			continue
+		}
+		// The NATS client also takes URLs without a scheme ("user:pw@host:4222").
+		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+			parts[i] = u[:scheme+3] + "***" + u[at:]
+			continue
+		}
+		parts[i] = "***" + u[at:]
+		for j := i - 1; j >= 0 && !strings.Contains(parts[j], "@"); j-- {
+			scheme := strings.Index(parts[j], "://")
+			if scheme < 0 {
+				parts[j] = "***"
+				continue
 			}
-			parts[i] = u[:start] + "***" + u[at:]
+			parts[j] = parts[j][:scheme+3] + "***"
+			break
 		}
 	}
 	return strings.Join(parts, ",")

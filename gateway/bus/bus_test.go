@@ -108,12 +108,19 @@ func TestEnsureStreams(t *testing.T) {
 func TestRedactURLs(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
-		"nats://n1:4222":                          "nats://n1:4222",
-		"nats://usher:s3cret@n1:4222":             "nats://***@n1:4222",
-		"tls://t0ken@n1:4222,nats://n2:4222":      "tls://***@n1:4222,nats://n2:4222",
-		"usher:s3cret@n1:4222":                    "***@n1:4222",
-		"nats://n1:4222, usher:p@ss:w0rd@n2:4222": "nats://n1:4222,***@n2:4222",
-		"n1:4222": "n1:4222",
+		"nats://n1:4222":                     "nats://n1:4222",
+		"nats://usher:s3cret@n1:4222":        "nats://***@n1:4222",
+		"tls://t0ken@n1:4222,nats://n2:4222": "tls://***@n1:4222,nats://n2:4222",
+		"usher:s3cret@n1:4222":               "***@n1:4222",
+		"n1:4222":                            "n1:4222",
+		// The NATS client splits the list at every comma, a password's too: a piece without '@' before one whose
+		// user info has no scheme may be the start of that user info, so it is hidden too (a host with it, at
+		// worst).
+		"nats://alice:pa,ssw0rd@n1:4222":          "nats://***,***@n1:4222",
+		"alice:pa,ss,w0rd@n1:4222":                "***,***,***@n1:4222",
+		"nats://u:p@n1,nats://alice:pa,ssw0rd@n2": "nats://***@n1,nats://***,***@n2",
+		"nats://n1:4222, usher:p@ss:w0rd@n2:4222": "nats://***,***@n2:4222",
+		"nats://n1:4222,nats://usher:s3cret@n2:1": "nats://n1:4222,nats://***@n2:1",
 	} {
 		if got := bus.RedactURLs(in); got != want {
 			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
