@@ -486,3 +486,35 @@ func TestShutdownTwice(t *testing.T) {
 		t.Fatal("the second Shutdown has not returned after 5 s (the grace is 30 s)")
 	}
 }
+
+// TestNATSReconnectLogHidesToken: a NATS server that takes a token, given in USHER_NATS_URL as its user info
+// ("nats://<token>@host"), as the NATS documentation shows: the line logged when the connection comes back names
+// the server without the token (or a user and password), as every message that names USHER_NATS_URL does.
+func TestNATSReconnectLogHidesToken(t *testing.T) {
+	t.Parallel()
+	const natsToken = "nats-token-do-not-log"
+	ns := testutil.NATSServerWith(t, &server.Options{
+		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true,
+		Authorization: natsToken,
+	})
+	proxy := testutil.NewCutProxy(t, strings.TrimPrefix(ns.ClientURL(), "nats://"))
+	var logs testutil.SyncBuffer
+	cfg := testConfig(t, "")
+	cfg.NATSURL = "nats://" + natsToken + "@" + proxy.Addr()
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, base := startGateway(t, cfg)
+	proxy.Cut()
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return scrape(t, base, "")["usher_nats_connected"] == 0, "still connected after the cut"
+	})
+	proxy.Restore()
+	testutil.Eventually(t, 10*time.Second, 20*time.Millisecond, func() (bool, string) {
+		return strings.Contains(logs.String(), "nats reconnected"), "no reconnection logged:\n" + logs.String()
+	})
+	if out := logs.String(); strings.Contains(out, natsToken) {
+		t.Fatalf("the log holds the NATS token:\n%s", out)
+	}
+	if !strings.Contains(logs.String(), "***@"+proxy.Addr()) {
+		t.Errorf("the reconnection line does not name the server:\n%s", logs.String())
+	}
+}

@@ -150,7 +150,9 @@ func Connect(urls, name string, log *slog.Logger, reconnected func(), opts ...na
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			log.Info("nats reconnected", "server", c.ConnectedUrlRedacted())
+			// Not ConnectedUrlRedacted: it hides a password only, and a token given as the user info
+			// ("nats://<token>@host") would be logged.
+			log.Info("nats reconnected", "server", RedactURLs(c.ConnectedUrl()))
 			if reconnected != nil {
 				reconnected()
 			}
