@@ -41,6 +41,8 @@ const (
 	DefaultTombstoneRetention = presence.DefaultRetention
 	// MinJWTSecret is the shortest USHER_JWT_SECRET allowed, in bytes.
 	MinJWTSecret = 16
+	// MinNATSListenToken is the shortest USHER_NATS_LISTEN_TOKEN allowed, in bytes.
+	MinNATSListenToken = 16
 	// MinDedupWindow is the shortest de-duplication window allowed: Agora's retries span well under that.
 	MinDedupWindow = 10 * time.Minute
 
@@ -81,6 +83,9 @@ type Config struct {
 	DataDir string
 	// NATSListen is where the embedded server accepts other NATS clients, or "off" (default "127.0.0.1:4222").
 	NATSListen string
+	// NATSListenToken, when set, is the token the embedded server requires of the clients of NATSListen (at least
+	// MinNATSListenToken bytes). Unset, any process that reaches NATSListen may read and publish on every subject.
+	NATSListenToken string
 	// DedupWindow is how long a noticeId is remembered to drop resends (default and minimum 10m).
 	DedupWindow time.Duration
 	// NCSMaxAge is how long stored notifications are kept (default 7 days).
@@ -236,6 +241,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("publish timeout is %s: it must be positive", c.PublishTimeout)
 	case c.NATSURL == "" && c.NATSListen != bus.ListenOff && !hostPort(c.NATSListen):
 		return fmt.Errorf("USHER_NATS_LISTEN is %q: give host:port (a port from 0 to 65535) or \"off\"", c.NATSListen)
+	case c.NATSListenToken != "" && c.NATSURL != "":
+		return errors.New("USHER_NATS_LISTEN_TOKEN is set, and so is USHER_NATS_URL: the token guards the embedded server's " +
+			"listener; for external NATS servers give credentials in the URL or USHER_NATS_CREDS")
+	case c.NATSListenToken != "" && c.NATSListen == bus.ListenOff:
+		return errors.New("USHER_NATS_LISTEN_TOKEN is set, but USHER_NATS_LISTEN is off: no other client can connect to guard against")
+	case c.NATSListenToken != "" && len(c.NATSListenToken) < MinNATSListenToken:
+		return fmt.Errorf("USHER_NATS_LISTEN_TOKEN is %d bytes: it must be at least %d", len(c.NATSListenToken), MinNATSListenToken)
 	case c.ReadHeaderTimeout < 0, c.ReadTimeout < 0, c.WriteTimeout < 0, c.IdleTimeout < 0:
 		return errors.New("USHER_READ_HEADER_TIMEOUT, USHER_READ_TIMEOUT, USHER_WRITE_TIMEOUT and USHER_IDLE_TIMEOUT must be positive")
 	case c.MaxBodyBytes < 1024:

@@ -113,14 +113,18 @@ func (g *Gateway) start(ctx context.Context, natsOpts []nats.Option, tlsCfg *tls
 		if err := writable(cfg.DataDir); err != nil {
 			return fmt.Errorf("USHER_DATA_DIR %q cannot hold JetStream's files: %w", cfg.DataDir, err)
 		}
-		g.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: cfg.DataDir, Listen: cfg.NATSListen, Logger: g.log})
+		g.ns, err = bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: cfg.DataDir, Listen: cfg.NATSListen, Token: cfg.NATSListenToken, Logger: g.log})
 		if err != nil {
 			return err
 		}
 		if cfg.NATSListen != bus.ListenOff {
-			g.log.Info("embedded nats listening", "addr", g.ns.ClientURL())
+			g.log.Info("embedded nats listening", "addr", g.ns.ClientURL(), "token", cfg.NATSListenToken != "")
 		}
-		g.nc, err = bus.ConnectEmbedded(g.ns, "usher", bus.LogAsyncErrors(g.log))
+		opts := []nats.Option{bus.LogAsyncErrors(g.log)}
+		if cfg.NATSListenToken != "" {
+			opts = append(opts, nats.Token(cfg.NATSListenToken))
+		}
+		g.nc, err = bus.ConnectEmbedded(g.ns, "usher", opts...)
 	} else {
 		g.nc, err = bus.Connect(cfg.NATSURL, "usher-"+cfg.InstanceID, g.log, g.metrics.natsReconnects.Inc, natsOpts...)
 	}

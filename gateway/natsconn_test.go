@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -20,11 +21,13 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 
 	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/bus"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
+	"github.com/usher-presence/usher/gateway/subject"
 	"github.com/usher-presence/usher/test/testutil"
 )
 
@@ -516,5 +519,56 @@ func TestNATSReconnectLogHidesToken(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "***@"+proxy.Addr()) {
 		t.Errorf("the reconnection line does not name the server:\n%s", logs.String())
+	}
+}
+
+// TestNATSListenToken: with USHER_NATS_LISTEN_TOKEN, the embedded server's listener takes only the clients that
+// give the token. Usher's own in-process connection gives it too, so notifications are stored and applied as
+// without one, and a backend service with the token reads them on their subject. The token is never logged.
+func TestNATSListenToken(t *testing.T) {
+	t.Parallel()
+	const natsToken = "listen-token-do-not-log"
+	var logs testutil.SyncBuffer
+	cfg := testConfig(t, t.TempDir())
+	cfg.NATSListen, cfg.NATSListenToken = "127.0.0.1:-1", natsToken
+	cfg.Logger = slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g, base := startGateway(t, cfg)
+	url := g.NATSServer().ClientURL()
+
+	for name, opts := range map[string][]nats.Option{
+		"no token":      nil,
+		"another token": {nats.Token("another-token-0123456789")},
+		"a user":        {nats.UserInfo("usher", natsToken)},
+	} {
+		nc, err := nats.Connect(url, append(opts, nats.MaxReconnects(0))...)
+		if err == nil {
+			nc.Close()
+			t.Fatalf("a client with %s connected", name)
+		}
+		if !errors.Is(err, nats.ErrAuthorization) {
+			t.Errorf("a client with %s: %v, want %v", name, err, nats.ErrAuthorization)
+		}
+	}
+	nc, err := nats.Connect(url, nats.Token(natsToken))
+	if err != nil {
+		t.Fatalf("a client with the token: %v", err)
+	}
+	defer nc.Close()
+	sub, err := nc.SubscribeSync(subject.NCS("show"))
+	if err != nil || nc.Flush() != nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	if a := postSigned(t, base, audienceJoin("n-1", "show", 7, 1)); a.Status != http.StatusOK {
+		t.Fatalf("POST /v1/ncs: %d %s", a.Status, a.Raw)
+	}
+	m, err := sub.NextMsg(5 * time.Second)
+	if err != nil || m.Header.Get(nats.MsgIdHdr) != "n-1" {
+		t.Fatalf("the backend service read %v (%v), want the notification n-1", m, err)
+	}
+	waitSnapshot(t, base, "show", func(s presence.Snapshot) bool { return len(s.Audience) == 1 })
+	if out := logs.String(); strings.Contains(out, natsToken) {
+		t.Fatalf("the log holds the token:\n%s", out)
+	} else if !strings.Contains(out, `"token":true`) {
+		t.Errorf("the embedded listener's line does not say it requires a token:\n%s", out)
 	}
 }

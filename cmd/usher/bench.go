@@ -188,7 +188,9 @@ func spawnServer(ctx context.Context, target string) (*spawned, error) {
 	}
 	s.cmd = exec.Command(self, sub, "--port", strconv.Itoa(port))
 	s.cmd.Env = append(os.Environ(), "USHER_NCS_SECRETS="+s.ncs, "USHER_JWT_SECRET="+s.jwt, "USHER_DATA_DIR="+s.dir,
-		"USHER_NATS_LISTEN=off", "USHER_LOG_LEVEL=warn", "USHER_MAX_CONNECTIONS=25000",
+		// No listener, so no token for one (an operator's own would have the server refuse the two together).
+		"USHER_NATS_LISTEN=off", "USHER_NATS_LISTEN_TOKEN=", "USHER_NATS_LISTEN_TOKEN_FILE=",
+		"USHER_LOG_LEVEL=warn", "USHER_MAX_CONNECTIONS=25000",
 		// The fleet dials thousands of connections from one address: lift the per-address upgrade limit.
 		"USHER_WS_UPGRADE_RATE=1000000", "USHER_WS_UPGRADE_BURST=1000000")
 	s.cmd.Stderr = os.Stderr

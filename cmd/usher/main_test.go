@@ -90,6 +90,13 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"unreadable NATS client cert", nil, func(m map[string]string) {
 			m["USHER_NATS_URL"], m["USHER_NATS_CERT"], m["USHER_NATS_KEY"] = "nats://127.0.0.1:1", "/nonexistent/c.pem", "/nonexistent/k.pem"
 		}, "USHER_NATS_CERT"},
+		{"NATS listen token with a NATS URL", nil, func(m map[string]string) {
+			m["USHER_NATS_URL"], m["USHER_NATS_LISTEN_TOKEN"] = "nats://127.0.0.1:1", "listen-token-0123456789"
+		}, "USHER_NATS_LISTEN_TOKEN"},
+		{"NATS listen token with the listener off", nil, func(m map[string]string) {
+			m["USHER_NATS_LISTEN"], m["USHER_NATS_LISTEN_TOKEN"] = "off", "listen-token-0123456789"
+		}, "USHER_NATS_LISTEN_TOKEN"},
+		{"short NATS listen token", nil, func(m map[string]string) { m["USHER_NATS_LISTEN_TOKEN"] = "short" }, "USHER_NATS_LISTEN_TOKEN"},
 		{"data dir under a file", nil, func(m map[string]string) { m["USHER_DATA_DIR"] = "/etc/hostname/data" }, "USHER_DATA_DIR"},
 		{"missing secret file", nil, func(m map[string]string) {
 			delete(m, "USHER_NCS_SECRETS")

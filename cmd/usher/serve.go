@@ -47,6 +47,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 	s.String(&cfg.InstanceID, "instance-id", "USHER_INSTANCE_ID", "", "this instance's name in the applier lease and logs; unset: host name and process id")
 	s.String(&cfg.DataDir, "data-dir", "USHER_DATA_DIR", gateway.DefaultDataDir, "JetStream storage of the embedded NATS server")
 	s.String(&cfg.NATSListen, "nats-listen", "USHER_NATS_LISTEN", gateway.DefaultNATSListen, `where the embedded NATS server accepts other backend services, or "off"`)
+	s.Secret(&cfg.NATSListenToken, "nats-listen-token", "USHER_NATS_LISTEN_TOKEN", "token the embedded NATS server requires of the backend services on USHER_NATS_LISTEN, at least 16 bytes; unset: any process that reaches it may read and publish")
 	s.Duration(&cfg.DedupWindow, "dedup-window", "USHER_DEDUP_WINDOW", gateway.DefaultDedupWindow, "window in which a repeated noticeId is stored once (at least 10m)")
 	s.Duration(&cfg.NCSMaxAge, "ncs-max-age", "USHER_NCS_MAX_AGE", gateway.DefaultNCSMaxAge, "how long stored notifications are kept in stream USHER_NCS")
 	s.Duration(&cfg.TombstoneRetention, "tombstone-retention", "USHER_TOMBSTONE_RETENTION", gateway.DefaultTombstoneRetention, "how long a leave is remembered against late, older joins; also the replay guard's window (same on every instance)")

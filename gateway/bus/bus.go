@@ -39,6 +39,9 @@ type EmbeddedConfig struct {
 	StoreDir string
 	// Listen is host:port for other NATS clients, or ListenOff. Port -1 picks a free port (tests).
 	Listen string
+	// Token, when set, is required of every client, in-process ones too (nats.Token): without it, any process that
+	// reaches Listen may read and publish on every subject.
+	Token string
 	// Logger receives the server's notices, warnings and errors; nil discards them.
 	Logger *slog.Logger
 	// ReadyTimeout bounds the wait for the server to accept connections; zero means 10 s.
@@ -54,7 +57,8 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		StoreDir:   cfg.StoreDir,
 		NoSigs:     true,
 		// The embedded server's clients are Usher and the operator's own backend services on loopback.
-		MaxPayload: 1 << 20,
+		MaxPayload:    1 << 20,
+		Authorization: cfg.Token,
 	}
 	if cfg.Listen == ListenOff || cfg.Listen == "" {
 		opts.DontListen = true
