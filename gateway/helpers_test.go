@@ -227,14 +227,24 @@ func expiredToken(t testing.TB) string {
 // faster than HTTP can, as if ingest had accepted them.
 func storeJoins(t testing.TB, g *gateway.Gateway, channel string, n, accountLen int) {
 	t.Helper()
+	account := strings.Repeat("x", accountLen)
+	now := time.Now().Unix()
+	storeNotices(t, g, channel, n, func(i int) (ncs.EventType, map[string]any) {
+		return ncs.AudienceJoin, map[string]any{"channelName": channel, "uid": i + 1, "clientSeq": 1, "ts": now, "account": account}
+	})
+}
+
+// storeNotices stores n notifications of channel straight into USHER_NCS, as storeJoins does: the i-th (from 0)
+// has noticeId "<channel>-<i>", and the type and payload that notice(i) gives.
+func storeNotices(t testing.TB, g *gateway.Gateway, channel string, n int, notice func(i int) (ncs.EventType, map[string]any)) {
+	t.Helper()
 	nc := embeddedConn(t, g)
 	js, _ := jetstream.New(nc)
-	account := strings.Repeat("x", accountLen)
 	now := time.Now()
 	for i := range n {
+		typ, payload := notice(i)
 		m := nats.NewMsg(subject.NCS(channel))
-		m.Data = notification(fmt.Sprint(channel, "-", i), ncs.AudienceJoin, map[string]any{
-			"channelName": channel, "uid": i + 1, "clientSeq": 1, "ts": now.Unix(), "account": account})
+		m.Data = notification(fmt.Sprint(channel, "-", i), typ, payload)
 		m.Header.Set(gateway.HeaderReceivedMs, strconv.FormatInt(now.UnixMilli(), 10))
 		if _, err := js.PublishMsgAsync(m); err != nil {
 			t.Fatal(err)

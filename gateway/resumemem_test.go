@@ -3,17 +3,11 @@ package gateway_test
 import (
 	"fmt"
 	"runtime"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/usher-presence/usher/gateway"
 	"github.com/usher-presence/usher/gateway/ncs"
 	"github.com/usher-presence/usher/gateway/presence"
-	"github.com/usher-presence/usher/gateway/subject"
 	"github.com/usher-presence/usher/hub"
 	"github.com/usher-presence/usher/test/testutil"
 )
@@ -31,26 +25,14 @@ func TestResumeTooFarBehindInMemoryCopiesLittle(t *testing.T) {
 	// n events of one channel: a join and a leave of one user, over and over (a roster of at most one member, so
 	// that the snapshot each reset sends is small).
 	const ch = "hot"
-	nc := embeddedConn(t, g)
-	js, _ := jetstream.New(nc)
-	now := time.Now()
-	for i := range n {
+	now := time.Now().Unix()
+	storeNotices(t, g, ch, n, func(i int) (ncs.EventType, map[string]any) {
 		typ := ncs.AudienceJoin
 		if i%2 == 1 {
 			typ = ncs.AudienceLeave
 		}
-		m := nats.NewMsg(subject.NCS(ch))
-		m.Data = notification(fmt.Sprint("hot-", i), typ, map[string]any{
-			"channelName": ch, "uid": 1, "clientSeq": i + 1, "ts": now.Unix(), "reason": 1, "duration": 1})
-		m.Header.Set(gateway.HeaderReceivedMs, strconv.FormatInt(now.UnixMilli(), 10))
-		if _, err := js.PublishMsgAsync(m); err != nil {
-			t.Fatal(err)
-		}
-		if i%2048 == 2047 {
-			waitPublished(t, js)
-		}
-	}
-	waitPublished(t, js)
+		return typ, map[string]any{"channelName": ch, "uid": 1, "clientSeq": i + 1, "ts": now, "reason": 1, "duration": 1}
+	})
 
 	// The view holds every event (waitSnapshot's 15 s may not do for them all under the race detector).
 	tok := token(t, ch)
