@@ -334,6 +334,10 @@ func TestServeErrorHidesNATSURLCredentials(t *testing.T) {
 		// A comma in a password: the NATS client splits the list there, and the piece before it, a fragment of the
 		// user info, is what its error quotes.
 		{"nats://alice:pa,ssw0rd@127.0.0.1:1", "alice:pa"},
+		// A '/' or '?' in a password ends the host part of the URL there: net/url takes "alice:s3cr3t" for a host and
+		// port, and its reason quotes the port, the password's start.
+		{"nats://alice:s3cr3t/pw@127.0.0.1:1", "s3cr3t"},
+		{"nats://alice:s3cr3t?pw@127.0.0.1:1", "s3cr3t"},
 	} {
 		var out, errb bytes.Buffer
 		code := run(nil, env(map[string]string{

@@ -173,7 +173,8 @@ func Connect(urls, name string, log *slog.Logger, reconnected func(), opts ...na
 // with a character a URL's userinfo may not hold ('^', a space, a '%' not followed by two hex digits) makes one.
 // An invalid %-escape is not quoted either, since it may be part of the password. The URL quoted is one piece of
 // urls, split at its commas: a piece that RedactURLs hides in urls (the start of user info holding a comma) is
-// quoted with neither itself nor the reason, which repeats part of it ("invalid port \":pa\" after host").
+// quoted with neither itself nor the reason, which repeats part of it ("invalid port \":pa\" after host"); so is the
+// reason when the user info holds a '/', '?' or '#', where net/url ended the host.
 func redactURLError(err error, urls string) error {
 	var ue *url.Error
 	if !errors.As(err, &ue) {
@@ -195,7 +196,24 @@ func redactURLError(err error, urls string) error {
 	if errors.As(reason, &esc) {
 		reason = errors.New("invalid URL escape (a '%' not followed by two hex digits)")
 	}
+	if strings.ContainsAny(userInfo(ue.URL), "/?#") {
+		// net/url ends the host at the first '/', '?' or '#': it read the start of the user info as the host, and its
+		// reason quotes part of it ("invalid port \":s3cr3t\" after host").
+		reason = errors.New("a '/', '?' or '#' in a user or password ends the host there: write them as %2F, %3F and %23")
+	}
 	return fmt.Errorf("%s %q: %w", ue.Op, RedactURLs(ue.URL), reason)
+}
+
+// userInfo is what RedactURLs hides of one URL: from its scheme, if any, to its last '@'.
+func userInfo(u string) string {
+	at := strings.LastIndex(u, "@")
+	if at < 0 {
+		return ""
+	}
+	if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+		return u[scheme+3 : at]
+	}
+	return u[:at]
 }
 
 // LogAsyncErrors sends the errors the NATS server reports asynchronously (a permissions violation, a slow
