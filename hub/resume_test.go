@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -92,6 +93,23 @@ func TestResumeOverMaxReplayResetsFirst(t *testing.T) {
 		c.expect("subscribed", 0, 0)
 		c.expect("reset", 0, 0)
 		c.expect("snapshot", 2500, 2500)
+	})
+}
+
+// MaxReplay as large as an int goes (no bound on a replay): a resume still gets every event after since. The memory
+// was asked for MaxReplay+1 of them, which wrapped around to a negative limit: none came back, and the client
+// went live after the last, without the events in between.
+func TestResumeWithTheLargestMaxReplay(t *testing.T) {
+	eachResumeMode(t, func() *viewSource { return storedEvents(5, 10) }, func(t *testing.T, src *viewSource) {
+		h, dial := serveHub(t, Config{MaxReplay: math.MaxInt}, src)
+		c := dial(nil)
+		c.resumeFrom(1)
+		c.expect("subscribed", 0, 0)
+		for seq := uint64(2); seq <= 5; seq++ {
+			c.expect("presence", seq, 0)
+		}
+		land(h, src, join(6, 6))
+		c.expect("presence", 6, 0)
 	})
 }
 

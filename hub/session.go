@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -338,8 +339,13 @@ func (s *session) resumeFromMemory(ctx context.Context, sub *subscription, since
 		return true, nil // the session closed meanwhile
 	}
 	// One more than a replay may hold tells a resume too far behind: the source's memory may hold many more of the
-	// channel's events, which would all be copied only to be dropped.
-	events, ok := s.h.src.Recent(sub.channel, since, until, s.h.cfg.MaxReplay+1)
+	// channel's events, which would all be copied only to be dropped. (Not past math.MaxInt: wrapped around, the
+	// limit would cut the replay short, a gap.)
+	limit := s.h.cfg.MaxReplay
+	if limit < math.MaxInt {
+		limit++
+	}
+	events, ok := s.h.src.Recent(sub.channel, since, until, limit)
 	if !ok {
 		s.h.detach(sub)
 		return false, nil
