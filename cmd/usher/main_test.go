@@ -24,6 +24,7 @@ func env(m map[string]string) func(string) string { return func(k string) string
 
 func TestServeRefusesBadSettings(t *testing.T) {
 	t.Parallel()
+	natsListen := "127.0.0.1:" + strconv.Itoa(testutil.FreePort(t)) // for a setting wrongly accepted
 	good := func() map[string]string {
 		return map[string]string{
 			"USHER_NCS_SECRETS": "s1", "USHER_JWT_SECRET": "0123456789abcdef0123",
@@ -96,7 +97,11 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"NATS listen token with the listener off", nil, func(m map[string]string) {
 			m["USHER_NATS_LISTEN"], m["USHER_NATS_LISTEN_TOKEN"] = "off", "listen-token-0123456789"
 		}, "USHER_NATS_LISTEN_TOKEN"},
-		{"short NATS listen token", nil, func(m map[string]string) { m["USHER_NATS_LISTEN_TOKEN"] = "short" }, "USHER_NATS_LISTEN_TOKEN"},
+		// With the listener on: off, the token is refused for that before its length is looked at. (Port 0 is
+		// nats-server's default, 4222, not a free one.)
+		{"short NATS listen token", nil, func(m map[string]string) {
+			m["USHER_NATS_LISTEN"], m["USHER_NATS_LISTEN_TOKEN"] = natsListen, "short"
+		}, "USHER_NATS_LISTEN_TOKEN is 5 bytes"},
 		{"data dir under a file", nil, func(m map[string]string) { m["USHER_DATA_DIR"] = "/etc/hostname/data" }, "USHER_DATA_DIR"},
 		{"missing secret file", nil, func(m map[string]string) {
 			delete(m, "USHER_NCS_SECRETS")
