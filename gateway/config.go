@@ -248,6 +248,9 @@ func (c Config) Validate() error {
 		return errors.New("USHER_NATS_LISTEN_TOKEN is set, but USHER_NATS_LISTEN is off: no other client can connect to guard against")
 	case c.NATSListenToken != "" && len(c.NATSListenToken) < MinNATSListenToken:
 		return fmt.Errorf("USHER_NATS_LISTEN_TOKEN is %d bytes: it must be at least %d", len(c.NATSListenToken), MinNATSListenToken)
+	case bcryptLike(c.NATSListenToken):
+		return errors.New("USHER_NATS_LISTEN_TOKEN starts as a bcrypt hash does ($2a$10$...): the NATS server would take it for " +
+			"the hash of the token, and Usher, which gives the token itself, would be refused; give the token, not a hash")
 	case c.ReadHeaderTimeout < 0, c.ReadTimeout < 0, c.WriteTimeout < 0, c.IdleTimeout < 0:
 		return errors.New("USHER_READ_HEADER_TIMEOUT, USHER_READ_TIMEOUT, USHER_WRITE_TIMEOUT and USHER_IDLE_TIMEOUT must be positive")
 	case c.MaxBodyBytes < 1024:
@@ -333,4 +336,11 @@ func parseNets(setting string, list []string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return out, nil
+}
+
+// bcryptLike reports whether s starts as a bcrypt hash does ("$2a$10$"), which nats-server takes a token for.
+func bcryptLike(s string) bool {
+	digit := func(b byte) bool { return '0' <= b && b <= '9' }
+	return len(s) >= 7 && s[0] == '$' && s[1] == '2' && strings.IndexByte("abxy", s[2]) >= 0 && s[3] == '$' &&
+		digit(s[4]) && digit(s[5]) && s[6] == '$'
 }

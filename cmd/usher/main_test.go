@@ -102,6 +102,10 @@ func TestServeRefusesBadSettings(t *testing.T) {
 		{"short NATS listen token", nil, func(m map[string]string) {
 			m["USHER_NATS_LISTEN"], m["USHER_NATS_LISTEN_TOKEN"] = natsListen, "short"
 		}, "USHER_NATS_LISTEN_TOKEN is 5 bytes"},
+		// nats-server takes a token that looks like a bcrypt hash for one, and Usher, giving it as it is, is refused.
+		{"NATS listen token like a bcrypt hash", nil, func(m map[string]string) {
+			m["USHER_NATS_LISTEN"], m["USHER_NATS_LISTEN_TOKEN"] = natsListen, "$2a$11$0123456789abcdefghijkl"
+		}, "USHER_NATS_LISTEN_TOKEN"},
 		{"data dir under a file", nil, func(m map[string]string) { m["USHER_DATA_DIR"] = "/etc/hostname/data" }, "USHER_DATA_DIR"},
 		{"missing secret file", nil, func(m map[string]string) {
 			delete(m, "USHER_NCS_SECRETS")
