@@ -584,6 +584,27 @@ type storedMsg struct {
 	data    []byte
 }
 
+// try calls f, with 5 s for each attempt, until it succeeds; the test fails once ctx ends.
+func try(t *testing.T, ctx context.Context, what string, f func(ctx context.Context) error) {
+	t.Helper()
+	for {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		t.Logf("%s: %v; trying again", what, err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
 // readAllWait bounds readAll, retries included.
 const readAllWait = 45 * time.Second
 
@@ -592,35 +613,28 @@ func readAll(t *testing.T, js jetstream.JetStream, stream string) []storedMsg {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), readAllWait)
 	defer cancel()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatalf("stream %s: %v", stream, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("stream %s info: %v", stream, err)
-	}
+	// Each request below goes to a stream or meta leader: with a node just killed, one goes unanswered until the
+	// others elect a new leader (8 s and more on this machine), and is not sent again. Each attempt gets 5 s.
+	var (
+		info *jetstream.StreamInfo
+		cons jetstream.Consumer
+	)
+	try(t, ctx, "read "+stream, func(ctx context.Context) (err error) {
+		s, err := js.Stream(ctx, stream)
+		if err == nil {
+			info, err = s.Info(ctx)
+		}
+		return err
+	})
 	var out []storedMsg
 	if info.State.Msgs == 0 {
 		return out
 	}
 	t.Logf("%s: %d messages, %d bytes (%d a message)", stream, info.State.Msgs, info.State.Bytes, info.State.Bytes/info.State.Msgs)
-	// Making the consumer is a request to the meta leader, and so is each fetch's making it anew from where the
-	// last one ended: with a node just killed, one goes unanswered until the others elect a leader (8 s and more
-	// on this machine), and is not sent again. Each attempt gets 5 s.
-	var cons jetstream.Consumer
-	for cons == nil {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		cons, err = js.OrderedConsumer(actx, stream, jetstream.OrderedConsumerConfig{})
-		acancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				t.Fatalf("read %s: no consumer within %s: %v", stream, readAllWait, err)
-			}
-			t.Logf("read %s: %v; trying again", stream, err)
-			time.Sleep(500 * time.Millisecond)
-		}
-	}
+	try(t, ctx, "read "+stream, func(ctx context.Context) (err error) {
+		cons, err = js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{})
+		return err
+	})
 	for len(out) == 0 || out[len(out)-1].seq < info.State.LastSeq {
 		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
 		if err != nil {
