@@ -37,7 +37,7 @@ const ListenOff = "off"
 type EmbeddedConfig struct {
 	// StoreDir holds JetStream's files.
 	StoreDir string
-	// Listen is host:port for other NATS clients, or ListenOff. Port -1 picks a free port (tests).
+	// Listen is host:port for other NATS clients, or ListenOff. Port 0 (or -1) picks a free port.
 	Listen string
 	// Token, when set, is required of every client, in-process ones too (nats.Token): without it, any process that
 	// reaches Listen may read and publish on every subject.
@@ -66,6 +66,9 @@ func StartEmbedded(cfg EmbeddedConfig) (*server.Server, error) {
 		host, port, err := splitHostPort(cfg.Listen)
 		if err != nil {
 			return nil, fmt.Errorf("embedded nats listen address %q: %w", cfg.Listen, err)
+		}
+		if port == 0 {
+			port = server.RANDOM_PORT // a free port, as 0 means to the OS; to the NATS server, 0 means 4222
 		}
 		opts.Host, opts.Port = host, port
 	}

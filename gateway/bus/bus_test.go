@@ -3,6 +3,7 @@ package bus_test
 import (
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -184,4 +185,24 @@ func TestEnsureStreamsKeepsLimitsSetByHand(t *testing.T) {
 			t.Errorf("%s: max age %s, max bytes %d, max msgs %d; want %s, and the limits set by hand", name, c.MaxAge, c.MaxBytes, c.MaxMsgs, maxAge)
 		}
 	}
+}
+
+// Port 0 in the listen address picks a free port, as it does for the OS (and for PORT); the NATS server alone
+// would take 0 for its default, 4222.
+func TestStartEmbeddedOnPortZero(t *testing.T) {
+	t.Parallel()
+	s, err := bus.StartEmbedded(bus.EmbeddedConfig{StoreDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Shutdown(); s.WaitForShutdown() }()
+	addr, ok := s.Addr().(*net.TCPAddr)
+	if !ok || addr.Port == 0 || addr.Port == 4222 {
+		t.Fatalf("listening on %v, want a free port", s.Addr())
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatalf("connect to %s: %v", s.ClientURL(), err)
+	}
+	nc.Close()
 }
