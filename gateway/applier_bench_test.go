@@ -118,3 +118,40 @@ func BenchmarkSnapshot100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(size), "bytes/snapshot")
 }
+
+// BenchmarkChannels100k measures GET /v1/channels with 100,000 active channels (one member each) through the real
+// HTTP server: the whole list, by name, and the busiest 200 (sort=size&limit=200, what the console polls). Run:
+//
+//	go test -run '^$' -bench BenchmarkChannels100k -benchtime 20x ./gateway/
+func BenchmarkChannels100k(b *testing.B) {
+	const channels = 100_000
+	_, base, _ := seeded(b, channels, channels)
+	tok := token(b, "*")
+	client := &http.Client{Timeout: 30 * time.Second}
+	for _, bc := range []struct {
+		name, query string
+		least       int // bytes the answer has at least
+	}{{"all", "", channels * 20}, {"busiest200", "?sort=size&limit=200", 200 * 20}} {
+		b.Run(bc.name, func(b *testing.B) {
+			var size int
+			for b.Loop() {
+				req, _ := http.NewRequest(http.MethodGet, base+"/v1/channels"+bc.query, nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := client.Do(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				n, _ := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+				size = int(n)
+			}
+			if size < bc.least {
+				b.Fatalf("the list is %d bytes, less than %d", size, bc.least)
+			}
+			b.ReportMetric(float64(size), "bytes/list")
+		})
+	}
+}

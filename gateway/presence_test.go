@@ -276,6 +276,10 @@ func TestRESTAuthorisation(t *testing.T) {
 		{"bad limit", "/v1/channels/show-1/events?limit=1001", token(t, "show-1"), 400, "bad_request"},
 		{"zero limit", "/v1/channels/show-1/events?limit=0", token(t, "show-1"), 400, "bad_request"},
 		{"bad since", "/v1/channels/show-1/events?since=-1", token(t, "show-1"), 400, "bad_request"},
+		{"list sorted otherwise", "/v1/channels?sort=members", token(t, "*"), 400, "bad_request"},
+		{"list of none", "/v1/channels?limit=0", token(t, "*"), 400, "bad_request"},
+		{"list of some", "/v1/channels?limit=some", token(t, "*"), 400, "bad_request"},
+		{"list matching more than a name", "/v1/channels?q=" + strings.Repeat("a", 65), token(t, "*"), 400, "bad_request"},
 		{"illegal channel name", "/v1/channels/" + url.PathEscape("a*b") + "/presence", token(t, "*"), 400, "invalid_channel"},
 		{"prefix grant", presencePath("show-1"), token(t, "show-*"), 200, ""},
 		{"exact grant, odd name", presencePath("a b.>"), token(t, "a b.>"), 200, ""},
@@ -403,5 +407,64 @@ func TestEventsOfAQuietChannelAfterExpiry(t *testing.T) {
 	// quiet's second join, after quiet.Seq, is gone.
 	if code, raw := getJSON(t, base, fmt.Sprintf("/v1/channels/quiet/events?since=%d", quiet.Seq), tok, nil); code != http.StatusGone {
 		t.Errorf("since=%d with quiet's event %d gone: %d %s, want 410", quiet.Seq, quiet2.Seq, code, raw)
+	}
+}
+
+// GET /v1/channels with no query lists every channel with members, by name (the contract); q, sort=size and limit
+// narrow it as a console showing the busiest channels wants, and total tells how many matched before the limit.
+func TestChannelsListQueries(t *testing.T) {
+	t.Parallel()
+	_, base := startGateway(t, testConfig(t, t.TempDir()))
+	members := map[string]int{"Show-1": 3, "show-2": 1, "talk": 2, "lobby-show": 2, "quiet": 0}
+	var bodies [][]byte
+	for ch, m := range members {
+		for uid := range m {
+			bodies = append(bodies, audienceJoin(fmt.Sprint(ch, "-", uid), ch, uint32(uid+1), 1))
+		}
+	}
+	// "quiet" had a member, who left: it is not listed.
+	bodies = append(bodies, audienceJoin("quiet-join", "quiet", 7, 1), notification("quiet-leave", ncs.AudienceLeave,
+		map[string]any{"channelName": "quiet", "uid": 7, "clientSeq": 2, "ts": time.Now().Unix(), "reason": 1, "duration": 1}))
+	for _, b := range bodies {
+		if a := postSigned(t, base, b); a.Status != 200 {
+			t.Fatalf("notification: %d %s", a.Status, a.Raw)
+		}
+	}
+	all := token(t, "*")
+	for ch, m := range members {
+		waitSnapshot(t, base, ch, func(s presence.Snapshot) bool { return len(s.Audience) == m && s.Seq > 0 })
+	}
+	type list struct {
+		Channels []presence.Summary
+		Total    int
+	}
+	for _, tc := range []struct {
+		query string
+		want  []string
+		total int
+	}{
+		{"", []string{"Show-1", "lobby-show", "show-2", "talk"}, 4},
+		{"?q=SHOW", []string{"Show-1", "lobby-show", "show-2"}, 3},
+		{"?q=-", []string{"Show-1", "lobby-show", "show-2"}, 3},
+		{"?q=nothing", []string{}, 0},
+		{"?sort=size", []string{"Show-1", "lobby-show", "talk", "show-2"}, 4},
+		{"?sort=size&limit=2", []string{"Show-1", "lobby-show"}, 4},
+		{"?sort=size&limit=3", []string{"Show-1", "lobby-show", "talk"}, 4},
+		{"?sort=name&limit=3", []string{"Show-1", "lobby-show", "show-2"}, 4},
+		{"?q=show&sort=size&limit=1", []string{"Show-1"}, 3},
+		{"?q=o&sort=size&limit=10", []string{"Show-1", "lobby-show", "show-2"}, 3},
+	} {
+		var got list
+		code, raw := getJSON(t, base, "/v1/channels"+tc.query, all, &got)
+		var names []string
+		for _, c := range got.Channels {
+			names = append(names, c.Channel)
+			if c.Counts.Audience != members[c.Channel] {
+				t.Errorf("%s: %s listed with %d audience, want %d", tc.query, c.Channel, c.Counts.Audience, members[c.Channel])
+			}
+		}
+		if code != 200 || !slices.Equal(names, tc.want) || got.Total != tc.total || got.Channels == nil {
+			t.Errorf("GET /v1/channels%s: %d, %q of %d (%s); want %q of %d", tc.query, code, names, got.Total, raw, tc.want, tc.total)
+		}
 	}
 }

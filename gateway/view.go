@@ -281,13 +281,12 @@ func (lv *liveView) snapshot(channel string) presence.Snapshot {
 	return s
 }
 
-// channels lists the channels with members.
-func (lv *liveView) channels() []presence.Summary {
+// channels lists the channels with members whose name contains match, regardless of ASCII case, in no order.
+func (lv *liveView) channels(match string) []presence.Summary {
 	lv.mu.RLock()
-	s := lv.v.CopyChannels()
+	s := lv.v.CopyChannels(match)
 	lv.mu.RUnlock()
-	presence.SortSummaries(s) // not under the lock, as in snapshot
-	return s
+	return s // sorted by the caller, not under the lock, as in snapshot
 }
 
 // waitSeq waits until the view is ready and holds presence event seq, or ctx ends.

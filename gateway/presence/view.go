@@ -210,20 +210,92 @@ func (s Snapshot) Sort() {
 
 // Channels lists the channels with at least one member, by name.
 func (v *View) Channels() []Summary {
-	out := v.CopyChannels()
+	out := v.CopyChannels("")
 	SortSummaries(out)
 	return out
 }
 
-// CopyChannels is Channels in no particular order: the part that reads the View (see Copy).
-func (v *View) CopyChannels() []Summary {
+// CopyChannels is Channels in no particular order, of the channels whose name contains match regardless of ASCII
+// case ("" matches every one): the part that reads the View (see Copy).
+func (v *View) CopyChannels(match string) []Summary {
 	out := []Summary{}
 	for name, c := range v.channels {
-		if len(c.members) > 0 {
+		if len(c.members) > 0 && ContainsFold(name, match) {
 			out = append(out, Summary{Channel: name, Seq: c.seq, Counts: c.counts})
 		}
 	}
 	return out
+}
+
+// ContainsFold reports whether s contains sub, ASCII letters matching in either case (channel names are ASCII).
+// It allocates nothing: it runs under the view's lock, over every channel.
+func ContainsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		j := 0
+		for j < len(sub) && lowerASCII(s[i+j]) == lowerASCII(sub[j]) {
+			j++
+		}
+		if j == len(sub) {
+			return true
+		}
+	}
+	return false
+}
+
+func lowerASCII(b byte) byte {
+	if 'A' <= b && b <= 'Z' {
+		return b + 'a' - 'A'
+	}
+	return b
+}
+
+// Size is how many members a channel has: hosts, audience and communication-profile users.
+func (c Counts) Size() int { return c.Hosts + c.Audience + c.Users }
+
+// bySize is the order of FirstBySize: the busiest first (by Counts.Size), then by name.
+func bySize(a, b Summary) int {
+	return cmp.Or(cmp.Compare(b.Counts.Size(), a.Counts.Size()), cmp.Compare(a.Channel, b.Channel))
+}
+
+// FirstBySize returns the first n of s (all of them when n is 0 or more than s holds) in order of size, the busiest
+// first, then by name. It reorders s. Fewer than s holds cost a pass over s with a heap of n, not a sort of s:
+// the busiest 200 of 100,000 channels are picked from a list that changes every poll.
+func FirstBySize(s []Summary, n int) []Summary {
+	if n <= 0 || n >= len(s) {
+		slices.SortFunc(s, bySize)
+		return s
+	}
+	// s[:n] is a heap whose root is the last of the n first seen so far; each later one that comes before it
+	// takes its place.
+	less := func(i, j int) bool { return bySize(s[i], s[j]) > 0 } // the root comes last in order
+	down := func(i int) {
+		for {
+			c := 2*i + 1
+			if c >= n {
+				return
+			}
+			if c+1 < n && less(c+1, c) {
+				c++
+			}
+			if !less(c, i) {
+				return
+			}
+			s[i], s[c] = s[c], s[i]
+			i = c
+		}
+	}
+	for i := n/2 - 1; i >= 0; i-- {
+		down(i)
+	}
+	for i := n; i < len(s); i++ {
+		if bySize(s[i], s[0]) < 0 {
+			s[0], s[i] = s[i], s[0]
+			down(0)
+		}
+	}
+	first := s[:n]
+	slices.SortFunc(first, bySize)
+	return first
 }
 
 // SortSummaries puts a channel list in Channels' order.

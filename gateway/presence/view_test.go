@@ -2,8 +2,11 @@ package presence_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
+	"sort"
 	"strconv"
 	"testing"
 
@@ -344,5 +347,60 @@ func TestViewForgetsEmptyChannels(t *testing.T) {
 	equal(t, first, v.Snapshot(first), want)
 	if v.Len() != 1 {
 		t.Fatalf("%d channels, want 1", v.Len())
+	}
+}
+
+// FirstBySize gives what a full sort by size (busiest first, then by name) gives, cut to n: for every n, over lists
+// with many ties of size.
+func TestFirstBySize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		list := make([]presence.Summary, rng.IntN(60))
+		for i := range list {
+			list[i] = presence.Summary{Channel: fmt.Sprintf("ch-%03d", rng.IntN(1000)), Seq: uint64(i),
+				Counts: presence.Counts{Hosts: rng.IntN(3), Audience: rng.IntN(4), Users: rng.IntN(2)}}
+		}
+		want := slices.Clone(list)
+		sort.SliceStable(want, func(i, j int) bool {
+			si := want[i].Counts.Hosts + want[i].Counts.Audience + want[i].Counts.Users
+			sj := want[j].Counts.Hosts + want[j].Counts.Audience + want[j].Counts.Users
+			if si != sj {
+				return si > sj
+			}
+			return want[i].Channel < want[j].Channel
+		})
+		for _, n := range []int{0, 1, 2, len(list) / 3, len(list) - 1, len(list), len(list) + 5} {
+			got := presence.FirstBySize(slices.Clone(list), n)
+			w := want
+			if n > 0 && n < len(w) {
+				w = w[:n]
+			}
+			// Channels of the same name and size may come in either order: compare what the order decides.
+			key := func(s []presence.Summary) []string {
+				var k []string
+				for _, x := range s {
+					k = append(k, fmt.Sprint(x.Channel, x.Counts.Hosts+x.Counts.Audience+x.Counts.Users))
+				}
+				return k
+			}
+			if !slices.Equal(key(got), key(w)) {
+				t.Fatalf("round %d, n %d of %d: got %v, want %v", round, n, len(list), key(got), key(w))
+			}
+		}
+	}
+}
+
+func TestContainsFold(t *testing.T) {
+	for _, tc := range []struct {
+		s, sub string
+		want   bool
+	}{
+		{"Show-1", "show", true}, {"show-1", "SHOW-1", true}, {"lobby-Show", "y-s", true}, {"abc", "", true},
+		{"", "", true}, {"ab", "abc", false}, {"talk", "show", false}, {"a.b>", "A.B>", true}, {"[x]", "[X", true},
+		{"Z@", "z`", false}, // '@' and '`' sit next to 'A' and 'a', and are not letters
+	} {
+		if got := presence.ContainsFold(tc.s, tc.sub); got != tc.want {
+			t.Errorf("ContainsFold(%q, %q) = %v, want %v", tc.s, tc.sub, got, tc.want)
+		}
 	}
 }

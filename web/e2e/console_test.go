@@ -314,7 +314,7 @@ func TestConsoleLinkDuringSignIn(t *testing.T) {
 		b.do(wait, chromedp.Func(f))
 	}
 	call(func(ctx context.Context, tg *chromedp.Target) error {
-		_, err := cdp.Call(ctx, tg, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/v1/channels"}}})
+		_, err := cdp.Call(ctx, tg, fetch.Enable, fetch.EnableParams{Patterns: []*fetch.RequestPattern{{URLPattern: "*/v1/channels?*"}}})
 		return err
 	})
 	held := func(what string) *fetch.EventRequestPaused {
@@ -516,6 +516,62 @@ func TestConsolePickerWhileEventsFlow(t *testing.T) {
 // TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
 // frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
 // times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on
+
+// With more active channels than the picker shows, the console asks the server for the busiest 200 only, and for
+// those matching what is typed in the box: a channel past the first 200 is found by typing its name, and no request
+// of the page lists every channel (with 100,000 channels that list was 8 MB, polled every 3 s).
+func TestConsolePickerOfManyChannels(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t)
+	const rooms = 230
+	seq := time.Now().UnixMilli()
+	var notices []notice
+	for i := range rooms {
+		seq++
+		notices = append(notices, user(ncs.AudienceJoin, fmt.Sprintf("room-%03d", i), 1, seq, nil))
+	}
+	for uid := uint32(1); uid <= 3; uid++ {
+		seq++
+		notices = append(notices, user(ncs.AudienceJoin, "big-one", uid, seq, nil))
+	}
+	seq++
+	notices = append(notices, user(ncs.AudienceJoin, "zz-needle", 1, seq, nil)) // last by name of the 1-member ones
+	srv.sendMany(t, 8, notices)
+	srv.waitRoster(t, "zz-needle", func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	for i := range rooms {
+		srv.waitRoster(t, fmt.Sprintf("room-%03d", i), func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
+	}
+	srv.waitRoster(t, "big-one", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	const listed = `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel)`
+	b.poll("the busiest 200, then how many more", listed+`.length === 200 && `+listed+`[0] === "big-one" && `+listed+`[1] === "room-000" &&
+		document.querySelector("#channel-list .cl-more").textContent.startsWith("32 more") &&
+		document.querySelector("#list-status").textContent === "232 active"`, wait)
+	if got := eval[[]string](b, listed); slices.Contains(got, "zz-needle") {
+		t.Fatalf("zz-needle is among the first 200 listed")
+	}
+
+	b.do(wait, chromedp.SendKeys(chromedp.CSS("#open-input"), "NEEDLE"))
+	b.poll("the channel past the first 200, found by its name", listed+`.join(" ") === "zz-needle" &&
+		document.querySelector("#list-status").textContent === "1 match"`, wait)
+	lists := 0
+	for _, u := range b.requested() {
+		if !strings.Contains(u, "/v1/channels") {
+			continue
+		}
+		lists++
+		if !strings.Contains(u, "sort=size") || !strings.Contains(u, "limit=200") {
+			t.Errorf("the page asked for %s: not the busiest 200", u)
+		}
+	}
+	if lists < 2 || b.count(func(u string) bool { return strings.Contains(u, "q=needle") }) == 0 {
+		t.Errorf("%d requests for the list, none for the channels matching what was typed: %q", lists, b.requested())
+	}
+}
+
 // 61 s between two bursts of joins, rather than the test waiting a minute.
 func TestConsoleHiddenTabArrivals(t *testing.T) {
 	t.Parallel()
@@ -592,7 +648,7 @@ func TestConsoleTokenRenewal(t *testing.T) {
 	}
 	var tokens []string
 	b := newBrowser(t, 1440, 900)
-	listPolls := func() int { return b.count(func(u string) bool { return strings.HasSuffix(u, "/v1/channels") }) }
+	listPolls := func() int { return b.count(func(u string) bool { return strings.Contains(u, "/v1/channels?") }) }
 	const samePanel = `document.querySelector('#panels .panel[data-channel="show-1"]') === window.watched && window.watched.isConnected`
 	// expire waits for the token to expire, checks that the console stopped and asks for a new one, and sends a
 	// join of uid meanwhile.

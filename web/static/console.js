@@ -18,7 +18,8 @@
   var ARRIVAL_WINDOW = 60000;     // "arrived in the last minute"
   var RESUMED_MS = 10000;         // how long the connection pill says "Resumed" before "Live"
   var LIST_POLL_MS = 3000;        // GET /v1/channels, for tokens that grant "*"
-  var LIST_SHOWN = 200;           // channels shown in the picker before "type to narrow"
+  var LIST_SHOWN = 200;           // channels shown in the picker before "type to narrow"; also what a poll asks for
+  var LIST_TYPED_MS = 250;        // after a key in the picker's box, the wait for more keys before asking the server
   var MAX_OPEN = 24;              // channels open at once in this console
   var SAMPLE_MAX = 3600;          // chart points per channel before older ones are thinned
   var OVERSCAN = 4;               // rows rendered above and below the visible part of a list
@@ -153,6 +154,18 @@
   }
 
   // api GETs path with the console's token, or with tok.
+  // listPath is the picker's request for a "*" token: the busiest LIST_SHOWN channels whose name contains what is
+  // typed in the box (the server filters and sorts: a list of 100,000 channels would be megabytes every poll). Text
+  // no channel name can contain (not printable ASCII, longer than a name) is left out: filtered here, it matches
+  // nothing.
+  function listQuery() {
+    var q = $("#open-input").value.trim().toLowerCase();
+    return q.length <= 64 && /^[\x20-\x7e]*$/.test(q) ? q : "";
+  }
+  function listPath(q) {
+    return "/v1/channels?sort=size&limit=" + LIST_SHOWN + (q ? "&q=" + encodeURIComponent(q) : "");
+  }
+
   function api(path, tok) {
     return fetch(path, { headers: { Authorization: "Bearer " + (tok || app.token) }, cache: "no-store", credentials: "omit" })
       .then(function (r) {
@@ -199,7 +212,7 @@
     app.claims = claims;
     var round = ++app.signing; // a later link, or a sign-out, makes this answer moot
     // GET /v1/channels checks the token: 200 for a "*" token, 403 for a valid token without "*", 401 otherwise.
-    api("/v1/channels").then(function (res) {
+    api(listPath(listQuery())).then(function (res) {
       if (round !== app.signing) return;
       if (res.status === 401) {
         app.token = null;
@@ -207,7 +220,7 @@
         showSignin(refusal(res));
         return;
       }
-      start(res.status === 200 && res.body ? res.body.channels : null);
+      start(res.status === 200 && res.body ? res.body : null);
     }, function () {
       if (round === app.signing) start(null); // the server is unreachable: start anyway, the connection keeps retrying
     });
@@ -247,7 +260,7 @@
     var patterns = c.channels.filter(function (g) { return g !== "*" && g.indexOf("*") >= 0; });
     stopPolling();
     if (app.all) {
-      app.list = list || [];
+      takeList(list);
       app.listStatus = list ? "live" : "";
       $("#grant-note").textContent = "All channels with someone in them, refreshed every few seconds. Type any name to open a quiet one.";
       app.listTimer = setTimeout(pollList, LIST_POLL_MS);
@@ -286,6 +299,20 @@
     box.hidden = false;
   }
 
+  // takeList keeps an answer of GET /v1/channels (listPath) for the picker.
+  function takeList(body) {
+    app.list = body && Array.isArray(body.channels) ? body.channels : [];
+    app.listTotal = body && typeof body.total === "number" ? body.total : app.list.length;
+    app.listQuery = listQuery();
+  }
+
+  // repoll asks for the list at once (after LIST_TYPED_MS without another key): what is typed in the box changed.
+  function repoll() {
+    if (!app.token || !app.all || app.expired) return;
+    stopPolling();
+    app.listTimer = setTimeout(pollList, LIST_TYPED_MS);
+  }
+
   // pollList refreshes the picker's list of a "*" token every LIST_POLL_MS, until stopPolling (sign-out, an expired
   // token, a new token); an answer to a request of an earlier round of polling is ignored.
   function pollList() {
@@ -294,10 +321,12 @@
     var round = app.listRound;
     var again = function () { if (round === app.listRound) app.listTimer = setTimeout(pollList, LIST_POLL_MS); };
     if (document.hidden) { again(); return; }
-    api("/v1/channels").then(function (res) {
+    var q = listQuery();
+    api(listPath(q)).then(function (res) {
       if (round !== app.listRound) return;
       if (res.status === 200 && res.body && Array.isArray(res.body.channels)) {
-        app.list = res.body.channels;
+        takeList(res.body);
+        app.listQuery = q; // what was asked, though more may have been typed since
         app.listStatus = "live";
       } else if (res.status === 401) {
         app.listStatus = "refused";
@@ -370,10 +399,10 @@
       if (!app.expired && !sameGrants(claims, app.claims)) { signOut(); signIn(tok); return; } // as a link for another user
       useToken(tok, claims, list);
     };
-    api("/v1/channels", tok).then(function (res) {
+    api(listPath(listQuery()), tok).then(function (res) {
       if (app.client !== client) return; // signed out meanwhile
       if (res.status === 401) { refuse(refusal(res)); return; }
-      use(res.status === 200 && res.body ? res.body.channels : null);
+      use(res.status === 200 && res.body ? res.body : null);
     }, function () {
       if (app.client === client) use(null); // the server is unreachable: the connection retries
     });
@@ -1113,8 +1142,10 @@
     });
     app.picker.forEach(function (it, name) { if (!shown.has(name)) { it.li.remove(); app.picker.delete(name); } });
     var more = pickerMore.more, none = pickerMore.none;
-    if (items.length > LIST_SHOWN) {
-      setText(more, fmtNum(items.length - LIST_SHOWN) + " more: type to narrow the list");
+    var hidden = Math.max(0, items.length - LIST_SHOWN);
+    if (app.all && app.listQuery === listQuery()) hidden += Math.max(0, app.listTotal - app.list.length); // not sent
+    if (hidden > 0) {
+      setText(more, fmtNum(hidden) + " more: type to narrow the list");
       want.push(more);
     } else more.remove();
     if (items.length === 0) {
@@ -1123,7 +1154,7 @@
     } else none.remove();
     arrange(ul, want);
     var st = $("#list-status");
-    setText(st, app.all ? (app.listStatus === "live" ? fmtNum(app.list.length) + " active" : app.listStatus === "offline" ? "offline" : app.listStatus) : "");
+    setText(st, app.all ? (app.listStatus === "live" ? fmtNum(app.listTotal) + (app.listQuery ? " match" : " active") : app.listStatus === "offline" ? "offline" : app.listStatus) : "");
   }
 
   var pickerMore = { more: el("li", "cl-more"), none: el("li", "cl-more") };
@@ -1244,9 +1275,9 @@
   $("#renew-dismiss").addEventListener("click", hideRenew);
   $("#open-form").addEventListener("submit", function (ev) {
     ev.preventDefault();
-    if (openChannel($("#open-input").value.trim(), true)) { $("#open-input").value = ""; app.sideDirty = true; schedule(); }
+    if (openChannel($("#open-input").value.trim(), true)) { $("#open-input").value = ""; app.sideDirty = true; schedule(); repoll(); }
   });
-  $("#open-input").addEventListener("input", function () { openError(""); app.sideDirty = true; schedule(); });
+  $("#open-input").addEventListener("input", function () { openError(""); app.sideDirty = true; schedule(); repoll(); });
   $("#layout").addEventListener("click", function (ev) {
     var b = ev.target.closest("button");
     if (b) setLayout(b.dataset.layout);
