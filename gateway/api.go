@@ -116,16 +116,11 @@ func (g *Gateway) getChannels(c *gin.Context) {
 		_ = c.Error(errViewLoading)
 		return
 	}
-	list := g.view.channels(q)
-	total := len(list)
+	by := presence.ByName
 	if order == "size" {
-		list = presence.FirstBySize(list, int(limit))
-	} else {
-		presence.SortSummaries(list)
+		by = presence.BySize
 	}
-	if limit > 0 && len(list) > int(limit) {
-		list = list[:limit]
-	}
+	list, total := g.view.channels(q, int(limit), by)
 	c.JSON(http.StatusOK, gin.H{"channels": list, "total": total})
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -281,12 +282,14 @@ func (lv *liveView) snapshot(channel string) presence.Snapshot {
 	return s
 }
 
-// channels lists the channels with members whose name contains match, regardless of ASCII case, in no order.
-func (lv *liveView) channels(match string) []presence.Summary {
+// channels lists the channels with members whose name contains match, regardless of ASCII case (with first above
+// 0, only the first that many), in order, and tells how many matched.
+func (lv *liveView) channels(match string, first int, order func(a, b presence.Summary) int) ([]presence.Summary, int) {
 	lv.mu.RLock()
-	s := lv.v.CopyChannels(match)
+	s, total := lv.v.CopyChannels(match, first, order)
 	lv.mu.RUnlock()
-	return s // sorted by the caller, not under the lock, as in snapshot
+	slices.SortFunc(s, order) // not under the lock, as in snapshot
+	return s, total
 }
 
 // waitSeq waits until the view is ready and holds presence event seq, or ctx ends.

@@ -227,3 +227,38 @@ func BenchmarkFreeze100k(b *testing.B) {
 		f.Release()
 	}
 }
+
+// BenchmarkChannels100k measures CopyChannels over 100,000 channels of one member each: the part of GET
+// /v1/channels that holds the view's read lock (which the view's goroutine, that every event passes through, waits
+// for): a copy of them all, of the one matching a name, and of the busiest 200. Run:
+//
+//	go test -run '^$' -bench BenchmarkChannels100k ./gateway/presence/
+func BenchmarkChannels100k(b *testing.B) {
+	const n = 100_000
+	v := presence.NewView()
+	for i := range n {
+		v.Apply(presence.Event{Seq: uint64(i + 1), Channel: "room-" + strconv.Itoa(i), Event: presence.Join,
+			Role: presence.Audience, UID: 1, ClientSeq: 1, Ts: 1, NoticeID: "n", Source: "ncs"})
+	}
+	b.Run("copy", func(b *testing.B) {
+		for b.Loop() {
+			if s, _ := v.CopyChannels("", 0, presence.ByName); len(s) != n {
+				b.Fatal(len(s))
+			}
+		}
+	})
+	b.Run("copy matching", func(b *testing.B) {
+		for b.Loop() {
+			if s, _ := v.CopyChannels("room-99999", 0, presence.ByName); len(s) != 1 {
+				b.Fatal(len(s))
+			}
+		}
+	})
+	b.Run("busiest200", func(b *testing.B) {
+		for b.Loop() {
+			if s, _ := v.CopyChannels("", 200, presence.BySize); len(s) != 200 {
+				b.Fatal(len(s))
+			}
+		}
+	})
+}

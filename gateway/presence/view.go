@@ -2,6 +2,7 @@ package presence
 
 import (
 	"cmp"
+	"math"
 	"slices"
 )
 
@@ -210,21 +211,73 @@ func (s Snapshot) Sort() {
 
 // Channels lists the channels with at least one member, by name.
 func (v *View) Channels() []Summary {
-	out := v.CopyChannels("")
-	SortSummaries(out)
+	out, _ := v.CopyChannels("", 0, ByName)
+	slices.SortFunc(out, ByName)
 	return out
 }
 
-// CopyChannels is Channels in no particular order, of the channels whose name contains match regardless of ASCII
-// case ("" matches every one): the part that reads the View (see Copy).
-func (v *View) CopyChannels(match string) []Summary {
-	out := []Summary{}
+// CopyChannels returns the channels with members whose name contains match, ASCII letters in either case ("" matches
+// every one), and how many there are. With first above 0 it keeps only the first that many in order, and copies
+// none of the others: the busiest 200 of 100,000 channels cost a pass with a heap of 200, not a copy of them all.
+// The list is in no particular order either way: this is the part that reads the View (see Copy), under the lock
+// that the view's writer waits for; the caller sorts it.
+func (v *View) CopyChannels(match string, first int, order func(a, b Summary) int) ([]Summary, int) {
+	f := firsts{n: first, order: order}
+	if first <= 0 {
+		f.n = math.MaxInt // every one: the heap never fills
+	}
+	f.s = make([]Summary, 0, min(f.n, len(v.channels)))
+	total := 0
 	for name, c := range v.channels {
 		if len(c.members) > 0 && ContainsFold(name, match) {
-			out = append(out, Summary{Channel: name, Seq: c.seq, Counts: c.counts})
+			total++
+			f.offer(Summary{Channel: name, Seq: c.seq, Counts: c.counts})
 		}
 	}
-	return out
+	return f.s, total
+}
+
+// firsts keeps the first n of the Summaries offered to it, in order. Once it holds n, s is a heap whose root is the
+// last of them in order, which each one offered after that and coming before it replaces.
+type firsts struct {
+	s     []Summary
+	n     int
+	order func(a, b Summary) int
+}
+
+func (f *firsts) offer(x Summary) {
+	if len(f.s) < f.n {
+		f.s = append(f.s, x)
+		if len(f.s) == f.n {
+			for i := f.n/2 - 1; i >= 0; i-- {
+				f.down(i)
+			}
+		}
+		return
+	}
+	if f.order(x, f.s[0]) < 0 {
+		f.s[0] = x
+		f.down(0)
+	}
+}
+
+// down moves s[i] down the heap to its place: below every element that comes after it in order.
+func (f *firsts) down(i int) {
+	later := func(a, b int) bool { return f.order(f.s[a], f.s[b]) > 0 }
+	for {
+		c := 2*i + 1
+		if c >= f.n {
+			return
+		}
+		if c+1 < f.n && later(c+1, c) {
+			c++
+		}
+		if !later(c, i) {
+			return
+		}
+		f.s[i], f.s[c] = f.s[c], f.s[i]
+		i = c
+	}
 }
 
 // ContainsFold reports whether s contains sub, ASCII letters matching in either case (channel names are ASCII).
@@ -252,53 +305,10 @@ func lowerASCII(b byte) byte {
 // Size is how many members a channel has: hosts, audience and communication-profile users.
 func (c Counts) Size() int { return c.Hosts + c.Audience + c.Users }
 
-// bySize is the order of FirstBySize: the busiest first (by Counts.Size), then by name.
-func bySize(a, b Summary) int {
+// ByName is the order of Channels: by name.
+func ByName(a, b Summary) int { return cmp.Compare(a.Channel, b.Channel) }
+
+// BySize is the order of a console's picker: the busiest first (by Counts.Size), then by name.
+func BySize(a, b Summary) int {
 	return cmp.Or(cmp.Compare(b.Counts.Size(), a.Counts.Size()), cmp.Compare(a.Channel, b.Channel))
-}
-
-// FirstBySize returns the first n of s (all of them when n is 0 or more than s holds) in order of size, the busiest
-// first, then by name. It reorders s. Fewer than s holds cost a pass over s with a heap of n, not a sort of s:
-// the busiest 200 of 100,000 channels are picked from a list that changes every poll.
-func FirstBySize(s []Summary, n int) []Summary {
-	if n <= 0 || n >= len(s) {
-		slices.SortFunc(s, bySize)
-		return s
-	}
-	// s[:n] is a heap whose root is the last of the n first seen so far; each later one that comes before it
-	// takes its place.
-	less := func(i, j int) bool { return bySize(s[i], s[j]) > 0 } // the root comes last in order
-	down := func(i int) {
-		for {
-			c := 2*i + 1
-			if c >= n {
-				return
-			}
-			if c+1 < n && less(c+1, c) {
-				c++
-			}
-			if !less(c, i) {
-				return
-			}
-			s[i], s[c] = s[c], s[i]
-			i = c
-		}
-	}
-	for i := n/2 - 1; i >= 0; i-- {
-		down(i)
-	}
-	for i := n; i < len(s); i++ {
-		if bySize(s[i], s[0]) < 0 {
-			s[0], s[i] = s[i], s[0]
-			down(0)
-		}
-	}
-	first := s[:n]
-	slices.SortFunc(first, bySize)
-	return first
-}
-
-// SortSummaries puts a channel list in Channels' order.
-func SortSummaries(s []Summary) {
-	slices.SortFunc(s, func(a, b Summary) int { return cmp.Compare(a.Channel, b.Channel) })
 }

@@ -350,41 +350,52 @@ func TestViewForgetsEmptyChannels(t *testing.T) {
 	}
 }
 
-// FirstBySize gives what a full sort by size (busiest first, then by name) gives, cut to n: for every n, over lists
-// with many ties of size.
-func TestFirstBySize(t *testing.T) {
+// CopyChannels with first above 0 gives the channels a full sort gives first, in either order (by size, busiest
+// first, then by name; or by name), for every first, matching or not, over views with many ties of size; total is
+// how many matched.
+func TestCopyChannelsFirst(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for round := range 200 {
-		list := make([]presence.Summary, rng.IntN(60))
-		for i := range list {
-			list[i] = presence.Summary{Channel: fmt.Sprintf("ch-%03d", rng.IntN(1000)), Seq: uint64(i),
-				Counts: presence.Counts{Hosts: rng.IntN(3), Audience: rng.IntN(4), Users: rng.IntN(2)}}
+	size := func(x presence.Summary) int { return x.Counts.Hosts + x.Counts.Audience + x.Counts.Users }
+	orders := map[string]struct {
+		order func(a, b presence.Summary) int
+		less  func(a, b presence.Summary) bool
+	}{
+		"size": {presence.BySize, func(a, b presence.Summary) bool {
+			return size(a) > size(b) || size(a) == size(b) && a.Channel < b.Channel
+		}},
+		"name": {presence.ByName, func(a, b presence.Summary) bool { return a.Channel < b.Channel }},
+	}
+	for round := range 100 {
+		v := presence.NewView()
+		seq := uint64(0)
+		for range rng.IntN(60) {
+			ch := fmt.Sprintf("Ch-%03d", rng.IntN(1000))
+			for range 1 + rng.IntN(4) {
+				seq++
+				role := []presence.Role{presence.Host, presence.Audience, presence.User}[rng.IntN(3)]
+				v.Apply(viewJoin(seq, ch, uint32(seq), role, 1))
+			}
 		}
-		want := slices.Clone(list)
-		sort.SliceStable(want, func(i, j int) bool {
-			si := want[i].Counts.Hosts + want[i].Counts.Audience + want[i].Counts.Users
-			sj := want[j].Counts.Hosts + want[j].Counts.Audience + want[j].Counts.Users
-			if si != sj {
-				return si > sj
+		for _, match := range []string{"", "ch-0", "5"} {
+			all, total := v.CopyChannels(match, 0, presence.ByName)
+			if len(all) != total {
+				t.Fatalf("%d channels copied, total %d", len(all), total)
 			}
-			return want[i].Channel < want[j].Channel
-		})
-		for _, n := range []int{0, 1, 2, len(list) / 3, len(list) - 1, len(list), len(list) + 5} {
-			got := presence.FirstBySize(slices.Clone(list), n)
-			w := want
-			if n > 0 && n < len(w) {
-				w = w[:n]
-			}
-			// Channels of the same name and size may come in either order: compare what the order decides.
-			key := func(s []presence.Summary) []string {
-				var k []string
-				for _, x := range s {
-					k = append(k, fmt.Sprint(x.Channel, x.Counts.Hosts+x.Counts.Audience+x.Counts.Users))
+			for name, o := range orders {
+				want := slices.Clone(all)
+				sort.Slice(want, func(i, j int) bool { return o.less(want[i], want[j]) })
+				for _, first := range []int{1, 2, len(all) / 3, len(all) - 1, len(all), len(all) + 5} {
+					if first <= 0 {
+						continue
+					}
+					got, n := v.CopyChannels(match, first, o.order)
+					slices.SortFunc(got, o.order)
+					w := want[:min(first, len(want))]
+					if !reflect.DeepEqual(got, w) && !(len(got) == 0 && len(w) == 0) || n != total {
+						t.Fatalf("round %d, %q by %s, first %d of %d: got %v (total %d), want %v (total %d)",
+							round, match, name, first, len(all), got, n, w, total)
+					}
 				}
-				return k
-			}
-			if !slices.Equal(key(got), key(w)) {
-				t.Fatalf("round %d, n %d of %d: got %v, want %v", round, n, len(list), key(got), key(w))
 			}
 		}
 	}
