@@ -513,15 +513,13 @@ func TestConsolePickerWhileEventsFlow(t *testing.T) {
 	}
 }
 
-// TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
-// frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
-// times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on
+// listed is the picker's channels, in order.
+const listed = `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel)`
 
-// With more active channels than the picker shows, the console asks the server for the busiest 200 only, and for
-// those matching what is typed in the box: a channel past the first 200 is found by typing its name, and no request
-// of the page lists every channel (with 100,000 channels that list was 8 MB, polled every 3 s).
-func TestConsolePickerOfManyChannels(t *testing.T) {
-	t.Parallel()
+// startManyChannels starts a server with 232 active channels, more than the picker shows: "big-one" with 3 members,
+// then room-000 to room-229 and "zz-needle" (the last by name) with one each.
+func startManyChannels(t *testing.T) *server {
+	t.Helper()
 	srv := startServer(t)
 	const rooms = 230
 	seq := time.Now().UnixMilli()
@@ -542,11 +540,42 @@ func TestConsolePickerOfManyChannels(t *testing.T) {
 		srv.waitRoster(t, fmt.Sprintf("room-%03d", i), func(s presence.Snapshot) bool { return s.Counts.Audience == 1 })
 	}
 	srv.waitRoster(t, "big-one", func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
+	return srv
+}
 
+// An open channel past the busiest 200 is listed by the console (it is open) and is among those the server did not
+// send: "N more" counts it once. Of 232 active channels with zz-needle open, 200 are shown and 32 are not.
+func TestConsolePickerCountsAnOpenChannelOnce(t *testing.T) {
+	t.Parallel()
+	srv := startManyChannels(t)
 	b := newBrowser(t, 1440, 900)
 	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
 	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
-	const listed = `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel)`
+	b.do(wait, chromedp.SetValue(chromedp.CSS("#open-input"), "zz-needle"), chromedp.Click(chromedp.CSS("#open-form button")))
+	b.waitPanel("zz-needle", "zz-needle's roster", wait, func(p panel) bool { return p.Snapshots > 0 && p.Audience == "1" })
+	more := `document.querySelector("#channel-list .cl-more").textContent`
+	b.poll("the busiest 200 again, the box cleared", `document.querySelector("#open-input").value === "" &&
+		document.querySelector("#list-status").textContent === "232 active" && `+listed+`.length === 200 && `+more+`.endsWith("type to narrow the list")`, wait)
+	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[chromedp.Void](more+`.startsWith("32 more")`, chromedp.WithPollingTimeout(time.Second))); err != nil {
+		t.Errorf("with zz-needle open, the picker says %q, want 32 more (232 active, 200 shown)", eval[string](b, more))
+	}
+}
+
+// TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
+// frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
+// times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on
+
+// With more active channels than the picker shows, the console asks the server for the busiest 200 only, and for
+// those matching what is typed in the box: a channel past the first 200 is found by typing its name, and no request
+// of the page lists every channel (with 100,000 channels that list was 8 MB, polled every 3 s).
+func TestConsolePickerOfManyChannels(t *testing.T) {
+	t.Parallel()
+	srv := startManyChannels(t)
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
 	b.poll("the busiest 200, then how many more", listed+`.length === 200 && `+listed+`[0] === "big-one" && `+listed+`[1] === "room-000" &&
 		document.querySelector("#channel-list .cl-more").textContent.startsWith("32 more") &&
 		document.querySelector("#list-status").textContent === "232 active"`, wait)

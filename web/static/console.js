@@ -1116,7 +1116,8 @@
     var ul = $("#channel-list"), q = $("#open-input").value.trim().toLowerCase();
     var byName = new Map();
     app.list.forEach(function (c) { byName.set(c.channel, c); });
-    app.open.forEach(function (ch, name) { if (!byName.has(name)) byName.set(name, { channel: name }); });
+    var extra = new Set(); // open channels the list lacks: quiet, or active but past what the server sent
+    app.open.forEach(function (ch, name) { if (!byName.has(name)) { byName.set(name, { channel: name }); extra.add(name); } });
     var items = Array.from(byName.values());
     if (app.all) {
       items.sort(function (a, b) { return size(b) - size(a) || (a.channel < b.channel ? -1 : a.channel > b.channel ? 1 : 0); });
@@ -1143,7 +1144,11 @@
     app.picker.forEach(function (it, name) { if (!shown.has(name)) { it.li.remove(); app.picker.delete(name); } });
     var more = pickerMore.more, none = pickerMore.none;
     var hidden = Math.max(0, items.length - LIST_SHOWN);
-    if (app.all && app.listQuery === listQuery()) hidden += Math.max(0, app.listTotal - app.list.length); // not sent
+    if (app.all && app.listQuery === listQuery()) {
+      // Not sent by the server, but for the active open channels listed here anyway: counted once, not twice.
+      var listedActive = items.filter(function (c) { return extra.has(c.channel) && size(c) > 0; }).length;
+      hidden += Math.max(0, app.listTotal - app.list.length - listedActive);
+    }
     if (hidden > 0) {
       setText(more, fmtNum(hidden) + " more: type to narrow the list");
       want.push(more);
