@@ -563,6 +563,27 @@ func TestConsolePickerCountsAnOpenChannelOnce(t *testing.T) {
 	}
 }
 
+// Text in the box that no channel name can contain (not ASCII, or longer than a name) is not sent to the server,
+// which is asked for the busiest 200 as with an empty box: the picker lists no channel, and says so, without "N more"
+// of what the server did not send, which would not match the text either.
+func TestConsolePickerOfTextNoNameHas(t *testing.T) {
+	t.Parallel()
+	srv := startManyChannels(t)
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b.poll("the busiest 200", listed+`.length === 200`, wait)
+	const notes = `[...document.querySelectorAll("#channel-list .cl-more")].map(li => li.textContent).join(" / ")`
+	for _, text := range []string{"rooм", strings.Repeat("room-", 13) + "0"} {
+		eval[bool](b, `(document.querySelector("#open-input").value = "", true)`)
+		b.do(wait, chromedp.SendKeys(chromedp.CSS("#open-input"), text))
+		b.poll("no channel matching "+text, listed+`.length === 0 && `+notes+`.includes("No channel matches")`, wait)
+		if got := eval[string](b, notes); strings.Contains(got, "more") {
+			t.Errorf("with %q in the box, no channel listed, the picker says %q", text, got)
+		}
+	}
+}
+
 // TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
 // frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
 // times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on

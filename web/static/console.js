@@ -1144,7 +1144,8 @@
     app.picker.forEach(function (it, name) { if (!shown.has(name)) { it.li.remove(); app.picker.delete(name); } });
     var more = pickerMore.more, none = pickerMore.none;
     var hidden = Math.max(0, items.length - LIST_SHOWN);
-    if (app.all && app.listQuery === listQuery()) {
+    // Only when the list was asked for the text in the box: text no name can contain is not sent (listQuery).
+    if (app.all && app.listQuery === q) {
       // Not sent by the server, but for the active open channels listed here anyway: counted once, not twice.
       var listedActive = items.filter(function (c) { return extra.has(c.channel) && size(c) > 0; }).length;
       hidden += Math.max(0, app.listTotal - app.list.length - listedActive);
