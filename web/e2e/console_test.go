@@ -1,8 +1,15 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -581,6 +588,66 @@ func TestConsolePickerOfTextNoNameHas(t *testing.T) {
 		if got := eval[string](b, notes); strings.Contains(got, "more") {
 			t.Errorf("with %q in the box, no channel listed, the picker says %q", text, got)
 		}
+	}
+}
+
+// The console from an Usher that knows q, sort and limit may poll an older one behind the same load balancer while
+// instances are upgraded: that one answers every channel, by name, without total. The picker then filters and counts
+// itself, as it did before, and does not call every active channel a match of what is typed.
+func TestConsolePickerOfAnOlderUsher(t *testing.T) {
+	t.Parallel()
+	srv := startManyChannels(t)
+	target, err := url.Parse(srv.base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	older := httputil.NewSingleHostReverseProxy(target) // answers GET /v1/channels as an Usher before total did
+	direct := older.Director
+	older.Director = func(r *http.Request) {
+		direct(r)
+		if r.URL.Path == "/v1/channels" {
+			r.URL.RawQuery = ""
+		}
+	}
+	older.ModifyResponse = func(r *http.Response) error {
+		if r.Request.URL.Path != "/v1/channels" || r.StatusCode != http.StatusOK {
+			return nil
+		}
+		var body map[string]json.RawMessage
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
+			return err
+		}
+		r.Body.Close()
+		delete(body, "total")
+		raw, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
+		r.Header.Del("Content-Length")
+		return nil
+	}
+	front := httptest.NewServer(older)
+	t.Cleanup(front.Close)
+
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(front.URL+"/#token="+token(t, "moderator", "*")))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b.poll("the busiest 200 of every channel", listed+`.length === 200 && `+listed+`[0] === "big-one" &&
+		document.querySelector("#channel-list .cl-more").textContent.startsWith("32 more") &&
+		document.querySelector("#list-status").textContent === "232 active"`, wait)
+	b.do(wait, chromedp.SendKeys(chromedp.CSS("#open-input"), "room-00"))
+	b.poll("the ten rooms matching", listed+`.length === 10`, wait)
+	// The list is asked for with the text, then again 3 s after its answer was taken: then that answer is drawn.
+	asked := func() int { return b.count(func(u string) bool { return strings.Contains(u, "q=room-00") }) }
+	for deadline := time.Now().Add(10 * time.Second); asked() < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the list was asked for with the text %d times in 10 s: %q", asked(), b.requested())
+		}
+	}
+	const status = `document.querySelector("#list-status").textContent`
+	if got := eval[string](b, status); got != "232 active" {
+		t.Errorf("an older Usher's list of every channel, 10 of them matching the box: the status says %q, want 232 active", got)
 	}
 }
 

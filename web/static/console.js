@@ -299,11 +299,13 @@
     box.hidden = false;
   }
 
-  // takeList keeps an answer of GET /v1/channels (listPath) for the picker.
-  function takeList(body) {
+  // takeList keeps an answer of GET /v1/channels (listPath(q)) for the picker. An older Usher, without total,
+  // ignores q, sort and limit: its answer is every active channel, which renderSide filters and counts itself.
+  function takeList(body, q) {
     app.list = body && Array.isArray(body.channels) ? body.channels : [];
-    app.listTotal = body && typeof body.total === "number" ? body.total : app.list.length;
-    app.listQuery = listQuery();
+    var counted = !!body && typeof body.total === "number";
+    app.listTotal = counted ? body.total : app.list.length;
+    app.listQuery = counted ? (q === undefined ? listQuery() : q) : "";
   }
 
   // repoll asks for the list at once (after LIST_TYPED_MS without another key): what is typed in the box changed.
@@ -325,8 +327,7 @@
     api(listPath(q)).then(function (res) {
       if (round !== app.listRound) return;
       if (res.status === 200 && res.body && Array.isArray(res.body.channels)) {
-        takeList(res.body);
-        app.listQuery = q; // what was asked, though more may have been typed since
+        takeList(res.body, q); // what was asked, though more may have been typed since
         app.listStatus = "live";
       } else if (res.status === 401) {
         app.listStatus = "refused";
