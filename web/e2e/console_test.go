@@ -651,10 +651,6 @@ func TestConsolePickerOfAnOlderUsher(t *testing.T) {
 	}
 }
 
-// TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
-// frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
-// times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on
-
 // With more active channels than the picker shows, the console asks the server for the busiest 200 only, and for
 // those matching what is typed in the box: a channel past the first 200 is found by typing its name, and no request
 // of the page lists every channel (with 100,000 channels that list was 8 MB, polled every 3 s).
@@ -689,6 +685,9 @@ func TestConsolePickerOfManyChannels(t *testing.T) {
 	}
 }
 
+// TestConsoleHiddenTabArrivals watches a channel from a tab in the background (another tab in front: no animation
+// frames, so nothing is drawn) while joins arrive over more than a minute of the page's clock: the channel keeps the
+// times of the last minute's joins only, not of every join since the tab was hidden. The page's clock is moved on
 // 61 s between two bursts of joins, rather than the test waiting a minute.
 func TestConsoleHiddenTabArrivals(t *testing.T) {
 	t.Parallel()
