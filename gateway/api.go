@@ -102,7 +102,10 @@ func (g *Gateway) getChannels(c *gin.Context) {
 		_ = c.Error(fmt.Errorf("%w: q is %d bytes; a channel name has at most %d", errBadRequest, len(q), ncs.MaxChannelNameLength))
 		return
 	}
-	order := c.DefaultQuery("sort", "name")
+	order := c.Query("sort")
+	if order == "" {
+		order = "name" // as an empty q or limit is none
+	}
 	if order != "name" && order != "size" {
 		_ = c.Error(fmt.Errorf("%w: sort is %q: give name (the default) or size (the busiest first)", errBadRequest, order))
 		return

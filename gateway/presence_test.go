@@ -444,6 +444,8 @@ func TestChannelsListQueries(t *testing.T) {
 		total int
 	}{
 		{"", []string{"Show-1", "lobby-show", "show-2", "talk"}, 4},
+		{"?q=&sort=&limit=", []string{"Show-1", "lobby-show", "show-2", "talk"}, 4},
+		{"?q=" + strings.Repeat("s", 64), []string{}, 0},
 		{"?q=SHOW", []string{"Show-1", "lobby-show", "show-2"}, 3},
 		{"?q=-", []string{"Show-1", "lobby-show", "show-2"}, 3},
 		{"?q=nothing", []string{}, 0},

@@ -1161,7 +1161,7 @@
     } else none.remove();
     arrange(ul, want);
     var st = $("#list-status");
-    setText(st, app.all ? (app.listStatus === "live" ? fmtNum(app.listTotal) + (app.listQuery ? " match" : " active") : app.listStatus === "offline" ? "offline" : app.listStatus) : "");
+    setText(st, app.all ? (app.listStatus === "live" ? fmtNum(app.listTotal) + (!app.listQuery ? " active" : app.listTotal === 1 ? " match" : " matches") : app.listStatus === "offline" ? "offline" : app.listStatus) : "");
   }
 
   var pickerMore = { more: el("li", "cl-more"), none: el("li", "cl-more") };
