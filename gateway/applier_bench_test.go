@@ -100,18 +100,7 @@ func BenchmarkSnapshot100k(b *testing.B) {
 	var size int
 	b.ResetTimer()
 	for b.Loop() {
-		req, _ := http.NewRequest(http.MethodGet, base+"/v1/channels/chan-0/presence", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := client.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, _ := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			b.Fatalf("status %d", resp.StatusCode)
-		}
-		size = int(n)
+		size = getSize(b, client, base+"/v1/channels/chan-0/presence", tok)
 	}
 	if size < members*20 {
 		b.Fatalf("snapshot is %d bytes: not %d members", size, members)
@@ -135,18 +124,7 @@ func BenchmarkChannels100k(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			var size int
 			for b.Loop() {
-				req, _ := http.NewRequest(http.MethodGet, base+"/v1/channels"+bc.query, nil)
-				req.Header.Set("Authorization", "Bearer "+tok)
-				resp, err := client.Do(req)
-				if err != nil {
-					b.Fatal(err)
-				}
-				n, _ := io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					b.Fatalf("status %d", resp.StatusCode)
-				}
-				size = int(n)
+				size = getSize(b, client, base+"/v1/channels"+bc.query, tok)
 			}
 			if size < bc.least {
 				b.Fatalf("the list is %d bytes, less than %d", size, bc.least)
@@ -154,4 +132,20 @@ func BenchmarkChannels100k(b *testing.B) {
 			b.ReportMetric(float64(size), "bytes/list")
 		})
 	}
+}
+
+// getSize GETs url with tok, fails unless the answer is 200, and returns the size of its body.
+func getSize(b *testing.B, client *http.Client, url, tok string) int {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := client.Do(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n, _ := io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("GET %s: status %d", url, resp.StatusCode)
+	}
+	return int(n)
 }

@@ -455,9 +455,7 @@ func TestConsolePickerWhileEventsFlow(t *testing.T) {
 	}
 	srv.waitRoster(t, calm, func(s presence.Snapshot) bool { return s.Counts.Audience == 3 })
 
-	b := newBrowser(t, 1440, 900)
-	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
-	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b := moderatorConsole(t, srv.base)
 	order := `[...document.querySelectorAll("#channel-list li[data-channel]")].map(li => li.dataset.channel).join(" ")`
 	b.poll("the picker, busiest first", order+` === "calm busy quiet"`, wait)
 	b.clickChannel(busy)
@@ -555,9 +553,7 @@ func startManyChannels(t *testing.T) *server {
 func TestConsolePickerCountsAnOpenChannelOnce(t *testing.T) {
 	t.Parallel()
 	srv := startManyChannels(t)
-	b := newBrowser(t, 1440, 900)
-	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
-	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b := moderatorConsole(t, srv.base)
 	b.do(wait, chromedp.SetValue(chromedp.CSS("#open-input"), "zz-needle"), chromedp.Click(chromedp.CSS("#open-form button")))
 	b.waitPanel("zz-needle", "zz-needle's roster", wait, func(p panel) bool { return p.Snapshots > 0 && p.Audience == "1" })
 	more := `document.querySelector("#channel-list .cl-more").textContent`
@@ -576,9 +572,7 @@ func TestConsolePickerCountsAnOpenChannelOnce(t *testing.T) {
 func TestConsolePickerOfTextNoNameHas(t *testing.T) {
 	t.Parallel()
 	srv := startManyChannels(t)
-	b := newBrowser(t, 1440, 900)
-	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
-	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b := moderatorConsole(t, srv.base)
 	b.poll("the busiest 200", listed+`.length === 200`, wait)
 	const notes = `[...document.querySelectorAll("#channel-list .cl-more")].map(li => li.textContent).join(" / ")`
 	for _, text := range []string{"rooм", strings.Repeat("room-", 13) + "0"} {
@@ -630,9 +624,7 @@ func TestConsolePickerOfAnOlderUsher(t *testing.T) {
 	front := httptest.NewServer(older)
 	t.Cleanup(front.Close)
 
-	b := newBrowser(t, 1440, 900)
-	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(front.URL+"/#token="+token(t, "moderator", "*")))
-	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b := moderatorConsole(t, front.URL)
 	b.poll("the busiest 200 of every channel", listed+`.length === 200 && `+listed+`[0] === "big-one" &&
 		document.querySelector("#channel-list .cl-more").textContent.startsWith("32 more") &&
 		document.querySelector("#list-status").textContent === "232 active"`, wait)
@@ -657,9 +649,7 @@ func TestConsolePickerOfAnOlderUsher(t *testing.T) {
 func TestConsolePickerOfManyChannels(t *testing.T) {
 	t.Parallel()
 	srv := startManyChannels(t)
-	b := newBrowser(t, 1440, 900)
-	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(srv.base+"/#token="+token(t, "moderator", "*")))
-	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	b := moderatorConsole(t, srv.base)
 	b.poll("the busiest 200, then how many more", listed+`.length === 200 && `+listed+`[0] === "big-one" && `+listed+`[1] === "room-000" &&
 		document.querySelector("#channel-list .cl-more").textContent.startsWith("32 more") &&
 		document.querySelector("#list-status").textContent === "232 active"`, wait)

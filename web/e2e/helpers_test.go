@@ -277,6 +277,16 @@ type browser struct {
 	urls []string
 }
 
+// moderatorConsole opens the console at base in a new browser, signed in with a token that grants "*", and waits
+// for it to show.
+func moderatorConsole(t *testing.T, base string) *browser {
+	t.Helper()
+	b := newBrowser(t, 1440, 900)
+	b.do(wait, chromedp.EmulateViewport(1440, 900), chromedp.Navigate(base+"/#token="+token(t, "moderator", "*")))
+	b.poll("the console", `!document.querySelector("#app").hidden`, wait)
+	return b
+}
+
 // newBrowser starts Debian's Chromium with a fresh profile. With -short the test is skipped; without the browser
 // it fails, so that CI cannot pass without running it.
 func newBrowser(t *testing.T, width, height int) *browser {
