@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -261,4 +262,28 @@ func BenchmarkChannels100k(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkContainsFoldWorst measures ContainsFold at its worst: a name of 64 "a" and a q of 31 "a" and a "b",
+// which matches at no place but only at its last byte. GET /v1/channels?q= makes one call a channel, under the
+// view's read lock: 100,000 such channels cost 100,000 times this. Run:
+//
+//	go test -run '^$' -bench BenchmarkContainsFold ./gateway/presence/
+func BenchmarkContainsFoldWorst(b *testing.B) {
+	name, q := strings.Repeat("a", 64), strings.Repeat("A", 31)+"b"
+	for b.Loop() {
+		if presence.ContainsFold(name, q) {
+			b.Fatal("matched")
+		}
+	}
+}
+
+// BenchmarkContainsFoldTypical is ContainsFold of a typical name and q, which differ at most places at once.
+func BenchmarkContainsFoldTypical(b *testing.B) {
+	name, q := "Live-Show_2026-11-26_room-4711", "room-47"
+	for b.Loop() {
+		if !presence.ContainsFold(name, q) {
+			b.Fatal("no match")
+		}
+	}
 }
